@@ -1,0 +1,49 @@
+"""The Flower ClientApp: wiring only. Message types it answers:
+
+- ``query.setup``: stores the run config; replies with feature sums/counts for the scaler.
+- ``train``: one local round; replies with weights (or an encoded update) and metrics,
+  or a ``declined`` reply when the node's privacy budget cannot pay for the round.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from lepton_fed.client.node import NodeState, node_train_data
+from lepton_fed.client.round import run_train_round
+from lepton_fed.data.preprocess import FeatureStats
+
+__all__ = ["app"]
+
+app = ClientApp()
+
+
+@app.query("setup")
+def setup(msg: Message, context: Context) -> Message:
+    """Store the run config; reply with this node's feature statistics."""
+    node = NodeState(context)
+    node.set("config-yaml", str(msg.content["config"]["config-yaml"]))
+    data = node_train_data(node.cfg, context)
+    st = FeatureStats.of(data.X)
+    return Message(
+        RecordDict({"metrics": MetricRecord({
+            "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist(),
+        })}),
+        reply_to=msg,
+    )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local training round."""
+    node = NodeState(context)
+    extra = msg.content.get("lepton")
+    if extra is not None and "scaler-mean" in extra:
+        node.set("scaler-mean", list(extra["scaler-mean"]))
+        node.set("scaler-scale", list(extra["scaler-scale"]))
+    arrays, metrics = run_train_round(node, msg.content["arrays"], msg.content["config"])
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content, reply_to=msg)

@@ -1,0 +1,91 @@
+"""One client training round, independent of Flower's message plumbing.
+
+Order of operations (each step's guarantee depends on the previous one):
+1. budget check (DP-SGD): decline before touching the data if the round cannot be paid;
+2. local training (DP-SGD via Opacus when ``privacy=dpsgd``);
+3. update ``delta = w_local - w_global``; clipped to ``privacy.clip`` for central DP
+   (and to the secure-aggregation bound when secagg is on);
+4. encode for the wire (int8 / top-k with error feedback) when compression is on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord
+
+from lepton_fed.client.node import NodeState, node_train_data
+from lepton_fed.client.train import train_local
+from lepton_fed.models import build_model, flatten_state, get_state, set_state, unflatten_state
+from lepton_fed.models.spec import model_spec
+from lepton_fed.utils.device import resolve_device
+from lepton_fed.utils.records import from_array_record, to_array_record
+from lepton_fed.utils.seed import derive_seed
+
+__all__ = ["run_train_round"]
+
+
+def run_train_round(
+    node: NodeState, arrays: ArrayRecord, config: ConfigRecord
+) -> tuple[ArrayRecord | None, dict[str, Any]]:
+    """Train one round; return (reply arrays or None when declined, metrics)."""
+    cfg = node.cfg
+    rnd = int(config["server-round"])
+    pid = node.partition_id
+    data = node_train_data(cfg, node.context)
+    scaler = node.scaler
+    X = scaler.transform(data.X) if scaler is not None else data.X
+    spec = model_spec(cfg.model, num_features=data.num_features,
+                      num_classes=len(data.class_names), input_shape=data.input_shape)
+    model = build_model(spec)
+    global_state = from_array_record(arrays)
+    set_state(model, global_state)
+    seed = derive_seed(cfg.seed, "train", rnd, pid)
+    metrics: dict[str, Any] = {"num-examples": int(len(data.y)), "unit-weight": 1, "declined": 0}
+
+    dp = None
+    if cfg.privacy.mode == "dpsgd":
+        from lepton_fed.client.dp import dp_settings_or_decline
+
+        dp, eps_so_far = dp_settings_or_decline(node, cfg, n=len(data.y), round_=rnd)
+        if dp is None:
+            metrics.update({"declined": 1, "epsilon": eps_so_far, "num-examples": 0})
+            return None, metrics
+
+    res = train_local(
+        model, X, data.y,
+        epochs=cfg.client.epochs, batch_size=cfg.client.batch_size, lr=cfg.client.lr,
+        momentum=cfg.client.momentum, optimizer=cfg.client.optimizer,
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        device=resolve_device(cfg.device), seed=seed, dp=dp,
+    )
+    metrics["train-loss"] = float(res.loss) if np.isfinite(res.loss) else 0.0
+    if dp is not None:
+        from lepton_fed.client.dp import record_round
+
+        metrics["epsilon"] = record_round(node, cfg, dp, res, round_=rnd)
+
+    local_state = get_state(model)
+    gvec = flatten_state(global_state)
+    delta = flatten_state(local_state) - gvec
+    clip = _update_clip(cfg)
+    if clip is not None:
+        norm = float(np.linalg.norm(delta))
+        metrics["update-norm"] = norm
+        if norm > clip:
+            delta *= clip / norm
+    codec = cfg.compression["update"]
+    if codec != "none":
+        from lepton_fed.client.wire import encode_update
+
+        return encode_update(node, codec, delta, cfg, seed), metrics | {"encoded": 1}
+    return to_array_record(unflatten_state(gvec + delta, global_state)), metrics
+
+
+def _update_clip(cfg: Any) -> float | None:
+    if cfg.privacy.mode == "central":
+        return float(cfg.privacy.clip)
+    if cfg.secagg.enabled:
+        return float(cfg.secagg.clip or cfg.privacy.clip or 10.0)
+    return None

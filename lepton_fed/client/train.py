@@ -1,0 +1,131 @@
+"""One local round on one node: (model, rows, settings[, DP]) -> trained model + metrics.
+
+The proximal term of FedProx is applied as a separate decoupled step after each
+optimizer step (``w -= lr * mu * (w - w_global)``). That is the proximal gradient step,
+and -- unlike adding the term to the loss -- it stays correct under DP-SGD, where Opacus
+replaces ``p.grad`` by the clipped, noised sum of per-sample gradients (the proximal
+step uses only public values, so it is post-processing and costs no privacy).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["DPSettings", "LocalResult", "train_local"]
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """DP-SGD settings for one local round (sigma is fixed for the whole run)."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    grad_sample_mode: str = "ew"
+    secure_mode: bool = False
+
+
+@dataclass
+class LocalResult:
+    """What a local round did: mean training loss, optimizer steps, examples held."""
+
+    loss: float
+    steps: int
+    num_examples: int
+    sample_rate: float
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+
+def train_local(
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.0,
+    optimizer: str = "sgd",
+    proximal_mu: float = 0.0,
+    device: str = "cpu",
+    seed: int = 0,
+    dp: DPSettings | None = None,
+) -> LocalResult:
+    """Train ``model`` in place on ``(X, y)``.
+
+    Without DP, batches are shuffled with a generator seeded from ``seed``. With DP,
+    Opacus's Poisson sampling (rate ``batch_size / n``) and noise are seeded from
+    ``seed`` too; the caller records ``steps`` and ``sample_rate`` in the node's ledger.
+    """
+    n = len(y)
+    bs = min(batch_size, n)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+    loader: DataLoader = DataLoader(ds, batch_size=bs, shuffle=True, generator=gen)
+    model.to(device)
+    model.train()
+    opt = _optimizer(model, optimizer, lr, momentum)
+    net: nn.Module = model
+    if dp is not None:
+        from lepton_fed.privacy.dpsgd import make_private
+
+        net, opt, loader = make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            grad_sample_mode=dp.grad_sample_mode,
+            secure_mode=dp.secure_mode,
+            seed=seed,
+        )
+    anchors = (
+        [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    )
+    criterion = nn.CrossEntropyLoss()
+    total, count, steps = 0.0, 0, 0
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if len(yb) == 0:  # Poisson sampling can draw an empty batch
+                opt.zero_grad()
+                opt.step()
+                steps += 1
+                continue
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = criterion(net(xb), yb)
+            loss.backward()
+            opt.step()
+            steps += 1
+            if anchors is not None:
+                with torch.no_grad():
+                    for p, a in zip(model.parameters(), anchors, strict=True):
+                        p.sub_(lr * proximal_mu * (p - a.to(p.device)))
+            total += float(loss.item()) * len(yb)
+            count += len(yb)
+    if dp is not None:
+        _strip_opacus(net)
+    return LocalResult(
+        loss=total / max(count, 1) if count else math.nan,
+        steps=steps,
+        num_examples=n,
+        sample_rate=bs / n,
+    )
+
+
+def _strip_opacus(net: nn.Module) -> None:
+    """Remove Opacus hooks so the wrapped module can be reused/serialised."""
+    remove = getattr(net, "_close", None)
+    if callable(remove):
+        remove()

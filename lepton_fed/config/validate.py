@@ -1,0 +1,169 @@
+"""Config checks that span groups. Every problem is collected; nothing stops at the first.
+
+:func:`check_overrides` looks at command-line overrides before Hydra composes them (so an
+unknown group option is reported together with every other problem, with the valid
+choices named); :func:`validate` checks a composed config's values and cross-group rules.
+Both run before Ray or any training starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lepton_fed.config.paths import GROUPS, group_options
+from lepton_fed.errors import ConfigError
+
+__all__ = ["check_overrides", "raise_if", "validate"]
+
+MODES = ("none", "dpsgd", "central")
+UPDATES = ("none", "int8", "topk")
+GRAD_SAMPLE_MODES = ("ew", "hooks", "functorch", "ghost")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split overrides into (usable, problems): group choices that do not exist are problems.
+
+    Sweep values (``model=mlp,cnn``) are checked one by one.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    usable: list[str] = []
+    problems: list[str] = []
+    parser = OverridesParser.create()
+    for raw in overrides:
+        try:
+            ov = parser.parse_override(raw)
+        except Exception as exc:  # noqa: BLE001 - the grammar error is the message
+            problems.append(f"cannot parse override {raw!r}: {exc}")
+            continue
+        key = ov.key_or_group
+        if key in GROUPS and ov.package is None and not ov.is_delete():
+            valid = group_options(key)
+            values = [str(v) for v in ov.sweep_iterator()] if ov.is_sweep_override() else [
+                str(ov.value())
+            ]
+            bad = [v for v in values if v not in valid]
+            if bad:
+                problems.append(
+                    f"{key}={','.join(bad)}: unknown option; choose one of {valid}"
+                )
+                continue
+        usable.append(raw)
+    return usable, problems
+
+
+def _num(cfg: Any, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """Every semantic problem with a composed config (empty list = valid)."""
+    from lepton_fed.data.datasets import check_source
+
+    p: list[str] = []
+    fed = cfg.federation
+    n, k, r = fed.num_clients, fed.clients_per_round, fed.rounds
+    if not isinstance(r, int) or r < 1:
+        p.append(f"federation.rounds must be a positive integer, got {r}")
+    if not isinstance(n, int) or n < 1:
+        p.append(f"federation.num_clients must be a positive integer, got {n}")
+    if not isinstance(k, int) or k < 1:
+        p.append(f"federation.clients_per_round must be a positive integer, got {k}")
+    elif isinstance(n, int) and k > n:
+        p.append(
+            f"federation.clients_per_round ({k}) cannot exceed federation.num_clients ({n})"
+        )
+    if _num(cfg, "federation.num_cpus_per_client") is not None and fed.num_cpus_per_client <= 0:
+        p.append("federation.num_cpus_per_client must be > 0")
+    c = cfg.client
+    if not c.epochs or c.epochs < 1:
+        p.append(f"client.epochs must be >= 1, got {c.epochs}")
+    if not c.batch_size or c.batch_size < 1:
+        p.append(f"client.batch_size must be >= 1, got {c.batch_size}")
+    if not c.lr or c.lr <= 0:
+        p.append(f"client.lr must be > 0, got {c.lr}")
+    if c.optimizer not in ("sgd", "adam"):
+        p.append(f"client.optimizer={c.optimizer!r}: choose one of ['adam', 'sgd']")
+    if cfg.device not in DEVICES:
+        p.append(f"device={cfg.device!r}: choose one of {list(DEVICES)}")
+    if not isinstance(cfg.seed, int):
+        p.append(f"seed must be an integer, got {cfg.seed!r}")
+
+    d = cfg.data
+    p += check_source(d.name, d.path, d.label)
+    if not 0 < d.test_fraction < 1:
+        p.append(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+    if cfg.partition.name == "dirichlet" and not cfg.partition.alpha > 0:
+        p.append(f"partition.alpha must be > 0, got {cfg.partition.alpha}")
+    if cfg.partition.name == "natural" and d.name not in ("heart_disease", "csv"):
+        p.append(
+            f"partition=natural needs data with natural silos (heart_disease, or csv with "
+            f"data.silo_column); data={d.name} has none"
+        )
+    if cfg.partition.name == "natural" and d.name == "heart_disease" and n != 4:
+        p.append(f"partition=natural on heart_disease has 4 hospitals: set federation.num_clients=4 (got {n})")
+    if cfg.partition.name == "natural" and d.name == "csv" and not d.silo_column:
+        p.append("partition=natural with data=csv needs data.silo_column")
+    if cfg.model.name == "cnn" and d.name in ("breast_cancer", "csv", "heart_disease"):
+        p.append(f"model=cnn needs image data (digits, mnist); data={d.name} is tabular")
+
+    pr = cfg.privacy
+    if pr.mode not in MODES:
+        p.append(f"privacy.mode={pr.mode!r}: choose one of {list(MODES)}")
+    if pr.mode != "none":
+        if pr.delta is None or not 0 < pr.delta < 1:
+            p.append(f"privacy.delta must be in (0, 1), got {pr.delta}")
+        if pr.epsilon is not None and not pr.epsilon > 0:
+            p.append(f"privacy.epsilon must be > 0, got {pr.epsilon}")
+    if pr.mode == "dpsgd":
+        if pr.epsilon is None and pr.noise_multiplier is None:
+            p.append("privacy=dpsgd needs privacy.epsilon (a target) or privacy.noise_multiplier")
+        if pr.max_grad_norm is None or not pr.max_grad_norm > 0:
+            p.append(f"privacy.max_grad_norm must be > 0, got {pr.max_grad_norm}")
+        if pr.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            p.append(
+                f"privacy.grad_sample_mode={pr.grad_sample_mode!r}: choose one of {list(GRAD_SAMPLE_MODES)}"
+            )
+    if pr.mode == "central":
+        if pr.clip is None or not pr.clip > 0:
+            p.append(f"privacy.clip must be > 0 for privacy=central, got {pr.clip}")
+        if pr.epsilon is None and (pr.noise_multiplier is None or not pr.noise_multiplier > 0):
+            p.append("privacy=central needs privacy.noise_multiplier > 0 or a target privacy.epsilon")
+        if cfg.strategy.name not in ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"):
+            p.append(
+                f"privacy=central needs a mean-based strategy (fedavg/fedprox/fedadam/fedyogi/"
+                f"fedadagrad); strategy={cfg.strategy.name} is not a mean, so the noise "
+                "calibration would not hold"
+            )
+    sa = cfg.secagg
+    if sa.enabled:
+        if cfg.strategy.name in ("krum", "trimmed_mean", "median"):
+            p.append(
+                f"secagg=on cannot be combined with strategy={cfg.strategy.name}: it needs each "
+                "client's individual update, and secure aggregation only reveals their sum "
+                "(use fedavg, fedprox, fedadam, fedyogi or fedadagrad)"
+            )
+        if isinstance(k, int) and k < 3:
+            p.append(f"secagg=on needs at least 3 clients per round, got {k}")
+        if sa.clip is not None and not sa.clip > 0:
+            p.append(f"secagg.clip must be > 0, got {sa.clip}")
+        if cfg.compression["update"] != "none":
+            p.append(
+                f"compression.update={cfg.compression['update']} cannot be combined with secagg=on: "
+                "the secure-aggregation field encoding (<= 4 bytes/parameter) is the compression; "
+                "use compression=none"
+            )
+    if cfg.compression["update"] not in UPDATES:
+        p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
+    if not 0 < cfg.compression.topk_fraction <= 1:
+        p.append(f"compression.topk_fraction must be in (0, 1], got {cfg.compression.topk_fraction}")
+    return p
+
+
+def raise_if(problems: list[str]) -> None:
+    """Raise one :class:`ConfigError` listing every problem, if there are any."""
+    if problems:
+        raise ConfigError(problems)

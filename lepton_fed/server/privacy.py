@@ -1,0 +1,81 @@
+"""Server-side privacy bookkeeping: central-DP noise and accounting, and the run's
+privacy summary (per-client DP-SGD epsilons reported by the nodes' ledgers)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from lepton_fed.utils.seed import derive_seed
+
+__all__ = ["ServerPrivacy"]
+
+
+class ServerPrivacy:
+    """Central DP (``privacy=central``): noise std ``noise_multiplier * clip`` on the SUM
+    of the m clipped updates, then divided by m -- valid whether the server sees the
+    individual updates or only their sum (secure aggregation). Accounting: one Gaussian
+    release per round with no sampling amplification (conservative), composed over
+    rounds with an RDP accountant.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.mode = str(cfg.privacy.mode)
+        self.delta = cfg.privacy.delta
+        self.noise_multiplier: float | None = None
+        self.accountant: Any = None
+        if self.mode == "central":
+            from lepton_fed.privacy.analysis import central_noise_multiplier_for
+            from lepton_fed.privacy.central import CentralAccountant
+
+            z = cfg.privacy.noise_multiplier
+            if cfg.privacy.epsilon is not None:
+                z = central_noise_multiplier_for(
+                    target_epsilon=float(cfg.privacy.epsilon), delta=float(self.delta),
+                    rounds=int(cfg.federation.rounds))
+            self.noise_multiplier = float(z)
+            self.accountant = CentralAccountant(delta=float(self.delta))
+
+    def noisy_mean(self, total: np.ndarray, m: int, rnd: int) -> np.ndarray:
+        """Mean of m clipped updates from their sum, with calibrated Gaussian noise."""
+        from lepton_fed.privacy.central import add_gaussian_noise
+
+        seed = (int.from_bytes(os.urandom(8), "little") if self.cfg.privacy.secure_mode
+                else derive_seed(self.cfg.seed, "central-noise", rnd))
+        rng = np.random.default_rng(seed)
+        noisy = add_gaussian_noise(total, noise_multiplier=float(self.noise_multiplier or 0.0),
+                                   clip=float(self.cfg.privacy.clip), rng=rng)
+        return noisy / max(m, 1)
+
+    def account_release(self, num_clients: int) -> None:
+        """Record one released aggregate (central DP)."""
+        if self.accountant is not None:
+            self.accountant.step(noise_multiplier=float(self.noise_multiplier or 0.0),
+                                 num_clients=num_clients)
+
+    def epsilon(self, per_client: dict[str, float]) -> float | None:
+        """Epsilon spent so far: max over clients (dpsgd) or the server's (central)."""
+        if self.mode == "dpsgd":
+            return max(per_client.values()) if per_client else 0.0
+        if self.mode == "central" and self.accountant is not None:
+            return float(self.accountant.epsilon)
+        return None
+
+    def summary(self, per_client: dict[str, float], stopped: dict[str, int]) -> dict[str, Any]:
+        """The ``privacy`` block of summary.json."""
+        out: dict[str, Any] = {
+            "mode": self.mode, "epsilon": self.epsilon(per_client),
+            "delta": self.delta, "target_epsilon": self.cfg.privacy.epsilon,
+        }
+        if self.mode == "dpsgd":
+            out |= {"per_client": dict(sorted(per_client.items())),
+                    "stopped_clients": stopped, "max_grad_norm": self.cfg.privacy.max_grad_norm,
+                    "grad_sample_mode": self.cfg.privacy.grad_sample_mode}
+        if self.mode == "central":
+            out |= {"noise_multiplier": self.noise_multiplier, "clip": self.cfg.privacy.clip,
+                    "accounting": "rdp, Gaussian mechanism per round, no sampling amplification"}
+        return out

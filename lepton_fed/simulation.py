@@ -1,0 +1,67 @@
+"""Launching a simulation: the one module that talks to Flower's simulation engine.
+
+``flwr.simulation.run_simulation`` is deprecated in flwr 1.42 but runs in-process, which
+suits Hydra; moving to ``flwr run`` is a change to this module only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lepton_fed.config.validate import raise_if, validate
+from lepton_fed.errors import RunFailed
+
+__all__ = ["simulate"]
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Validate ``cfg``, run it on Flower's Ray simulation engine, return summary.json.
+
+    Raises:
+        ConfigError: every config problem, before Ray starts.
+        RunFailed: the run could not complete (e.g. no client succeeded in a round).
+    """
+    raise_if(validate(cfg))
+    _quiet_env()
+    from flwr.simulation import run_simulation
+
+    from lepton_fed.client.app import app as client_app
+    from lepton_fed.server.app import make_server_app
+
+    logging.getLogger("flwr").propagate = False
+    results: dict[str, Any] = {}
+    errors: queue.Queue[BaseException] = queue.Queue()
+    server_app = make_server_app(cfg, run_dir, results)
+    fed = cfg.federation
+    k = fed.clients_per_round
+    num_cpus = os.cpu_count() or 1
+    backend_config: dict[str, Any] = {
+        "client_resources": {"num_cpus": float(fed.num_cpus_per_client),
+                             "num_gpus": float(fed.num_gpus_per_client)},
+        "init_args": {"num_cpus": num_cpus, "include_dashboard": False,
+                      "logging_level": "ERROR", "log_to_driver": True},
+    }
+    del k, errors
+    run_simulation(
+        server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
+        backend_name="ray", backend_config=backend_config,
+    )
+    if not results:
+        summary = Path(run_dir) / "summary.json"
+        raise RunFailed(
+            f"the simulation ended without a result (see the log above); {summary} not written"
+        )
+    return results
