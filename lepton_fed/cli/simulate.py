@@ -1,0 +1,60 @@
+"""``lepton-fed simulate [overrides]`` and ``lepton-fed validate [overrides]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lepton_fed.errors import ConfigError
+
+__all__ = ["register", "run_simulate", "run_validate"]
+
+
+def _split_args(args: list[str]) -> tuple[list[str], bool]:
+    overrides = [a for a in args if not a.startswith("-") and not a.startswith("hydra.")]
+    multirun = "-m" in args or "--multirun" in args
+    return overrides, multirun
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Compose and check a config; print every problem (exit 2) or OK."""
+    from lepton_fed.config.compose import precheck, to_yaml
+
+    overrides, multirun = _split_args(args.overrides)
+    try:
+        cfgs = precheck(overrides, multirun=multirun)
+    except ConfigError as exc:
+        print(f"lepton-fed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.show:
+        print(to_yaml(cfgs[0]))
+    print(f"config OK ({len(cfgs)} job(s))")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Pre-check every override (all problems at once), then hand over to Hydra."""
+    from lepton_fed.config.compose import precheck
+
+    overrides, multirun = _split_args(args.overrides)
+    try:
+        precheck(overrides, multirun=multirun)
+    except ConfigError as exc:
+        print(f"lepton-fed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    from simulations import run
+
+    sys.argv = ["lepton-fed simulate", *args.overrides]
+    run.main()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: D103
+    p = sub.add_parser("simulate", help="run a simulation (Hydra overrides; -m for sweeps)",
+                       add_help=False)
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run_simulate)
+    v = sub.add_parser("validate", help="check a config without running it")
+    v.add_argument("--show", action="store_true", help="print the composed config")
+    v.add_argument("overrides", nargs=argparse.REMAINDER)
+    v.set_defaults(func=run_validate)
