@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,12 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     from lepton_fed.client.app import app as client_app
     from lepton_fed.server.app import make_server_app
 
-    logging.getLogger("flwr").propagate = False
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.propagate = False
+    flwr_log.setLevel(logging.DEBUG if cfg.log_level == "DEBUG" else logging.WARNING)
     results: dict[str, Any] = {}
-    errors: queue.Queue[BaseException] = queue.Queue()
     server_app = make_server_app(cfg, run_dir, results)
     fed = cfg.federation
-    k = fed.clients_per_round
     num_cpus = os.cpu_count() or 1
     backend_config: dict[str, Any] = {
         "client_resources": {"num_cpus": float(fed.num_cpus_per_client),
@@ -54,7 +53,6 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "init_args": {"num_cpus": num_cpus, "include_dashboard": False,
                       "logging_level": "ERROR", "log_to_driver": True},
     }
-    del k, errors
     run_simulation(
         server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
         backend_name="ray", backend_config=backend_config,
