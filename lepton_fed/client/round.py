@@ -48,7 +48,14 @@ def run_train_round(
     if cfg.privacy.mode == "dpsgd":
         from lepton_fed.client.dp import dp_settings_or_decline
 
-        dp, eps_so_far = dp_settings_or_decline(node, cfg, n=len(data.y), round_=rnd)
+        fingerprint = node.get("data-fp")
+        if fingerprint is None:
+            from lepton_fed.privacy.accounting import dataset_fingerprint
+
+            fingerprint = dataset_fingerprint(data.X, data.y)
+            node.set("data-fp", fingerprint)
+        dp, eps_so_far = dp_settings_or_decline(node, cfg, n=len(data.y),
+                                                fingerprint=fingerprint, round_=rnd)
         if dp is None:
             metrics.update({"declined": 1, "epsilon": eps_so_far, "num-examples": 0})
             return None, metrics
@@ -64,7 +71,8 @@ def run_train_round(
     if dp is not None:
         from lepton_fed.client.dp import record_round
 
-        metrics["epsilon"] = record_round(node, cfg, dp, res, round_=rnd)
+        metrics["epsilon"] = record_round(node, cfg, dp, res, fingerprint=fingerprint,
+                                          round_=rnd)
 
     local_state = get_state(model)
     gvec = flatten_state(global_state)

@@ -76,46 +76,50 @@ def train_local(
     model.to(device)
     model.train()
     opt = _optimizer(model, optimizer, lr, momentum)
-    net: nn.Module = model
-    if dp is not None:
-        from lepton_fed.privacy.dpsgd import make_private
-
-        net, opt, loader = make_private(
-            module=model,
-            optimizer=opt,
-            data_loader=loader,
-            noise_multiplier=dp.noise_multiplier,
-            max_grad_norm=dp.max_grad_norm,
-            grad_sample_mode=dp.grad_sample_mode,
-            secure_mode=dp.secure_mode,
-            seed=seed,
-        )
     anchors = (
         [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     )
+
+    def proximal_step() -> None:
+        if anchors is not None:
+            with torch.no_grad():
+                for p, a in zip(model.parameters(), anchors, strict=True):
+                    p.sub_(lr * proximal_mu * (p - a.to(p.device)))
+
     criterion = nn.CrossEntropyLoss()
-    total, count, steps = 0.0, 0, 0
+    total, count = 0.0, 0
+    if dp is not None:
+        from lepton_fed.privacy.dpsgd import dp_loss_step, make_private
+
+        private = make_private(
+            module=model, optimizer=opt, data_loader=loader,
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            grad_sample_mode=dp.grad_sample_mode, secure_mode=dp.secure_mode,
+            seed=seed, criterion=criterion,
+        )
+        for _ in range(epochs):
+            for xb, yb in private.data_loader:
+                total += dp_loss_step(module=private.module, optimizer=private.optimizer,
+                                      criterion=criterion, inputs=xb.to(device),
+                                      targets=yb.to(device))
+                count += len(yb)
+                proximal_step()
+        _strip_opacus(private.module)
+        return LocalResult(loss=total / max(count, 1) if count else math.nan,
+                           steps=private.steps_taken, num_examples=n,
+                           sample_rate=private.sample_rate)
+    steps = 0
     for _ in range(epochs):
         for xb, yb in loader:
-            if len(yb) == 0:  # Poisson sampling can draw an empty batch
-                opt.zero_grad()
-                opt.step()
-                steps += 1
-                continue
             xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad()
-            loss = criterion(net(xb), yb)
+            loss = criterion(model(xb), yb)
             loss.backward()
             opt.step()
             steps += 1
-            if anchors is not None:
-                with torch.no_grad():
-                    for p, a in zip(model.parameters(), anchors, strict=True):
-                        p.sub_(lr * proximal_mu * (p - a.to(p.device)))
+            proximal_step()
             total += float(loss.item()) * len(yb)
             count += len(yb)
-    if dp is not None:
-        _strip_opacus(net)
     return LocalResult(
         loss=total / max(count, 1) if count else math.nan,
         steps=steps,

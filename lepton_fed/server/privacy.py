@@ -38,10 +38,15 @@ class ServerPrivacy:
                     target_epsilon=float(cfg.privacy.epsilon), delta=float(self.delta),
                     rounds=int(cfg.federation.rounds))
             self.noise_multiplier = float(z)
-            self.accountant = CentralAccountant(delta=float(self.delta))
+            self.accountant = CentralAccountant(
+                delta=float(self.delta), population_size=int(cfg.federation.num_clients))
 
     def noisy_mean(self, total: np.ndarray, m: int, rnd: int) -> np.ndarray:
-        """Mean of m clipped updates from their sum, with calibrated Gaussian noise."""
+        """Noised sum of clipped updates divided by the PLANNED cohort size.
+
+        Dividing by the planned ``clients_per_round`` (not the ``m`` that replied) keeps
+        the sensitivity at ``clip / clients_per_round`` whatever dropped out.
+        """
         from lepton_fed.privacy.central import add_gaussian_noise
 
         seed = (int.from_bytes(os.urandom(8), "little") if self.cfg.privacy.secure_mode
@@ -49,7 +54,8 @@ class ServerPrivacy:
         rng = np.random.default_rng(seed)
         noisy = add_gaussian_noise(total, noise_multiplier=float(self.noise_multiplier or 0.0),
                                    clip=float(self.cfg.privacy.clip), rng=rng)
-        return noisy / max(m, 1)
+        del m
+        return noisy / int(self.cfg.federation.clients_per_round)
 
     def account_release(self, num_clients: int) -> None:
         """Record one released aggregate (central DP)."""

@@ -1,0 +1,213 @@
+"""``lepton-fed privacy``: the epsilon a planned run would spend, without training.
+
+Examples::
+
+    lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 --sigma 0.88
+    lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 \\
+        --target-epsilon 8
+    lepton-fed privacy --mode central --rounds 20 --clients-per-round 10 --sigma 1.0
+
+dpsgd: sample-level epsilon of ONE client, assuming it trains in every round (the
+worst case: a client sampled less often spends less; client sampling is not used
+for amplification). Poisson sampling rate and steps are what Opacus runs
+(``q = 1/ceil(examples/batch)``).
+central: client-level epsilon of the released global models; every round counts in
+full (no amplification by client sampling), so ``--clients-per-round`` only sets
+the noise std on the mean, ``sigma*clip/m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from lepton_fed.errors import ConfigError
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``privacy`` subcommand to the ``lepton-fed`` parser."""
+    p = subparsers.add_parser(
+        "privacy",
+        help="epsilon a planned configuration would spend (or the sigma it needs)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--mode", choices=["dpsgd", "central"], default="dpsgd")
+    p.add_argument("--rounds", type=int, required=True, help="federated rounds")
+    p.add_argument(
+        "--local-epochs", type=int, default=1, help="dpsgd: epochs per round"
+    )
+    p.add_argument("--batch-size", type=int, help="dpsgd: expected Poisson batch size")
+    p.add_argument(
+        "--examples", type=int, help="dpsgd: training examples of the client"
+    )
+    p.add_argument(
+        "--clients-per-round", type=int, help="central: clients averaged per round"
+    )
+    p.add_argument(
+        "--clip", type=float, default=1.0, help="central: update clipping norm"
+    )
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--sigma", type=float, help="noise multiplier: print the epsilon it spends"
+    )
+    g.add_argument(
+        "--target-epsilon", type=float, help="print the sigma this epsilon needs"
+    )
+    p.add_argument(
+        "--delta", type=float, default=1e-5, help="target delta (default 1e-5)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of text"
+    )
+    p.set_defaults(func=run)
+
+
+def _problems(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+
+    def need(flag: str, value: Any, ok: bool, rule: str) -> None:
+        if value is None:
+            out.append(f"{flag} is required for --mode {args.mode}")
+        elif not ok:
+            out.append(f"{flag}={value} is invalid: {rule}")
+
+    need(
+        "--rounds",
+        args.rounds,
+        args.rounds is not None and args.rounds >= 1,
+        "must be >= 1",
+    )
+    d = args.delta
+    if not (math.isfinite(d) and 0 < d < 1):
+        out.append(f"--delta={d} is invalid: must be in (0, 1)")
+    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
+        out.append(f"--sigma={args.sigma} is invalid: must be > 0")
+    t = args.target_epsilon
+    if t is not None and not (math.isfinite(t) and t > 0):
+        out.append(f"--target-epsilon={t} is invalid: must be > 0")
+    if args.mode == "dpsgd":
+        b, n, e = args.batch_size, args.examples, args.local_epochs
+        need("--batch-size", b, b is not None and b >= 1, "must be >= 1")
+        need("--examples", n, n is not None and n >= 1, "must be >= 1")
+        need("--local-epochs", e, e is not None and e >= 1, "must be >= 1")
+    else:
+        m = args.clients_per_round
+        need("--clients-per-round", m, m is not None and m >= 1, "must be >= 1")
+        if not (math.isfinite(args.clip) and args.clip > 0):
+            out.append(f"--clip={args.clip} is invalid: must be > 0")
+    return out
+
+
+def _plan(args: argparse.Namespace) -> dict[str, Any]:
+    from lepton_fed.privacy import analysis as pa
+
+    r, d = args.rounds, args.delta
+    res: dict[str, Any] = {"mode": args.mode, "rounds": r, "delta": d}
+    if args.mode == "dpsgd":
+        sch = pa.local_schedule(
+            num_examples=args.examples,
+            batch_size=args.batch_size,
+            epochs=args.local_epochs,
+        )
+        steps = r * sch.steps
+        res.update(
+            examples=args.examples,
+            batch_size=args.batch_size,
+            local_epochs=args.local_epochs,
+            sample_rate=sch.sample_rate,
+            steps_per_epoch=sch.steps_per_epoch,
+            steps=steps,
+        )
+        if args.sigma is not None:
+            res["sigma"] = args.sigma
+        else:
+            res["sigma"] = pa.noise_multiplier_for(
+                target_epsilon=args.target_epsilon,
+                delta=d,
+                sample_rate=sch.sample_rate,
+                steps=steps,
+            )
+            res["target_epsilon"] = args.target_epsilon
+        res["epsilon"] = pa.epsilon_for(
+            noise_multiplier=res["sigma"],
+            sample_rate=sch.sample_rate,
+            steps=steps,
+            delta=d,
+        )
+        res["delta_above_1_over_n"] = d >= 1.0 / args.examples
+    else:
+        m = args.clients_per_round
+        if args.sigma is not None:
+            res["sigma"] = args.sigma
+        else:
+            res["sigma"] = pa.central_noise_multiplier_for(
+                target_epsilon=args.target_epsilon, delta=d, rounds=r
+            )
+            res["target_epsilon"] = args.target_epsilon
+        res["epsilon"] = pa.central_epsilon(
+            noise_multiplier=res["sigma"], rounds=r, delta=d
+        )
+        res.update(
+            clients_per_round=m,
+            clip=args.clip,
+            noise_std_sum=res["sigma"] * args.clip,
+            noise_std_mean=res["sigma"] * args.clip / m,
+        )
+    return res
+
+
+def _text(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if res["mode"] == "dpsgd":
+        lines += [
+            "mode: dpsgd (sample-level DP for one client; assumes it trains in every "
+            "round, the worst case; no amplification by client sampling)",
+            f"schedule: {res['examples']} examples, batch {res['batch_size']}: Poisson "
+            f"q = {res['sample_rate']:.6g}, {res['steps_per_epoch']} steps/epoch x "
+            f"{res['local_epochs']} epochs x {res['rounds']} rounds = {res['steps']} steps",
+        ]
+    else:
+        lines += [
+            "mode: central (client-level DP of the released models; every round counts "
+            "in full, no amplification by client sampling; the aggregator is trusted)",
+            f"noise: std {res['noise_std_sum']:.6g} on the sum of {res['clients_per_round']} "
+            f"clipped updates = {res['noise_std_mean']:.6g} on their mean (clip {res['clip']:g})",
+        ]
+    if "target_epsilon" in res:
+        lines.append(
+            f"sigma needed: {res['sigma']:.6g} (epsilon {res['epsilon']:.4f} <= target "
+            f"{res['target_epsilon']:g} at delta {res['delta']:g})"
+        )
+    else:
+        lines.append(
+            f"epsilon: {res['epsilon']:.4f} at delta {res['delta']:g} (sigma {res['sigma']:g}, RDP)"
+        )
+    if res.get("delta_above_1_over_n"):
+        lines.append(
+            f"warning: delta {res['delta']:g} >= 1/examples; a mechanism that publishes one "
+            "random record outright satisfies such a delta. Use delta << 1/n."
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan; return 0, or the ConfigError exit code on bad input."""
+    try:
+        problems = _problems(args)
+        if problems:
+            raise ConfigError(problems)
+        try:
+            res = _plan(args)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    except ConfigError as e:
+        print(f"lepton-fed privacy: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(res, sort_keys=True) if args.json else _text(res))
+    return 0

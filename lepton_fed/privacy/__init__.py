@@ -1,0 +1,74 @@
+"""Differential privacy: accounting math, the per-node ledger, DP-SGD and central DP.
+
+What each mode guarantees, against whom, and what voids it: ``privacy/README.md``.
+The DP-SGD names (``make_private`` ...) import torch and Opacus on first use only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lepton_fed.privacy.accounting import (
+    FileLedger,
+    LedgerError,
+    PrivacyEvent,
+    PrivacyLedger,
+    dataset_fingerprint,
+)
+from lepton_fed.privacy.analysis import (
+    LocalSchedule,
+    central_epsilon,
+    central_noise_multiplier_for,
+    epsilon_for,
+    epsilon_for_history,
+    local_schedule,
+    noise_multiplier_for,
+)
+from lepton_fed.privacy.central import (
+    CentralAccountant,
+    add_gaussian_noise,
+    clip_update,
+)
+
+__all__ = [
+    "CentralAccountant",
+    "FileLedger",
+    "InsecureRNGWarning",
+    "LedgerError",
+    "LocalSchedule",
+    "PrivacyEvent",
+    "PrivacyLedger",
+    "PrivateTraining",
+    "SecureModeUnavailable",
+    "add_gaussian_noise",
+    "central_epsilon",
+    "central_noise_multiplier_for",
+    "clip_update",
+    "dataset_fingerprint",
+    "dp_loss_step",
+    "epsilon_for",
+    "epsilon_for_history",
+    "local_schedule",
+    "make_private",
+    "noise_multiplier_for",
+    "validate_model",
+]
+
+_LAZY_DPSGD = frozenset(
+    {
+        "InsecureRNGWarning",
+        "PrivateTraining",
+        "SecureModeUnavailable",
+        "dp_loss_step",
+        "make_private",
+        "validate_model",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_DPSGD:
+        from lepton_fed.privacy import dpsgd
+
+        return getattr(dpsgd, name)
+    raise AttributeError(f"module 'lepton_fed.privacy' has no attribute {name!r}")

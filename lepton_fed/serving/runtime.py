@@ -1,0 +1,237 @@
+"""Loading a verified artifact and predicting with it, offline or behind HTTP.
+
+:func:`load_artifact` verifies every hash and the signature *before* reading a model,
+then re-checks the hash of the exact bytes it loads (so a file swapped after the
+check is refused too). The ONNX Runtime path does not import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_fed.data.preprocess import Preprocessor
+from lepton_fed.errors import ArtifactError
+from lepton_fed.serving.signing import Verification, verify_artifact
+
+__all__ = [
+    "OrtBackend",
+    "Predictor",
+    "TorchBackend",
+    "load_artifact",
+    "load_backend",
+    "softmax",
+]
+
+Backend = Callable[[np.ndarray], np.ndarray]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable: the row max is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+class OrtBackend:
+    """An ONNX Runtime CPU session: ``float32[n, d] -> logits[n, k]``.
+
+    Args:
+        model: path or serialized bytes of an ONNX model.
+        threads: intra-op threads (1 is best for batch-1 serving and comparable
+            latency numbers).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | bytes, threads: int = 1) -> None:
+        from lepton_fed.compression.quantize import require_serve_extra
+
+        require_serve_extra("onnxruntime")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        src = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self._run = self.session.run
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
+        return np.asarray(self._run(None, {self.input_name: X})[0])
+
+
+class TorchBackend:
+    """A torch module in eval/inference mode: ``float32[n, d] -> logits[n, k]``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.eval()
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
+        import torch
+
+        with torch.inference_mode():
+            return np.asarray(
+                self.model(torch.from_numpy(np.ascontiguousarray(X))).numpy()
+            )
+
+
+def load_backend(
+    engine: str,
+    precision: str,
+    data: bytes,
+    spec: Mapping[str, Any],
+    *,
+    threads: int = 1,
+) -> Backend:
+    """Build a backend from a model file's bytes.
+
+    Raises:
+        ArtifactError: an unknown engine/precision pair or bytes that do not load.
+    """
+    try:
+        if engine == "onnxruntime":
+            return OrtBackend(data, threads=threads)
+        if engine == "torch" and precision == "fp32":
+            from safetensors.torch import load as load_st
+
+            from lepton_fed.models import build_model
+
+            model = build_model(dict(spec))
+            model.load_state_dict(load_st(data), strict=True)
+            return TorchBackend(model)
+        if engine == "torch" and precision == "int8":
+            import torch
+
+            from lepton_fed.compression.quantize import _quiet, quantize_torch_dynamic
+            from lepton_fed.models import build_model
+
+            qmodel, _ = quantize_torch_dynamic(build_model(dict(spec)).eval())
+            with _quiet():
+                state = torch.load(io.BytesIO(data), weights_only=True)
+            qmodel.load_state_dict(state)
+            return TorchBackend(qmodel)
+    except ImportError:
+        raise
+    except Exception as e:  # a verified file that still does not load
+        raise ArtifactError(f"cannot load the {engine} {precision} model: {e}") from e
+    raise ArtifactError(f"unknown runtime {engine!r} with precision {precision!r}")
+
+
+class Predictor:
+    """Raw rows in, class names and probabilities out.
+
+    Attributes:
+        preprocessor: validates, encodes and scales rows.
+        backend: the model runtime (logits).
+        manifest: the verified manifest.
+        verification: how the artifact was verified (``None`` if built by hand).
+    """
+
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        backend: Backend,
+        manifest: Mapping[str, Any] | None = None,
+        verification: Verification | None = None,
+    ) -> None:
+        self.preprocessor = preprocessor
+        self.backend = backend
+        self.manifest = dict(manifest or {})
+        self.verification = verification
+        self.class_names = list(preprocessor.class_names)
+
+    def predict_logits(self, X: np.ndarray) -> np.ndarray:
+        """Logits for an already encoded and scaled ``float32[n, d]`` matrix."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D matrix, got shape {X.shape}")
+        return np.asarray(self.backend(X))
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities (float64 ``[n, k]``) for an encoded and scaled matrix."""
+        return softmax(self.predict_logits(X))
+
+    def format(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        """``[{"class": name, "probabilities": {name: p}}]`` for a probability matrix."""
+        names = self.class_names
+        best = probs.argmax(axis=1).tolist()
+        return [
+            {"class": names[b], "probabilities": dict(zip(names, row, strict=True))}
+            for b, row in zip(best, probs.tolist(), strict=True)
+        ]
+
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Validate, encode and scale raw rows, then predict.
+
+        Raises:
+            RowError: a malformed row; ``field`` names it (``rows[i].feature``).
+        """
+        X = self.preprocessor.transform_rows(rows)
+        if len(X) == 0:
+            return []
+        return self.format(self.predict_matrix(X))
+
+
+def _read_verified(d: Path, name: str, files: Mapping[str, Any]) -> bytes:
+    data = (d / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != files.get(name, {}).get("sha256"):
+        raise ArtifactError(f"hash mismatch: {name} changed after verification")
+    return data
+
+
+def load_artifact(
+    artifact_dir: str | os.PathLike[str],
+    *,
+    trusted_public_key: Any = None,
+    threads: int = 1,
+) -> Predictor:
+    """Verify an artifact, then load its served model and preprocessing.
+
+    Args:
+        artifact_dir: a directory written by
+            :func:`~lepton_fed.serving.export.export_artifact`.
+        trusted_public_key: see :func:`~lepton_fed.serving.signing.verify_artifact`.
+        threads: intra-op threads for ONNX Runtime.
+
+    Raises:
+        ArtifactError: verification fails, or the manifest or files are malformed.
+        ImportError: the runtime the artifact needs is not installed.
+    """
+    d = Path(artifact_dir)
+    verification = verify_artifact(d, trusted_public_key)
+    manifest = verification.manifest
+    files = manifest["files"]
+    try:
+        runtime = manifest["runtime"]
+        engine, precision, fname = (
+            runtime["engine"],
+            runtime["precision"],
+            runtime["file"],
+        )
+        spec = manifest["model"]
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(f"manifest is missing {e}") from None
+    if fname not in files or "preprocess.json" not in files:
+        raise ArtifactError("manifest does not list the model or preprocess.json")
+    try:
+        pre = Preprocessor.from_dict(
+            json.loads(_read_verified(d, "preprocess.json", files).decode("utf-8"))
+        )
+    except ArtifactError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"preprocess.json is malformed: {e}") from None
+    backend = load_backend(
+        engine, precision, _read_verified(d, fname, files), spec, threads=threads
+    )
+    return Predictor(pre, backend, manifest, verification)

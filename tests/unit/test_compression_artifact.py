@@ -1,0 +1,505 @@
+"""Export -> signed artifact -> verify -> predict, for each model family; tampering; CLI.
+
+The run directories are written here the way ``simulate`` writes them: a model trained
+for a few epochs on scikit-learn data, its preprocessing, the held-out split (encoded
+and scaled) and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lepton_fed.data.datasets import load_dataset
+from lepton_fed.data.preprocess import FeatureStats, Preprocessor, RowError, Scaler
+from lepton_fed.errors import ArtifactError, ConfigError
+from lepton_fed.models import build_model
+from lepton_fed.serving import export_artifact, load_artifact, verify_artifact
+from lepton_fed.serving.signing import (
+    canonical_json,
+    load_or_create_signing_key,
+    sign_manifest,
+)
+
+#: int8 may lose at most this much held-out accuracy against fp32 (1 point).
+INT8_TOLERANCE = 0.01
+
+
+def write_run_dir(
+    path: Path, model: str, dataset: str, *, epochs: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """Train ``model`` briefly on ``dataset`` and write a run directory to ``path``."""
+    torch.manual_seed(seed)
+    data = load_dataset(dataset)
+    idx = np.random.default_rng(seed).permutation(len(data.y))
+    tr, te = idx[: int(0.8 * len(idx))], idx[int(0.8 * len(idx)) :]
+    scaler = Scaler.from_stats([FeatureStats.of(data.X[tr])])
+    spec: dict[str, Any] = {
+        "name": model,
+        "num_features": data.num_features,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape) if model == "cnn" else None,
+    }
+    if model == "mlp":
+        spec["hidden"] = [64, 32]
+    net = build_model(spec)
+    Xtr, ytr = (
+        torch.from_numpy(scaler.transform(data.X[tr])),
+        torch.from_numpy(data.y[tr]),
+    )
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(epochs):
+        for i in range(0, len(Xtr), 128):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(
+                net(Xtr[i : i + 128]), ytr[i : i + 128]
+            )
+            loss.backward()
+            opt.step()
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(net.eval().state_dict(), str(path / "model.safetensors"))
+    task = "binary" if data.num_classes == 2 else "multiclass"
+    pre = Preprocessor(data.features, scaler, data.class_names, spec, task)
+    (path / "preprocess.json").write_text(json.dumps(pre.to_dict()))
+    np.savez(path / "heldout.npz", X=scaler.transform(data.X[te]), y=data.y[te])
+    summary = {
+        "rounds_completed": 3,
+        "num_clients": 4,
+        "final": {"accuracy": 0.9, "loss": 0.3},
+        "privacy": {"mode": "dpsgd", "epsilon": 2.5, "delta": 1e-5},
+        "secagg": {"enabled": True},
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "config.yaml").write_text(f"model: {model}\n")
+    raw = [
+        {f.name: float(v) for f, v in zip(data.features, row, strict=True)}
+        for row in data.X[te]
+    ]
+    return {"dir": path, "raw_rows": raw, "y": data.y[te]}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private LEPTON_FED_HOME with a signing key, for the whole module."""
+    h = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEPTON_FED_HOME", str(h))
+        load_or_create_signing_key()
+    return h
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        "logreg": write_run_dir(base / "logreg", "logreg", "breast_cancer"),
+        "mlp": write_run_dir(base / "mlp", "mlp", "digits"),
+        "cnn": write_run_dir(base / "cnn", "cnn", "digits", epochs=3),
+    }
+
+
+@pytest.fixture(scope="module")
+def artifacts(
+    runs: dict[str, dict[str, Any]],
+    home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("artifacts")
+    key = home / "signing_key.pem"
+    return {
+        name: export_artifact(
+            run["dir"], base / name, signing_key_path=key, latency_seconds=0.05
+        )
+        for name, run in runs.items()
+    }
+
+
+@pytest.fixture
+def artifact_copy(artifacts: dict[str, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(artifacts["mlp"], tmp_path / "art"))
+
+
+@pytest.mark.parametrize("family", ["logreg", "mlp", "cnn"])
+def test_export_each_family_is_int8_accurate_and_complete(
+    family: str, artifacts: dict[str, Path], runs: dict[str, dict[str, Any]]
+) -> None:
+    # Prepare
+    art = artifacts[family]
+    # Execute
+    m = json.loads((art / "manifest.json").read_text())
+    pred = load_artifact(art)
+    # Assert: layout
+    assert {p.name for p in art.iterdir()} == {
+        "manifest.json", "manifest.sig", "signer.pub", "preprocess.json",
+        "model.fp32.safetensors", m["runtime"]["file"],
+    }  # fmt: skip
+    assert m["runtime"] == m["runtime"] | {"engine": "onnxruntime", "precision": "int8"}
+    assert m["runtime"]["file"] == "model.int8.onnx"
+    # Assert: contents the manifest promises
+    assert m["privacy"] == {"mode": "dpsgd", "epsilon": 2.5, "delta": 1e-5}
+    assert m["training"]["rounds"] == 3 and m["training"]["num_clients"] == 4
+    assert m["model"]["name"] == family and m["class_names"] == pred.class_names
+    assert [f["name"] for f in m["input_schema"]["features"]] == list(
+        runs[family]["raw_rows"][0]
+    )
+    acc = m["evaluation"]["accuracy"]
+    assert acc["fp32"] > 0.85
+    assert acc["fp32"] - acc["int8"] <= INT8_TOLERANCE
+    assert set(m["evaluation"]["latency_us"]["served"]) == {"b1", "b64"}
+    assert m["versions"]["onnxruntime"] and m["created"].endswith("+00:00")
+    assert all(len(e["sha256"]) == 64 for e in m["files"].values())
+    # Assert: predictions on raw rows match the manifest's accuracy
+    out = pred.predict_rows(runs[family]["raw_rows"])
+    hits = np.mean(
+        [
+            o["class"] == pred.class_names[t]
+            for o, t in zip(out, runs[family]["y"], strict=True)
+        ]
+    )
+    assert hits == pytest.approx(acc["int8"])
+    assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-6 for o in out)
+
+
+def test_int8_artifact_is_smaller_for_the_mlp(artifacts: dict[str, Path]) -> None:
+    sizes = json.loads((artifacts["mlp"] / "manifest.json").read_text())["evaluation"][
+        "size_bytes"
+    ]
+    assert sizes["served"] < sizes["fp32_onnx"]
+
+
+def test_predict_rows_names_the_bad_field(artifacts: dict[str, Path], runs) -> None:
+    pred = load_artifact(artifacts["mlp"])
+    row = dict(runs["mlp"]["raw_rows"][0])
+    row["px_3"] = float("nan")
+    with pytest.raises(RowError) as e:
+        pred.predict_rows([runs["mlp"]["raw_rows"][1], row])
+    assert e.value.field == "rows[1].px_3"
+
+
+def test_pruned_export_records_cost_and_shrinks(
+    runs, home: Path, tmp_path: Path
+) -> None:
+    art = export_artifact(
+        runs["mlp"]["dir"], tmp_path / "p", prune="structured:0.25",
+        signing_key_path=home / "signing_key.pem", quantization="dynamic",
+        latency_seconds=0.02,
+    )  # fmt: skip
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["model"]["hidden"] == [48, 24]
+    assert m["pruning"]["neurons_removed"] == 24
+    assert m["pruning"]["accuracy_cost"] == pytest.approx(
+        m["pruning"]["accuracy_before"] - m["pruning"]["accuracy_after"]
+    )
+    assert [c["method"] for c in m["quantization"]["candidates"]] == ["dynamic"]
+    assert load_artifact(art).predict_rows(runs["mlp"]["raw_rows"][:2])
+
+
+def test_quantization_none_serves_fp32_onnx(runs, home: Path, tmp_path: Path) -> None:
+    art = export_artifact(
+        runs["logreg"]["dir"], tmp_path / "f", quantization="none",
+        signing_key_path=home / "signing_key.pem", latency_seconds=0.02,
+    )  # fmt: skip
+    m = json.loads((art / "manifest.json").read_text())
+    assert (
+        m["runtime"]["file"] == "model.fp32.onnx" and not m["quantization"]["applied"]
+    )
+    assert m["evaluation"]["accuracy"]["int8"] is None
+
+
+def test_torch_fallback_artifact_loads(runs, home: Path, tmp_path: Path) -> None:
+    art = export_artifact(
+        runs["mlp"]["dir"], tmp_path / "t", quantization="torch",
+        signing_key_path=home / "signing_key.pem", latency_seconds=0.02,
+    )  # fmt: skip
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["runtime"] | {"engine": "torch", "file": "model.int8.pt"} == m["runtime"]
+    assert len(load_artifact(art).predict_rows(runs["mlp"]["raw_rows"][:3])) == 3
+
+
+# --- signature and hash tampering -------------------------------------------------
+
+
+def test_verify_reports_embedded_key(artifacts: dict[str, Path], home: Path) -> None:
+    v = verify_artifact(artifacts["logreg"])
+    assert not v.trusted and "embedded signer.pub" in v.message
+    v = verify_artifact(artifacts["logreg"], home / "signing_key.pem")
+    assert v.trusted
+
+
+def test_tampered_model_byte_is_a_hash_mismatch(artifact_copy: Path) -> None:
+    p = artifact_copy / "model.int8.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="hash mismatch: model.int8.onnx"):
+        load_artifact(artifact_copy)
+
+
+def test_edited_manifest_is_a_signature_mismatch(artifact_copy: Path) -> None:
+    p = artifact_copy / "manifest.json"
+    m = json.loads(p.read_text())
+    m["evaluation"]["accuracy"]["int8"] = 1.0
+    p.write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="signature mismatch"):
+        verify_artifact(artifact_copy)
+
+
+def test_reformatted_manifest_still_verifies(artifact_copy: Path) -> None:
+    p = artifact_copy / "manifest.json"
+    p.write_text(json.dumps(json.loads(p.read_text()), indent=7))
+    verify_artifact(artifact_copy)
+
+
+@pytest.mark.parametrize(
+    "name", ["preprocess.json", "manifest.sig", "signer.pub", "model.fp32.safetensors"]
+)
+def test_missing_file_is_refused(artifact_copy: Path, name: str) -> None:
+    (artifact_copy / name).unlink()
+    with pytest.raises(ArtifactError, match=name.replace(".", r"\.")):
+        verify_artifact(artifact_copy)
+
+
+def test_extra_file_is_refused(artifact_copy: Path) -> None:
+    (artifact_copy / "evil.onnx").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="evil.onnx"):
+        verify_artifact(artifact_copy)
+
+
+def test_corrupt_signature_is_refused(artifact_copy: Path) -> None:
+    p = artifact_copy / "manifest.sig"
+    sig = json.loads(p.read_text())
+    raw = bytearray(base64.b64decode(sig["signature"]))
+    raw[0] ^= 0xFF
+    sig["signature"] = base64.b64encode(bytes(raw)).decode()
+    p.write_text(json.dumps(sig))
+    with pytest.raises(ArtifactError, match="signature mismatch"):
+        verify_artifact(artifact_copy)
+    p.write_text("not json")
+    with pytest.raises(ArtifactError, match="malformed"):
+        verify_artifact(artifact_copy)
+
+
+def test_resigned_by_another_key_fails_only_against_the_trusted_key(
+    artifact_copy: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: an attacker swaps the model and re-signs with their own key
+    monkeypatch.setenv("LEPTON_FED_HOME", str(tmp_path / "attacker"))
+    attacker = load_or_create_signing_key()
+    m = json.loads((artifact_copy / "manifest.json").read_text())
+    del m["files"]["signer.pub"]
+    (artifact_copy / "signer.pub").unlink()
+    sign_manifest(artifact_copy, m, attacker)
+    # Execute / Assert
+    assert not verify_artifact(artifact_copy).trusted
+    with pytest.raises(ArtifactError, match="trusted key"):
+        verify_artifact(artifact_copy, home / "signing_key.pem")
+
+
+def test_signature_covers_canonical_bytes() -> None:
+    assert canonical_json({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"é"],"b":1}'.encode()
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def test_default_signing_key_is_created_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEPTON_FED_HOME", str(tmp_path / "h"))
+    key = load_or_create_signing_key()
+    path = tmp_path / "h" / "signing_key.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_signing_key().public_key() == key.public_key()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_or_create_signing_key(tmp_path / "nope.pem")
+
+
+# --- run directory errors and the CLI ---------------------------------------------
+
+
+def _cli(argv: list[str]) -> int:
+    from lepton_fed.cli import export, serve
+
+    parser = argparse.ArgumentParser(prog="lepton-fed")
+    sub = parser.add_subparsers()
+    export.register(sub)
+    serve.register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_not_a_run_dir_names_every_missing_file(tmp_path: Path, runs) -> None:
+    d = tmp_path / "run"
+    shutil.copytree(runs["logreg"]["dir"], d)
+    (d / "heldout.npz").unlink()
+    (d / "summary.json").unlink()
+    with pytest.raises(ConfigError) as e:
+        export_artifact(d, tmp_path / "out")
+    assert "not a run directory: missing heldout.npz, summary.json" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_verify_and_serve_refusal(
+    runs, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = str(home / "signing_key.pem")
+    out = tmp_path / "art"
+    # export
+    assert (
+        _cli(
+            [
+                "export",
+                str(runs["logreg"]["dir"]),
+                "--out",
+                str(out),
+                "--signing-key",
+                key,
+            ]
+        )
+        == 0
+    )
+    assert "model.int8.onnx" in capsys.readouterr().out
+    # exporting over it again needs --overwrite
+    assert (
+        _cli(
+            [
+                "export",
+                str(runs["logreg"]["dir"]),
+                "--out",
+                str(out),
+                "--signing-key",
+                key,
+            ]
+        )
+        == 2
+    )
+    assert "not empty" in capsys.readouterr().err
+    # verify (embedded key, then trusted key)
+    assert _cli(["export", "--verify", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    assert _cli(["export", "--verify", str(out), "--public-key", key]) == 0
+    # tamper, then verify and serve both refuse
+    (out / "preprocess.json").write_text("{}")
+    assert _cli(["export", "--verify", str(out)]) == 6
+    assert "hash mismatch: preprocess.json" in capsys.readouterr().err
+    assert _cli(["serve", str(out), "--port", "1"]) == 6
+    assert "refusing to serve" in capsys.readouterr().err
+    # not a run directory
+    assert _cli(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "not a run directory: missing model.safetensors" in capsys.readouterr().err
+
+
+# --- the HTTP app in-process (the real server is tests/integration) ---------------
+
+
+@pytest.fixture(scope="module")
+def client(artifacts: dict[str, Path]) -> Any:
+    import warnings
+
+    from lepton_fed.serving import create_app
+
+    with warnings.catch_warnings():  # starlette suggests httpx2; httpx works
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    with TestClient(create_app(artifacts["logreg"], max_batch=4)) as c:
+        yield c
+
+
+def test_http_predict_matches_offline(client: Any, artifacts, runs) -> None:
+    rows = runs["logreg"]["raw_rows"][:3]
+    r = client.post("/predict", json={"rows": rows})
+    assert r.status_code == 200
+    offline = load_artifact(artifacts["logreg"]).predict_rows(rows)
+    assert r.json()["predictions"] == offline
+    # one row alone: same class; probabilities equal up to dynamic int8's batch effect
+    r = client.post("/predict", json={"row": rows[0]})
+    single = r.json()["prediction"]
+    assert single["class"] == offline[0]["class"]
+    for name, p in offline[0]["probabilities"].items():
+        assert single["probabilities"][name] == pytest.approx(p, abs=1e-3)
+    assert single == load_artifact(artifacts["logreg"]).predict_rows(rows[:1])[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b"[1, 2]", "body"),
+        (b"{}", "rows"),
+        (b'{"rows": []}', "rows"),
+        (b'{"rows": {"a": 1}}', "rows"),
+        (b'{"rows": [1]}', "rows[0]"),
+        (b'{"rows": [{}, {}, {}, {}, {}]}', "rows"),
+        (b'{"rows": [], "extra": 1}', "extra"),
+        (b'{"foo": 1}', "foo"),
+    ],
+)
+def test_http_malformed_body_is_422(client: Any, body: bytes, field: str) -> None:
+    r = client.post("/predict", content=body)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"mean radius": None}, "row.mean radius"),
+        ({"mean radius": "12"}, "row.mean radius"),
+        ({"mean radius": True}, "row.mean radius"),
+        ({"bogus": 1.0}, "row.bogus"),
+    ],
+)
+def test_http_bad_values_name_the_field(
+    client: Any, runs, change: dict, field: str
+) -> None:
+    row = dict(runs["logreg"]["raw_rows"][0]) | change
+    r = client.post("/predict", json={"row": row})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == field
+
+
+def test_http_nan_and_missing_fields(client: Any, runs) -> None:
+    row = dict(runs["logreg"]["raw_rows"][0])
+    # JSON has no NaN, but Python's parser accepts the literal: it must still be refused
+    bad = json.dumps({"rows": [row, {**row, "mean texture": 0}]}).replace(
+        '"mean texture": 0', '"mean texture": NaN'
+    )
+    r = client.post("/predict", content=bad.encode())
+    assert (
+        r.status_code == 422
+        and r.json()["detail"][0]["field"] == "rows[1].mean texture"
+    )
+    del row["worst area"]
+    r = client.post("/predict", json={"rows": [row]})
+    assert r.json()["detail"][0]["field"] == "rows[0].worst area"
+    assert r.json()["detail"][0]["loc"] == ["body", "rows", 0, "worst area"]
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_http_metadata_and_health(client: Any, artifacts) -> None:
+    meta = client.get("/metadata").json()
+    assert (
+        meta["files"]
+        == json.loads((artifacts["logreg"] / "manifest.json").read_text())["files"]
+    )
+    assert meta["verification"]["trusted_key"] is False
+    assert client.get("/health").json()["precision"] == "int8"
+
+
+def test_http_survives_hostile_bodies(client: Any) -> None:
+    # deeply nested JSON: the parser's recursion limit becomes a 422, not a crash
+    r = client.post("/predict", content=b"[" * 100_000)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
+    # a body over the byte limit is refused before parsing
+    r = client.post("/predict", content=b" " * (9 << 20))
+    assert r.status_code == 413
+    assert client.get("/health").status_code == 200

@@ -1,0 +1,220 @@
+"""`lepton-fed privacy`: numbers for a planned run, clear errors naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from lepton_fed.cli import privacy as cli
+
+
+def run(argv, capsys):
+    parser = argparse.ArgumentParser(prog="lepton-fed")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["privacy", *argv])
+    code = args.func(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dpsgd_sigma_prints_epsilon(capsys):
+    code, out, _ = run(
+        [
+            "--rounds",
+            "5",
+            "--examples",
+            "144",
+            "--batch-size",
+            "16",
+            "--sigma",
+            "0.879",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "epsilon: 7.9938 at delta 1e-05" in out
+    assert "45 steps" in out and "every round" in out
+
+
+def test_dpsgd_target_prints_sigma_json(capsys):
+    code, out, _ = run(
+        [
+            "--rounds",
+            "5",
+            "--examples",
+            "144",
+            "--batch-size",
+            "16",
+            "--target-epsilon",
+            "8",
+            "--local-epochs",
+            "1",
+            "--json",
+        ],
+        capsys,
+    )
+    res = json.loads(out)
+    assert code == 0
+    assert res["sigma"] == pytest.approx(0.8787, abs=1e-3)
+    assert res["epsilon"] <= 8.0 and res["steps"] == 45
+    assert res["sample_rate"] == pytest.approx(1 / 9)
+
+
+def test_central_prints_epsilon_and_noise(capsys):
+    code, out, _ = run(
+        [
+            "--mode",
+            "central",
+            "--rounds",
+            "1",
+            "--clients-per-round",
+            "4",
+            "--sigma",
+            "1.0",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "epsilon: 4.7285" in out
+    assert "0.25 on their mean" in out
+
+
+def test_delta_warning_when_above_one_over_n(capsys):
+    _, out, _ = run(
+        [
+            "--rounds",
+            "1",
+            "--examples",
+            "100",
+            "--batch-size",
+            "10",
+            "--sigma",
+            "1",
+            "--delta",
+            "0.05",
+        ],
+        capsys,
+    )
+    assert "warning: delta" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (
+            [
+                "--rounds",
+                "5",
+                "--examples",
+                "144",
+                "--batch-size",
+                "16",
+                "--sigma",
+                "1",
+                "--delta",
+                "1",
+            ],
+            "--delta",
+        ),
+        (
+            [
+                "--rounds",
+                "5",
+                "--examples",
+                "144",
+                "--batch-size",
+                "16",
+                "--target-epsilon",
+                "0",
+            ],
+            "--target-epsilon",
+        ),
+        (
+            [
+                "--rounds",
+                "5",
+                "--examples",
+                "144",
+                "--batch-size",
+                "16",
+                "--sigma",
+                "-1",
+            ],
+            "--sigma",
+        ),
+        (
+            [
+                "--rounds",
+                "0",
+                "--examples",
+                "144",
+                "--batch-size",
+                "16",
+                "--sigma",
+                "1",
+            ],
+            "--rounds",
+        ),
+        (["--rounds", "5", "--batch-size", "16", "--sigma", "1"], "--examples"),
+        (["--rounds", "5", "--examples", "144", "--sigma", "1"], "--batch-size"),
+        (
+            [
+                "--rounds",
+                "5",
+                "--examples",
+                "144",
+                "--batch-size",
+                "16",
+                "--sigma",
+                "1",
+                "--local-epochs",
+                "0",
+            ],
+            "--local-epochs",
+        ),
+        (["--mode", "central", "--rounds", "5", "--sigma", "1"], "--clients-per-round"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_flag(argv, flag, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert flag in err and out == ""
+
+
+def test_unreachable_target_is_a_clear_error(capsys):
+    code, _, err = run(
+        [
+            "--rounds",
+            "50",
+            "--examples",
+            "10",
+            "--batch-size",
+            "10",
+            "--target-epsilon",
+            "0.0001",
+        ],
+        capsys,
+    )
+    assert code == 2 and "unreachable" in err
+
+
+def test_sigma_and_target_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as info:
+        run(
+            [
+                "--rounds",
+                "5",
+                "--examples",
+                "1",
+                "--batch-size",
+                "1",
+                "--sigma",
+                "1",
+                "--target-epsilon",
+                "1",
+            ],
+            capsys,
+        )
+    assert info.value.code == 2
