@@ -17,7 +17,13 @@ from flwr.app import ArrayRecord, ConfigRecord
 
 from lepton_fed.client.node import NodeState, node_train_data
 from lepton_fed.client.train import train_local
-from lepton_fed.models import build_model, flatten_state, get_state, set_state, unflatten_state
+from lepton_fed.models import (
+    build_model,
+    flatten_state,
+    get_state,
+    set_state,
+    unflatten_state,
+)
 from lepton_fed.models.spec import model_spec
 from lepton_fed.utils.device import resolve_device
 from lepton_fed.utils.records import from_array_record, to_array_record
