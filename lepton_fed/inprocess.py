@@ -56,6 +56,7 @@ class InProcessGrid(Grid):
             for nid in range(1, num_nodes + 1)
         }
         self._pending: dict[str, Message] = {}
+        self.seen: list[Message] = []  # every reply the server received, for audits
 
     @property
     def run(self):  # type: ignore[override]  # noqa: D102
@@ -83,6 +84,7 @@ class InProcessGrid(Grid):
         except Exception as exc:  # noqa: BLE001 - becomes an error reply, as in Flower
             reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
         reply.metadata.__dict__["_src_node_id"] = nid
+        self.seen.append(reply)
         return reply
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102

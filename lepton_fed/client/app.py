@@ -3,15 +3,20 @@
 - ``query.setup``: stores the run config; replies with feature sums/counts for the scaler.
 - ``train``: one local round; replies with weights (or an encoded update) and metrics,
   or a ``declined`` reply when the node's privacy budget cannot pay for the round.
+  With secure aggregation the request carries a masked-input request and the reply
+  carries only the masked vector.
+- ``query.secagg_advertise`` / ``query.secagg_unmask``: the other secure-aggregation
+  stages (see :mod:`lepton_fed.server.secure`).
 """
 
 from __future__ import annotations
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from lepton_fed.client.node import NodeState, node_train_data
 from lepton_fed.client.round import run_train_round
+from lepton_fed.client.secure import load_client, save_client
 from lepton_fed.data.preprocess import FeatureStats
 
 __all__ = ["app"]
@@ -42,8 +47,32 @@ def train(msg: Message, context: Context) -> Message:
     if extra is not None and "scaler-mean" in extra:
         node.set("scaler-mean", list(extra["scaler-mean"]))
         node.set("scaler-scale", list(extra["scaler-scale"]))
-    arrays, metrics = run_train_round(node, msg.content["arrays"], msg.content["config"])
+    request = bytes(msg.content["secagg"]["request"]) if "secagg" in msg.content else None
+    record, metrics = run_train_round(node, msg.content["arrays"], msg.content["config"],
+                                      secagg_request=request)
     content = RecordDict({"metrics": MetricRecord(metrics)})
-    if arrays is not None:
-        content["arrays"] = arrays
+    if isinstance(record, ConfigRecord):
+        content["secagg"] = record
+    elif record is not None:
+        content["arrays"] = record
     return Message(content, reply_to=msg)
+
+
+@app.query("secagg_advertise")
+def secagg_advertise(msg: Message, context: Context) -> Message:
+    """Secure aggregation, once per run: signed round keys for the next rounds."""
+    node = NodeState(context)
+    client = load_client(node)
+    reply = client.advertise(bytes(msg.content["secagg"]["request"]))
+    save_client(node, client)
+    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
+
+
+@app.query("secagg_unmask")
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation: shares that remove the masks of this round."""
+    node = NodeState(context)
+    client = load_client(node)
+    reply = client.unmask(bytes(msg.content["secagg"]["request"]))
+    save_client(node, client)
+    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

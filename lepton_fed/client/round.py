@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 
 from lepton_fed.client.node import NodeState, node_train_data
 from lepton_fed.client.train import train_local
+from lepton_fed.config.derived import secagg_weight, update_clip
 from lepton_fed.models import (
     build_model,
     flatten_state,
@@ -33,9 +34,17 @@ __all__ = ["run_train_round"]
 
 
 def run_train_round(
-    node: NodeState, arrays: ArrayRecord, config: ConfigRecord
-) -> tuple[ArrayRecord | None, dict[str, Any]]:
-    """Train one round; return (reply arrays or None when declined, metrics)."""
+    node: NodeState, arrays: ArrayRecord, config: ConfigRecord,
+    secagg_request: bytes | None = None,
+) -> tuple[ArrayRecord | ConfigRecord | None, dict[str, Any]]:
+    """Train one round.
+
+    Returns:
+        ``(record, metrics)``: the reply weights (ArrayRecord), or with secure
+        aggregation the masked vector (ConfigRecord ``{"reply": bytes}``), or None when
+        the round is declined. With secure aggregation the metrics carry nothing
+        per-client but ``declined`` and ``epsilon`` (no example count, no loss).
+    """
     cfg = node.cfg
     rnd = int(config["server-round"])
     pid = node.partition_id
@@ -83,12 +92,18 @@ def run_train_round(
     local_state = get_state(model)
     gvec = flatten_state(global_state)
     delta = flatten_state(local_state) - gvec
-    clip = _update_clip(cfg)
+    clip = update_clip(cfg)
     if clip is not None:
         norm = float(np.linalg.norm(delta))
         metrics["update-norm"] = norm
         if norm > clip:
             delta *= clip / norm
+    if secagg_request is not None:
+        from lepton_fed.client.secure import masked_reply
+
+        reply = masked_reply(node, secagg_request, delta, secagg_weight(cfg, len(data.y)))
+        kept = {k: metrics[k] for k in ("declined", "epsilon") if k in metrics}
+        return ConfigRecord({"reply": reply}), kept
     codec = cfg.compression["update"]
     if codec != "none":
         from lepton_fed.client.wire import encode_update
@@ -96,10 +111,3 @@ def run_train_round(
         return encode_update(node, codec, delta, cfg, seed), metrics | {"encoded": 1}
     return to_array_record(unflatten_state(gvec + delta, global_state)), metrics
 
-
-def _update_clip(cfg: Any) -> float | None:
-    if cfg.privacy.mode == "central":
-        return float(cfg.privacy.clip)
-    if cfg.secagg.enabled:
-        return float(cfg.secagg.clip or cfg.privacy.clip or 10.0)
-    return None

@@ -1,6 +1,11 @@
 """Model builders, registry and weight conversion."""
 
-from lepton_fed.models.params import flatten_state, get_state, set_state, unflatten_state
+from lepton_fed.models.params import (
+    flatten_state,
+    get_state,
+    set_state,
+    unflatten_state,
+)
 from lepton_fed.models.registry import (
     ModelSpec,
     available_models,

@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
 
+from lepton_fed.config.derived import update_clip
 from lepton_fed.data.federated import federated_split
 from lepton_fed.data.preprocess import FeatureStats, Preprocessor, Scaler
 from lepton_fed.errors import RunFailed
@@ -114,6 +115,11 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     from lepton_fed.server.privacy import ServerPrivacy
 
     privacy = ServerPrivacy(cfg)
+    secure = None
+    if cfg.secagg.enabled:
+        from lepton_fed.server.secure import SecureAggregator, run_id_for
+
+        secure = SecureAggregator(cfg, run_id_for(cfg, grid))
     rows: list[dict[str, Any]] = []
     ev0 = evaluate_model(model, Xte, test.y, device)
     log.info("round 0: accuracy %.4f loss %.4f", ev0["accuracy"], ev0["loss"])
@@ -137,13 +143,14 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
                                                   "scaler-scale": scaler.scale.tolist()})
                 scaler_sent.add(nid)
             msgs.append(Message(content, dst_node_id=nid, message_type="train"))
-        if cfg.secagg.enabled:
-            from lepton_fed.server.secure import secure_round
-
-            result = secure_round(grid, cfg, rnd, msgs, gstate, privacy)
+        secure_info = None
+        if secure is not None:
+            result = secure.round(grid, rnd, msgs, gstate, privacy)
             ok, err, declined = result.ok, result.errors, result.declined
             down, up = result.bytes_down, result.bytes_up
-            agg_reply = result.aggregate
+            agg_reply, secure_info = result.aggregate, result.info
+            if result.aggregate is None:
+                ok = []
         else:
             ok_all, err, down, up = _exchange(grid, msgs, fed.round_timeout)
             declined = [r for r in ok_all if int(r.content["metrics"].get("declined", 0))]
@@ -182,6 +189,8 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
         row = {"round": rnd, **ev, "clients": len(ok), "failed": len(err),
                "declined": len(declined), "epsilon": eps_now,
                "bytes_up": up, "bytes_down": down, "seconds": time.monotonic() - t0}
+        if secure_info is not None:
+            row["secagg"] = secure_info
         rows.append(row)
         writer.round(row)
         auc = f" auc {ev['auc']:.4f}" if "auc" in ev else ""
@@ -189,13 +198,15 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
         print(f"[lepton-fed] round {rnd}/{fed.rounds}: acc {ev['accuracy']:.4f} loss {ev['loss']:.4f}{auc}"
               f"{eps_s} clients {len(ok)} failed {len(err)} declined {len(declined)} "
               f"({row['seconds']:.2f}s)", flush=True)
-        if not ok and not (cfg.secagg.enabled and agg_reply is not None):
+        if secure_info is not None and "abandoned" in secure_info:
+            continue
+        if not ok and agg_reply is None:
             if declined and not err:
                 log.warning("round %d: every sampled client declined (privacy budget); stopping", rnd)
                 if len(stopped) >= fed.num_clients or fed.clients_per_round == fed.num_clients:
                     break
                 continue
-            if err and not getattr(locals().get("result"), "abandoned", False):
+            if err:
                 reasons = "; ".join(sorted({(e.error.reason or "?").splitlines()[-1][:200] for e in err}))
                 writer.model(gstate)
                 raise RunFailed(f"round {rnd}: no client succeeded ({len(err)} failed): {reasons}")
@@ -225,5 +236,13 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
 def _secagg_summary(cfg: DictConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"enabled": bool(cfg.secagg.enabled)}
     if cfg.secagg.enabled:
-        out["rounds"] = [r.get("secagg") for r in rows if r.get("secagg")]
+        per_round = [r["secagg"] for r in rows if r.get("secagg")]
+        first = next((p for p in per_round if "neighbours" in p), {})
+        out |= {
+            "neighbours": first.get("neighbours"), "threshold": first.get("threshold"),
+            "clip": update_clip(cfg), "field_bits": 32, "max_weight": cfg.secagg.max_weight,
+            "timeout_s": cfg.secagg.timeout,
+            "abandoned_rounds": [p["round"] for p in per_round if "abandoned" in p],
+            "rounds": per_round,
+        }
     return out

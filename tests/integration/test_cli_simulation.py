@@ -55,3 +55,16 @@ def test_sweep_then_report(tmp_path):
     assert sorted(r["overrides"].split()[0] for r in rows) == ["model=logreg", "model=mlp"]
     assert all(float(r["accuracy"]) > 0.5 for r in rows)
     assert (sweep / "report.md").exists() and (sweep / "report.png").stat().st_size > 1000
+
+
+@pytest.mark.integration
+def test_secure_aggregation_with_central_dp_on_ray(tmp_path):
+    run_dir = tmp_path / "run"
+    out = _cli("simulate", "secagg=on", "privacy=central", "privacy.noise_multiplier=0.3",
+               "federation.num_clients=4", "federation.clients_per_round=4",
+               "federation.rounds=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["secagg"]["enabled"] and summary["rounds_completed"] == 2
+    assert [r["contributors"] for r in summary["secagg"]["rounds"]] == [4, 4]
+    assert summary["privacy"]["mode"] == "central" and summary["privacy"]["epsilon"] > 0

@@ -1,0 +1,34 @@
+"""Secure aggregation (SecAgg+, Bell et al. 2020, on SecAgg, Bonawitz et al. 2017).
+
+Pure protocol code, no Flower and no I/O: :class:`SecAggClient` and
+:class:`SecAggServer` are state machines that exchange bytes. See ``README.md`` in
+this package for the protocol, the threat model and what leaks, and
+:mod:`lepton_fed.secagg.inprocess` for the reference call order.
+"""
+
+from lepton_fed.secagg.client import SecAggClient
+from lepton_fed.secagg.encoding import FieldEncoding
+from lepton_fed.secagg.inprocess import advertise_all, make_clients, simulate_round
+from lepton_fed.secagg.messages import SERVER_ID, WIRE_VERSION, peek_header
+from lepton_fed.secagg.params import SecAggParams, default_params
+from lepton_fed.secagg.result import SecAggResult
+from lepton_fed.secagg.server import SecAggServer
+from lepton_fed.secagg.stages import ClientPhase, ServerPhase, Stage
+
+__all__ = [
+    "SERVER_ID",
+    "WIRE_VERSION",
+    "ClientPhase",
+    "FieldEncoding",
+    "SecAggClient",
+    "SecAggParams",
+    "SecAggResult",
+    "SecAggServer",
+    "ServerPhase",
+    "Stage",
+    "advertise_all",
+    "default_params",
+    "make_clients",
+    "peek_header",
+    "simulate_round",
+]

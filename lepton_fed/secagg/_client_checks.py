@@ -1,0 +1,137 @@
+"""Checks a client runs on server requests before it reveals or computes anything.
+
+Every function raises :class:`~lepton_fed.errors.ProtocolAbort` on the first
+problem; none returns a boolean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lepton_fed.errors import ProtocolAbort
+from lepton_fed.secagg import keys as K
+from lepton_fed.secagg._client_state import ClientState, PendingRound
+from lepton_fed.secagg.encoding import FieldEncoding
+from lepton_fed.secagg.graph import check_graph_params, neighbour_graph
+from lepton_fed.secagg.messages import (
+    MAX_COHORT,
+    SERVER_ID,
+    MaskedInputRequest,
+    UnmaskRequest,
+)
+
+__all__ = ["check_round_request", "check_unmask_request", "verified_peer_keys"]
+
+
+def _strictly_increasing(ids: Sequence[int], name: str) -> None:
+    if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        raise ProtocolAbort(f"{name} must be strictly increasing node ids")
+
+
+def check_round_request(
+    req: MaskedInputRequest, st: ClientState
+) -> tuple[tuple[int, ...], FieldEncoding]:
+    """Validates cohort, graph parameters and encoding of a masked-input request.
+
+    Returns:
+        This node's neighbours (recomputed from the public graph seed, never taken
+        from the server) and the round's field encoding.
+    """
+    cohort = req.cohort
+    m = len(cohort)
+    _strictly_increasing(cohort, "cohort")
+    if st.node_id not in cohort:
+        raise ProtocolAbort("this node is not in the round's cohort")
+    if not st.min_cohort <= m <= MAX_COHORT:
+        raise ProtocolAbort(
+            f"cohort of {m} nodes is outside [{st.min_cohort}, {MAX_COHORT}]"
+        )
+    if cohort and cohort[-1] >= SERVER_ID:
+        raise ProtocolAbort("cohort contains the reserved server id")
+    try:
+        check_graph_params(m, req.neighbours, req.threshold)
+        encoding = FieldEncoding(clip=req.clip, max_contributors=m, bits=req.bits)
+    except ValueError as exc:
+        raise ProtocolAbort(f"refusing round parameters: {exc}") from exc
+    if req.neighbours < min(st.min_neighbours, m - 1):
+        raise ProtocolAbort(f"graph degree {req.neighbours} below {st.min_neighbours}")
+    if req.dim < 1:
+        raise ProtocolAbort("dim must be >= 1")
+    graph = neighbour_graph(
+        cohort, req.graph_seed, run_id=st.run_id, round=req.round, k=req.neighbours
+    )
+    return graph[st.node_id], encoding
+
+
+def verified_peer_keys(
+    req: MaskedInputRequest, neighbours: tuple[int, ...], st: ClientState
+) -> dict[int, bytes]:
+    """Round public keys of the neighbours, each checked against its identity key.
+
+    With a provisioned roster the relayed identity key must equal the roster's; without
+    one, the first identity key seen for a node in the run is pinned (pins are only
+    committed to ``st`` when every key verifies).
+
+    Returns:
+        ``{neighbour: raw X25519 public key for this round}``.
+    """
+    relayed = {nk.node_id: nk for nk in req.neighbour_keys}
+    if len(relayed) != len(req.neighbour_keys) or set(relayed) != set(neighbours):
+        raise ProtocolAbort("neighbour keys do not match the round's neighbour graph")
+    pins = dict(st.pinned)
+    out: dict[int, bytes] = {}
+    for j in neighbours:
+        nk = relayed[j]
+        if st.roster is not None:
+            identity = st.roster.get(j)
+            if identity is None:
+                raise ProtocolAbort(f"neighbour {j} is not in the provisioned roster")
+            if nk.identity_key != identity:
+                raise ProtocolAbort(
+                    f"relayed identity key of node {j} differs from roster"
+                )
+        else:
+            identity = pins.setdefault(j, nk.identity_key)
+            if nk.identity_key != identity:
+                raise ProtocolAbort(f"identity key of node {j} changed within the run")
+        K.verify_round_key(
+            identity,
+            nk.signature,
+            run_id=st.run_id,
+            node_id=j,
+            round=req.round,
+            public_key=nk.public_key,
+        )
+        out[j] = nk.public_key
+    st.pinned = pins
+    return out
+
+
+def check_unmask_request(req: UnmaskRequest, pending: PendingRound) -> None:
+    """The never-both rule and the threshold guard (README "Threat model").
+
+    Survivors and dropped must be disjoint and partition the neighbourhood, at least
+    t neighbours must be claimed to survive, and exactly the survivors must have sent
+    a ciphertext (a dropped node never sent one).
+    """
+    survivors, dropped = req.survivors, req.dropped
+    _strictly_increasing(survivors, "survivors")
+    _strictly_increasing(dropped, "dropped")
+    overlap = set(survivors) & set(dropped)
+    if overlap:
+        raise ProtocolAbort(
+            f"nodes {sorted(overlap)} claimed both survived and dropped: refusing to "
+            "reveal both a self-mask share and a pairwise seed"
+        )
+    if set(survivors) | set(dropped) != set(pending.neighbours):
+        raise ProtocolAbort("survivors and dropped do not partition the neighbourhood")
+    if len(survivors) < pending.threshold:
+        raise ProtocolAbort(
+            f"only {len(survivors)} neighbours claimed to survive, threshold is "
+            f"{pending.threshold}"
+        )
+    senders = [c.peer for c in req.ciphertexts]
+    if len(set(senders)) != len(senders) or set(senders) != set(survivors):
+        raise ProtocolAbort(
+            "ciphertexts must come from exactly the surviving neighbours"
+        )

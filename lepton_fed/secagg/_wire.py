@@ -1,0 +1,140 @@
+"""Little-endian binary writer/reader for secagg messages and client state.
+
+Every read is bounds-checked; a truncated or over-long buffer raises
+:class:`~lepton_fed.errors.ProtocolAbort`, never ``struct.error`` or ``IndexError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lepton_fed.errors import ProtocolAbort
+
+__all__ = ["MAX_U32", "MAX_U64", "Reader", "Writer"]
+
+MAX_U32 = 2**32 - 1
+MAX_U64 = 2**64 - 1
+
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+
+
+class Writer:
+    """Accumulates fields; :meth:`getvalue` joins them once (large blobs are not copied twice)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, value: int) -> None:
+        self._parts.append(_U8.pack(value))
+
+    def u32(self, value: int) -> None:
+        self._parts.append(_U32.pack(value))
+
+    def u64(self, value: int) -> None:
+        self._parts.append(_U64.pack(value))
+
+    def f64(self, value: float) -> None:
+        self._parts.append(_F64.pack(value))
+
+    def fixed(self, data: bytes, size: int) -> None:
+        """Writes exactly ``size`` bytes (no length prefix)."""
+        if len(data) != size:
+            raise ValueError(f"expected {size} bytes, got {len(data)}")
+        self._parts.append(bytes(data))
+
+    def blob(self, data: bytes | memoryview) -> None:
+        """Writes a u32 length prefix, then the bytes."""
+        if len(data) > MAX_U32:
+            raise ValueError("blob longer than 2**32 - 1 bytes")
+        self._parts.append(_U32.pack(len(data)))
+        self._parts.append(bytes(data))
+
+    def ids(self, values: Iterable[int]) -> None:
+        """Writes a u32 count, then u64 node ids."""
+        vals = list(values)
+        self.u32(len(vals))
+        self._parts.append(struct.pack(f"<{len(vals)}Q", *vals))
+
+    def records(self, fmt: struct.Struct, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Writes a u32 count, then one fixed-size ``fmt`` record per row.
+
+        ``struct`` silently pads or truncates ``s`` fields, so callers must check
+        byte-string lengths first (the message classes do).
+        """
+        self.u32(len(rows))
+        self._parts.append(b"".join(fmt.pack(*row) for row in rows))
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Reads fields written by :class:`Writer`; raises ``ProtocolAbort`` on malformed input."""
+
+    def __init__(self, data: bytes, what: str = "message") -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ProtocolAbort(f"{what} must be bytes, got {type(data).__name__}")
+        self._data = memoryview(data).cast("B")
+        self._pos = 0
+        self._what = what
+
+    def _take(self, size: int) -> memoryview:
+        end = self._pos + size
+        if size < 0 or end > len(self._data):
+            raise ProtocolAbort(f"truncated {self._what}")
+        view = self._data[self._pos : end]
+        self._pos = end
+        return view
+
+    def u8(self) -> int:
+        return int(_U8.unpack(self._take(1))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self._take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self._take(8))[0])
+
+    def f64(self) -> float:
+        return float(_F64.unpack(self._take(8))[0])
+
+    def fixed(self, size: int) -> bytes:
+        return bytes(self._take(size))
+
+    def blob(self) -> bytes:
+        return bytes(self._take(self.u32()))
+
+    def blob_view(self) -> memoryview:
+        """Like :meth:`blob` but returns a zero-copy view into the input buffer."""
+        return self._take(self.u32())
+
+    def ids(self) -> tuple[int, ...]:
+        count = self.u32()
+        raw = self._take(8 * count)
+        return tuple(int(v) for v in struct.unpack(f"<{count}Q", raw))
+
+    def records(self, fmt: struct.Struct, max_items: int) -> list[tuple[Any, ...]]:
+        """Reads a u32 count, then that many fixed-size ``fmt`` records (in C)."""
+        n = self.count(max_items)
+        return list(fmt.iter_unpack(self._take(fmt.size * n)))
+
+    def count(self, max_items: int) -> int:
+        """Reads a u32 item count and refuses counts above ``max_items``."""
+        n = self.u32()
+        if n > max_items:
+            raise ProtocolAbort(
+                f"{self._what}: {n} items exceeds the limit {max_items}"
+            )
+        return n
+
+    def done(self) -> None:
+        """Raises if bytes remain (trailing data is never ignored)."""
+        if self._pos != len(self._data):
+            raise ProtocolAbort(
+                f"{len(self._data) - self._pos} trailing bytes in {self._what}"
+            )

@@ -1,0 +1,274 @@
+"""Key agreement, key derivation, signatures and share encryption for SecAgg.
+
+Every symmetric key is an HKDF-SHA256 output with a distinct ``info`` label per
+purpose, and a salt that binds the protocol version, the run id and the round, so a
+key for one purpose, run or round is independent of every other one (RFC 5869 §3.2).
+
+Primitives (all from ``cryptography``):
+
+* X25519 (RFC 7748) for pairwise agreement on per-round ephemeral keys;
+* HKDF-SHA256 for every derived key;
+* ChaCha20-Poly1305 (RFC 8439) for shares between clients, with associated data that
+  binds protocol version, run, round, stage, sender and receiver;
+* Ed25519 (RFC 8032) identity keys: each node signs every round key it advertises;
+* SHA-256 for the commitment to the self-mask seed.
+
+Failed checks raise :class:`~lepton_fed.errors.ProtocolAbort`; nothing here returns
+``False``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from lepton_fed.errors import ProtocolAbort
+
+__all__ = [
+    "KEY_BYTES",
+    "LABEL_COMMITMENT",
+    "LABEL_GRAPH",
+    "LABEL_PAIRWISE_MASK",
+    "LABEL_ROUND_KEY",
+    "LABEL_SELF_MASK",
+    "LABEL_SHARE_AD",
+    "LABEL_SHARE_ENCRYPTION",
+    "NONCE_BYTES",
+    "PROTOCOL_LABEL",
+    "SIGNATURE_BYTES",
+    "agree",
+    "decrypt_share",
+    "derive_key",
+    "encrypt_share",
+    "graph_key",
+    "identity_public_bytes",
+    "pairwise_seed",
+    "round_key_statement",
+    "round_salt",
+    "self_mask_commitment",
+    "self_mask_seed",
+    "share_associated_data",
+    "share_key",
+    "sign_round_key",
+    "verify_round_key",
+    "x25519_keypair",
+]
+
+PROTOCOL_LABEL = b"lepton-fed/secagg/v1"
+LABEL_PAIRWISE_MASK = PROTOCOL_LABEL + b"/pairwise-mask"
+LABEL_SHARE_ENCRYPTION = PROTOCOL_LABEL + b"/share-encryption"
+LABEL_SELF_MASK = PROTOCOL_LABEL + b"/self-mask"
+LABEL_COMMITMENT = PROTOCOL_LABEL + b"/self-mask-commitment"
+LABEL_GRAPH = PROTOCOL_LABEL + b"/neighbour-graph"
+LABEL_ROUND_KEY = PROTOCOL_LABEL + b"/round-key"
+LABEL_SHARE_AD = PROTOCOL_LABEL + b"/share-ad"
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SIGNATURE_BYTES = 64
+_STAGE_MASKED_INPUT = 2  # Stage.MASKED_INPUT; shares travel in that stage
+
+RngBytes = Callable[[int], bytes]
+
+
+def _u64(v: int) -> bytes:
+    return struct.pack("<Q", v)
+
+
+def _u32(v: int) -> bytes:
+    return struct.pack("<I", v)
+
+
+def round_salt(*, run_id: int, round: int) -> bytes:
+    """HKDF salt binding protocol version, run and round."""
+    return PROTOCOL_LABEL + _u64(run_id) + _u32(round)
+
+
+def derive_key(
+    ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES
+) -> bytes:
+    """HKDF-SHA256(ikm, salt, info) -> ``length`` bytes (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(
+        ikm
+    )
+
+
+def x25519_keypair(rng_bytes: RngBytes = os.urandom) -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair as (raw private, raw public) 32-byte strings."""
+    private = X25519PrivateKey.from_private_bytes(rng_bytes(KEY_BYTES))
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private.private_bytes_raw(), public
+
+
+def agree(private: bytes, peer_public: bytes) -> bytes:
+    """X25519 shared secret (raw; never used as a key before HKDF).
+
+    Raises:
+        ProtocolAbort: malformed peer key, or a low-order point (all-zero secret).
+    """
+    try:
+        peer = X25519PublicKey.from_public_bytes(peer_public)
+        return X25519PrivateKey.from_private_bytes(private).exchange(peer)
+    except ValueError as exc:
+        raise ProtocolAbort(f"X25519 agreement failed: {exc}") from exc
+
+
+def pairwise_seed(shared: bytes, *, run_id: int, round: int, a: int, b: int) -> bytes:
+    """Seed of the pairwise mask between nodes ``a`` and ``b`` in one round.
+
+    Symmetric in (a, b). Revealing it (for a dropped neighbour) reveals nothing about
+    the DH secret, other rounds, or the share-encryption key (HKDF is a PRF).
+    """
+    lo, hi = min(a, b), max(a, b)
+    return derive_key(
+        shared,
+        salt=round_salt(run_id=run_id, round=round),
+        info=LABEL_PAIRWISE_MASK + _u64(lo) + _u64(hi),
+    )
+
+
+def share_key(
+    shared: bytes, *, run_id: int, round: int, sender: int, receiver: int
+) -> bytes:
+    """Directional AEAD key for shares sent from ``sender`` to ``receiver`` in a round."""
+    return derive_key(
+        shared,
+        salt=round_salt(run_id=run_id, round=round),
+        info=LABEL_SHARE_ENCRYPTION + _u64(sender) + _u64(receiver),
+    )
+
+
+def self_mask_seed(b: bytes, *, run_id: int, round: int, node_id: int) -> bytes:
+    """PRG seed of node ``node_id``'s self mask, from its fresh secret ``b``."""
+    return derive_key(
+        b,
+        salt=round_salt(run_id=run_id, round=round),
+        info=LABEL_SELF_MASK + _u64(node_id),
+    )
+
+
+def self_mask_commitment(b: bytes, *, run_id: int, round: int, node_id: int) -> bytes:
+    """SHA-256 commitment to ``b``, sent with the masked input.
+
+    Lets the server detect wrong shares (it recomputes the commitment after
+    reconstruction) instead of silently producing a corrupted sum. ``b`` has 256 bits
+    of entropy, so the commitment hides it.
+    """
+    h = hashes.Hash(hashes.SHA256())
+    h.update(LABEL_COMMITMENT + round_salt(run_id=run_id, round=round) + _u64(node_id))
+    h.update(b)
+    return h.finalize()
+
+
+def graph_key(seed: bytes, *, run_id: int, round: int) -> bytes:
+    """ChaCha20 key that drives the shuffle of the neighbour graph."""
+    return derive_key(
+        seed, salt=round_salt(run_id=run_id, round=round), info=LABEL_GRAPH
+    )
+
+
+def identity_public_bytes(identity_key: Ed25519PrivateKey) -> bytes:
+    """Raw 32-byte Ed25519 public key (the form the roster holds)."""
+    return identity_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def round_key_statement(
+    *, run_id: int, node_id: int, round: int, public_key: bytes
+) -> bytes:
+    """The exact bytes a node signs for one advertised round key."""
+    if len(public_key) != KEY_BYTES:
+        raise ProtocolAbort("round public key must be 32 bytes")
+    return LABEL_ROUND_KEY + _u64(run_id) + _u64(node_id) + _u32(round) + public_key
+
+
+def sign_round_key(
+    identity_key: Ed25519PrivateKey,
+    *,
+    run_id: int,
+    node_id: int,
+    round: int,
+    public_key: bytes,
+) -> bytes:
+    """Ed25519 signature over :func:`round_key_statement`."""
+    return identity_key.sign(
+        round_key_statement(
+            run_id=run_id, node_id=node_id, round=round, public_key=public_key
+        )
+    )
+
+
+def verify_round_key(
+    identity_public: bytes,
+    signature: bytes,
+    *,
+    run_id: int,
+    node_id: int,
+    round: int,
+    public_key: bytes,
+) -> None:
+    """Checks that ``node_id`` signed ``public_key`` for (run_id, round).
+
+    Raises:
+        ProtocolAbort: malformed identity key or an invalid signature. Never returns
+            a boolean.
+    """
+    statement = round_key_statement(
+        run_id=run_id, node_id=node_id, round=round, public_key=public_key
+    )
+    try:
+        Ed25519PublicKey.from_public_bytes(identity_public).verify(signature, statement)
+    except (InvalidSignature, ValueError) as exc:
+        raise ProtocolAbort(
+            f"invalid signature on node {node_id}'s key for round {round}"
+        ) from exc
+
+
+def share_associated_data(
+    *, run_id: int, round: int, sender: int, receiver: int
+) -> bytes:
+    """AEAD associated data: version, run, round, stage, sender, receiver."""
+    return (
+        LABEL_SHARE_AD
+        + _u64(run_id)
+        + _u32(round)
+        + bytes([_STAGE_MASKED_INPUT])
+        + _u64(sender)
+        + _u64(receiver)
+    )
+
+
+def encrypt_share(key: bytes, plaintext: bytes, *, nonce: bytes, ad: bytes) -> bytes:
+    """ChaCha20-Poly1305 encryption (ciphertext || 16-byte tag)."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("nonce must be 12 bytes")
+    return ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad)
+
+
+def decrypt_share(key: bytes, ciphertext: bytes, *, nonce: bytes, ad: bytes) -> bytes:
+    """ChaCha20-Poly1305 decryption.
+
+    Raises:
+        ProtocolAbort: the tag does not verify (tampered ciphertext, wrong sender,
+            receiver, round or run).
+    """
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolAbort("nonce must be 12 bytes")
+    try:
+        return ChaCha20Poly1305(key).decrypt(nonce, ciphertext, ad)
+    except InvalidTag as exc:
+        raise ProtocolAbort("share ciphertext failed authentication") from exc

@@ -1,0 +1,148 @@
+"""Secure aggregation on the Message API: the server side of the Flower adapter.
+
+Exchanges per round (the protocol itself is pure code in :mod:`lepton_fed.secagg`):
+
+0. ``query.secagg_advertise`` -- only for cohort nodes without signed round keys for
+   this round (once per run for a fixed cohort): each node returns signed keys for the
+   next ``rounds`` rounds.
+1. ``train`` -- the normal train message plus the masked-input request; the client
+   trains, clips its update, and returns ONLY the masked, field-encoded vector
+   ``[w * delta, w]`` (weights travel inside the mask) and encrypted shares.
+2. ``query.secagg_unmask`` -- survivors return the shares that remove the masks.
+
+The server learns the sum of ``w_i * delta_i`` and of ``w_i`` and nothing else about an
+individual update (see ``lepton_fed/secagg/README.md`` for the threat model). A
+:class:`~lepton_fed.errors.ProtocolAbort` abandons the round: the global model stays as
+it was and the round is recorded as abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from omegaconf import DictConfig
+
+from lepton_fed.config.derived import update_clip
+from lepton_fed.errors import ProtocolAbort
+from lepton_fed.models import flatten_state
+from lepton_fed.secagg import SecAggServer, default_params
+from lepton_fed.server.aggregate import mean_update_reply
+from lepton_fed.utils.records import content_bytes
+from lepton_fed.utils.seed import derive_seed
+
+__all__ = ["SecureAggregator", "SecureRoundResult", "run_id_for"]
+
+log = logging.getLogger("lepton_fed")
+
+
+@dataclass
+class SecureRoundResult:
+    """What one secure round produced (for the loop's metrics)."""
+
+    ok: list[Message] = field(default_factory=list)
+    errors: list[Message] = field(default_factory=list)
+    declined: list[Message] = field(default_factory=list)
+    aggregate: Message | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    abandoned: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SecureAggregator:
+    """Owns one :class:`SecAggServer` for the whole run (keys advertised once)."""
+
+    def __init__(self, cfg: DictConfig, run_id: int) -> None:
+        self.cfg = cfg
+        sa = cfg.secagg
+        overrides: dict[str, Any] = {"clip": update_clip(cfg)}
+        if sa.neighbours is not None:
+            overrides["neighbours"] = int(sa.neighbours)
+        if sa.threshold is not None:
+            overrides["threshold"] = int(sa.threshold)
+        self.params = default_params(num_clients=int(cfg.federation.clients_per_round),
+                                     rounds=int(cfg.federation.rounds), **overrides)
+        self.server = SecAggServer(params=self.params, run_id=run_id)
+        self.timeout = float(sa.timeout)
+
+    def _exchange(self, grid: Grid, requests: dict[int, bytes], message_type: str,
+                  res: SecureRoundResult, extra: dict[int, RecordDict] | None = None,
+                  ) -> tuple[dict[int, bytes], list[Message]]:
+        msgs = []
+        for nid, req in requests.items():
+            content = extra[nid] if extra is not None else RecordDict()
+            content["secagg"] = ConfigRecord({"request": req})
+            msgs.append(Message(content, dst_node_id=nid, message_type=message_type))
+        res.bytes_down += sum(content_bytes(m.content) for m in msgs)
+        replies = list(grid.send_and_receive(msgs, timeout=self.timeout))
+        out: dict[int, bytes] = {}
+        ok: list[Message] = []
+        for r in replies:
+            if r.has_error():
+                res.errors.append(r)
+                continue
+            res.bytes_up += content_bytes(r.content)
+            ok.append(r)
+            if "secagg" in r.content:
+                out[r.metadata.src_node_id] = bytes(r.content["secagg"]["reply"])
+        return out, ok
+
+    def round(self, grid: Grid, rnd: int, msgs: list[Message],
+              gstate: OrderedDict[str, np.ndarray], privacy: Any) -> SecureRoundResult:
+        """Run one secure round over the nodes ``msgs`` are addressed to."""
+        res = SecureRoundResult()
+        cohort = [m.metadata.dst_node_id for m in msgs]
+        try:
+            need = [n for n in cohort if self.server.advertised_until(n) < rnd]
+            if need:
+                reqs = self.server.advertise(need, first_round=rnd)
+                replies, _ = self._exchange(grid, reqs, "query.secagg_advertise", res)
+                self.server.collect_advertisements(replies)
+            dim = int(flatten_state(gstate).size)
+            reqs = self.server.start_round(round=rnd, cohort=cohort, dim=dim)
+            train = {m.metadata.dst_node_id: m.content for m in msgs
+                     if m.metadata.dst_node_id in reqs}
+            masked, ok = self._exchange(grid, reqs, "train", res, extra=train)
+            res.declined = [r for r in ok if int(r.content["metrics"].get("declined", 0))]
+            res.ok = [r for r in ok if not int(r.content["metrics"].get("declined", 0))]
+            reqs = self.server.collect_masked_inputs(masked)
+            shares, _ = self._exchange(grid, reqs, "query.secagg_unmask", res)
+            missing = {n: q for n, q in reqs.items() if n not in shares}
+            if missing:  # one retry: a byte-identical request gets the same reply
+                more, _ = self._exchange(grid, missing, "query.secagg_unmask", res)
+                shares.update(more)
+            result = self.server.collect_unmask(shares)
+        except ProtocolAbort as exc:
+            log.warning("round %d: secure aggregation abandoned: %s", rnd, exc)
+            res.abandoned = str(exc)
+            res.info = {"round": rnd, "abandoned": str(exc)}
+            return res
+        m = len(result.contributors)
+        if self.cfg.privacy.mode == "central":
+            mean = privacy.noisy_mean(result.sum, m, rnd)
+        else:
+            mean = result.sum / max(result.total_weight, 1e-12)
+        res.aggregate = mean_update_reply(gstate, mean)
+        res.info = {
+            "round": rnd, "contributors": m, "neighbours": result.neighbours,
+            "threshold": result.threshold,
+            "dropped": {str(getattr(k, "name", k)).lower(): list(v)
+                        for k, v in result.dropped.items() if v},
+            "error_bound_sum": float(np.max(result.error_bound)),
+            "error_bound_mean": float(np.max(result.error_bound)) / max(
+                result.total_weight if self.cfg.privacy.mode != "central" else m, 1e-12),
+        }
+        return res
+
+
+def run_id_for(cfg: DictConfig, grid: Grid) -> int:
+    """The protocol's run id: Flower's run id when there is one, else from the seed."""
+    run = getattr(grid, "run", None)
+    rid = getattr(run, "run_id", None)
+    return int(rid) if rid is not None else derive_seed(cfg.seed, "secagg-run") % 2**62
