@@ -81,3 +81,20 @@ def test_missing_data_path_and_label(tmp_path):
     csv.write_text("a,b,label\n1,2,0\n3,4,1\n")
     with pytest.raises(ConfigError, match="'target' does not exist"):
         precheck(["data=csv", f"data.path={csv}", "data.label=target"])
+
+
+def test_unavailable_hardware_and_secure_mode_reported():
+    import importlib.util
+
+    import torch
+
+    ov = ["privacy=dpsgd", "privacy.secure_mode=true", "device=cuda"]
+    if torch.cuda.is_available() and importlib.util.find_spec("torchcsprng"):
+        pytest.skip("both CUDA and torchcsprng are present here")
+    with pytest.raises(ConfigError) as ei:
+        precheck(ov)
+    text = str(ei.value)
+    if not torch.cuda.is_available():
+        assert "device=cuda but CUDA is not available" in text
+    if importlib.util.find_spec("torchcsprng") is None:
+        assert "privacy.secure_mode=true needs torchcsprng" in text

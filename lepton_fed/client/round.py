@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from lepton_fed.client.node import NodeState, node_train_data
@@ -46,6 +47,9 @@ def run_train_round(
         per-client but ``declined`` and ``epsilon`` (no example count, no loss).
     """
     cfg = node.cfg
+    # one intra-op thread per CPU given to the client: torch's default (all cores) is
+    # up to 100x slower for these small models when clients share the cores
+    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     rnd = int(config["server-round"])
     pid = node.partition_id
     data = node_train_data(cfg, node.context)

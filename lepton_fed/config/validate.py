@@ -89,6 +89,11 @@ def validate(cfg: DictConfig) -> list[str]:
         p.append(f"client.optimizer={c.optimizer!r}: choose one of ['adam', 'sgd']")
     if cfg.device not in DEVICES:
         p.append(f"device={cfg.device!r}: choose one of {list(DEVICES)}")
+    elif cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.append("device=cuda but CUDA is not available here; use device=auto or device=cpu")
     if not isinstance(cfg.seed, int):
         p.append(f"seed must be an integer, got {cfg.seed!r}")
 
@@ -123,6 +128,15 @@ def validate(cfg: DictConfig) -> list[str]:
             p.append("privacy=dpsgd needs privacy.epsilon (a target) or privacy.noise_multiplier")
         if pr.max_grad_norm is None or not pr.max_grad_norm > 0:
             p.append(f"privacy.max_grad_norm must be > 0, got {pr.max_grad_norm}")
+        if pr.secure_mode:
+            import importlib.util
+
+            if importlib.util.find_spec("torchcsprng") is None:
+                p.append(
+                    "privacy.secure_mode=true needs torchcsprng (Opacus's secure RNG), which "
+                    "is not installed (it has no release for torch 2.x); set "
+                    "privacy.secure_mode=false for simulations"
+                )
         if pr.grad_sample_mode not in GRAD_SAMPLE_MODES:
             p.append(
                 f"privacy.grad_sample_mode={pr.grad_sample_mode!r}: choose one of {list(GRAD_SAMPLE_MODES)}"
