@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,7 @@ class NodeState:
         y = self.get("config-yaml")
         if y is None:
             raise RuntimeError("this node has not received the run config (setup message)")
-        cfg = OmegaConf.create(y)
-        assert isinstance(cfg, DictConfig)
-        return cfg
+        return _parse(str(y))
 
     @property
     def scaler(self) -> Scaler | None:  # noqa: D102
@@ -58,6 +57,15 @@ class NodeState:
     def partition_id(self) -> int:  # noqa: D102
         nc = self.context.node_config
         return int(nc.get("partition-id", self.context.node_id))
+
+
+@lru_cache(maxsize=8)
+def _parse(yaml_text: str) -> DictConfig:
+    """Parse a run config once per process (it is read on every message)."""
+    cfg = OmegaConf.create(yaml_text)
+    assert isinstance(cfg, DictConfig)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
 def node_train_data(cfg: DictConfig, context: Context) -> TabularData:

@@ -57,8 +57,14 @@ def _split(yaml_key: str) -> FederatedSplit:
     return FederatedSplit(data, te, [tr[p] for p in parts])
 
 
+_LAST: list[tuple[DictConfig, FederatedSplit]] = []
+
+
 def federated_split(cfg: DictConfig) -> FederatedSplit:
     """Split for this config (cached per process on the keys that matter)."""
+    for c, sp in _LAST:
+        if c is cfg:
+            return sp
     key = OmegaConf.to_yaml(
         OmegaConf.create(
             {
@@ -69,4 +75,6 @@ def federated_split(cfg: DictConfig) -> FederatedSplit:
             }
         )
     )
-    return _split(key)
+    sp = _split(key)
+    _LAST[:] = [(cfg, sp)] + _LAST[:3]
+    return sp

@@ -2,7 +2,10 @@
 
 The encoding is versioned (magic ``LFSA``, version byte) and fully bounds-checked.
 It holds secret keys (unused round keys, the pending round's pairwise seeds and share
-keys): it must stay on the node, e.g. in the Flower node's Context.
+keys; in robust mode the round's self-mask seed, mask key and the shares received
+from neighbours): it must stay on the node, e.g. in the Flower node's Context.
+
+Version 2 added the robust-mode fields; version-1 states (fast mode only) still load.
 """
 
 from __future__ import annotations
@@ -14,30 +17,61 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg._wire import MAX_U64, Reader, Writer
 from lepton_fed.secagg.keys import KEY_BYTES
 from lepton_fed.secagg.messages import MAX_COHORT, MAX_ROUNDS_PER_ADVERT, SERVER_ID
+from lepton_fed.secagg.shamir import SHARE_BYTES
 from lepton_fed.secagg.stages import ClientPhase
 
 __all__ = [
     "ClientState",
     "PendingRound",
+    "SharedRound",
     "check_roster",
     "decode_state",
     "encode_state",
 ]
 
 _STATE_MAGIC = b"LFSA"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _DIGEST_BYTES = 32
 
 
 @dataclass(kw_only=True)
 class PendingRound:
-    """What a node must remember between its masked input and the unmask request."""
+    """What a node must remember between its masked input and the unmask request.
+
+    Fast mode: ``neighbours`` is the whole neighbourhood, with the pairwise seeds and
+    the keys of the shares each neighbour will send. Robust mode (``robust``):
+    ``neighbours`` are the neighbours masked with (those that shared keys), and
+    ``shares`` holds the (b-share, mask-key share) each of them sent.
+    """
 
     round: int
     threshold: int
     neighbours: tuple[int, ...]
-    seeds: dict[int, bytes]  # neighbour -> pairwise-mask seed of this round
-    recv_keys: dict[int, bytes]  # neighbour -> AEAD key of the shares it sent us
+    seeds: dict[int, bytes] = field(default_factory=dict)  # neighbour -> pairwise seed
+    recv_keys: dict[int, bytes] = field(default_factory=dict)  # neighbour -> AEAD key
+    robust: bool = False
+    shares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SharedRound:
+    """Robust mode: what a node remembers between share_keys and its masked input.
+
+    The advertised round key is already deleted; what remains is derived from it (the
+    AEAD keys of the shares its neighbours send) plus the round's fresh secrets.
+    """
+
+    round: int
+    threshold: int
+    neighbours: tuple[int, ...]
+    cohort_size: int
+    dim: int
+    clip: float
+    bits: int
+    b: bytes  # self-mask secret
+    mask_key: bytes  # X25519 private key of the round's pairwise masks
+    recv_keys: dict[int, bytes]  # neighbour -> AEAD key of the shares it sends us
 
 
 @dataclass(kw_only=True)
@@ -56,6 +90,7 @@ class ClientState:
     pinned: dict[int, bytes] = field(default_factory=dict)
     pending: PendingRound | None = None
     answered: tuple[int, bytes, bytes] | None = None  # (round, sha256(request), reply)
+    shared: SharedRound | None = None
 
     def reset_run(self, run_id: int) -> None:
         """Forgets everything about the previous run."""
@@ -65,6 +100,7 @@ class ClientState:
         self.pinned = {}
         self.pending = None
         self.answered = None
+        self.shared = None
         self.phase = ClientPhase.NEW
 
 
@@ -127,15 +163,34 @@ def encode_state(st: ClientState) -> bytes:
         w.u32(p.round)
         w.u32(p.threshold)
         w.ids(p.neighbours)
+        w.u8(1 if p.robust else 0)
         for j in p.neighbours:
-            w.fixed(p.seeds[j], KEY_BYTES)
-            w.fixed(p.recv_keys[j], KEY_BYTES)
+            if p.robust:
+                w.fixed(p.shares[j][0], SHARE_BYTES)
+                w.fixed(p.shares[j][1], SHARE_BYTES)
+            else:
+                w.fixed(p.seeds[j], KEY_BYTES)
+                w.fixed(p.recv_keys[j], KEY_BYTES)
     a = st.answered
     w.u8(0 if a is None else 1)
     if a is not None:
         w.u32(a[0])
         w.fixed(a[1], _DIGEST_BYTES)
         w.blob(a[2])
+    sh = st.shared
+    w.u8(0 if sh is None else 1)
+    if sh is not None:
+        w.u32(sh.round)
+        w.u32(sh.threshold)
+        w.ids(sh.neighbours)
+        w.u32(sh.cohort_size)
+        w.u64(sh.dim)
+        w.f64(sh.clip)
+        w.u8(sh.bits)
+        w.fixed(sh.b, KEY_BYTES)
+        w.fixed(sh.mask_key, KEY_BYTES)
+        for j in sh.neighbours:
+            w.fixed(sh.recv_keys[j], KEY_BYTES)
     return w.getvalue()
 
 
@@ -146,7 +201,10 @@ def decode_state(data: bytes) -> ClientState:
         ProtocolAbort: not a client state, unknown version, or malformed content.
     """
     r = Reader(data, "client state")
-    if r.fixed(4) != _STATE_MAGIC or r.u8() != _STATE_VERSION:
+    if r.fixed(4) != _STATE_MAGIC:
+        raise ProtocolAbort("not a lepton-fed secagg client state (or unknown version)")
+    version = r.u8()
+    if version not in _READABLE_VERSIONS:
         raise ProtocolAbort("not a lepton-fed secagg client state (or unknown version)")
     node_id = r.u64()
     identity_public = r.fixed(KEY_BYTES)
@@ -164,14 +222,41 @@ def decode_state(data: bytes) -> ClientState:
     pending = None
     if r.u8():
         rnd, threshold, nbrs = r.u32(), r.u32(), r.ids()
-        seeds, recv = {}, {}
+        robust = bool(r.u8()) if version >= 2 else False
+        seeds, recv, shares = {}, {}, {}
         for j in nbrs:
-            seeds[j] = r.fixed(KEY_BYTES)
-            recv[j] = r.fixed(KEY_BYTES)
+            if robust:
+                shares[j] = (r.fixed(SHARE_BYTES), r.fixed(SHARE_BYTES))
+            else:
+                seeds[j] = r.fixed(KEY_BYTES)
+                recv[j] = r.fixed(KEY_BYTES)
         pending = PendingRound(
-            round=rnd, threshold=threshold, neighbours=nbrs, seeds=seeds, recv_keys=recv
+            round=rnd,
+            threshold=threshold,
+            neighbours=nbrs,
+            seeds=seeds,
+            recv_keys=recv,
+            robust=robust,
+            shares=shares,
         )
     answered = (r.u32(), r.fixed(_DIGEST_BYTES), r.blob()) if r.u8() else None
+    shared = None
+    if version >= 2 and r.u8():
+        rnd, threshold, nbrs = r.u32(), r.u32(), r.ids()
+        cohort_size, dim, clip, bits = r.u32(), r.u64(), r.f64(), r.u8()
+        b, mask_key = r.fixed(KEY_BYTES), r.fixed(KEY_BYTES)
+        shared = SharedRound(
+            round=rnd,
+            threshold=threshold,
+            neighbours=nbrs,
+            cohort_size=cohort_size,
+            dim=dim,
+            clip=clip,
+            bits=bits,
+            b=b,
+            mask_key=mask_key,
+            recv_keys={j: r.fixed(KEY_BYTES) for j in nbrs},
+        )
     r.done()
     return ClientState(
         node_id=node_id,
@@ -186,4 +271,5 @@ def decode_state(data: bytes) -> ClientState:
         pinned=pinned,
         pending=pending,
         answered=answered,
+        shared=shared,
     )

@@ -8,11 +8,23 @@ Layout of every message (little-endian)::
 ``from_bytes`` refuses (``ProtocolAbort``) another version, stage, kind, run, round or
 sender than expected, truncated bodies and trailing bytes. Requests come from the
 server (``sender == SERVER_ID``) and name their ``recipient``.
+
+Fast mode uses stages ADVERTISE, MASKED_INPUT and UNMASK; robust mode
+(``SecAggParams.share_keys_first``) uses ADVERTISE, SHARE_KEYS, ROBUST_MASKED_INPUT and
+ROBUST_UNMASK, each with its own message classes.
+
+The server reads replies with ``records_from_bytes`` (one ``struct`` call for the header,
+record blocks as zero-copy numpy structured arrays, no per-share Python objects) and
+writes its per-node requests with ``encode_records``; both are byte-for-byte equivalent
+to ``from_bytes``/``to_bytes`` (tested). Whenever the fast reader sees anything
+unexpected it re-parses with ``from_bytes``, so the refusal and its message are the
+same.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Self
 
@@ -26,6 +38,17 @@ from lepton_fed.secagg.stages import Stage
 
 __all__ = [
     "CIPHERTEXT_BYTES",
+    "CT_DTYPE",
+    "HEADER_BYTES",
+    "ROBUST_CIPHERTEXT_BYTES",
+    "ROBUST_CT_DTYPE",
+    "SHARE_DTYPE",
+    "RobustMaskedInputReply",
+    "RobustMaskedInputRequest",
+    "RobustUnmaskReply",
+    "RobustUnmaskRequest",
+    "ShareKeysReply",
+    "ShareKeysRequest",
     "MAX_COHORT",
     "MAX_ROUNDS_PER_ADVERT",
     "REPLY",
@@ -53,6 +76,14 @@ SERVER_ID = MAX_U64
 MAX_COHORT = 1 << 20
 MAX_ROUNDS_PER_ADVERT = 1 << 16
 _HEADER_WHAT = "secagg message"
+_HEADER = struct.Struct("<BBBQIQ")
+HEADER_BYTES = _HEADER.size  # 23
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class _Slow(Exception):
+    """Internal: the fast reader met something unexpected; re-parse with from_bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +156,38 @@ class _Message:
     @classmethod
     def _read_body(cls, r: Reader, h: Header) -> Self:
         raise NotImplementedError
+
+    @classmethod
+    def header_bytes(cls, *, run_id: int, round: int, sender: int) -> bytes:
+        """The 23-byte header of a message of this class."""
+        return _HEADER.pack(WIRE_VERSION, int(cls.STAGE), cls.KIND, run_id, round, sender)
+
+    @classmethod
+    def _fast_body(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> memoryview:
+        """Checks the header in one ``struct`` call; returns the body (zero-copy).
+
+        Raises:
+            _Slow: anything unexpected (the caller re-parses with ``from_bytes``).
+        """
+        try:
+            mv = memoryview(data).cast("B")
+            head = _HEADER.unpack_from(mv, 0)
+        except (TypeError, ValueError, struct.error):
+            raise _Slow from None
+        if head != (WIRE_VERSION, int(cls.STAGE), cls.KIND, run_id, round, sender):
+            raise _Slow
+        return mv[HEADER_BYTES:]
+
+    @classmethod
+    def _refuse(cls, data: bytes, **context: int) -> ProtocolAbort:
+        """The ProtocolAbort that ``from_bytes`` raises for ``data``."""
+        try:
+            cls.from_bytes(data, **context)
+        except ProtocolAbort as exc:
+            return exc
+        return ProtocolAbort(f"malformed {cls.__name__}")  # pragma: no cover
 
     @classmethod
     def from_bytes(
@@ -213,14 +276,55 @@ def _check_sizes(*pairs: tuple[bytes, int]) -> None:
             raise ValueError(f"expected a {size}-byte field, got {len(data)} bytes")
 
 
-def _write_cts(w: Writer, cts: tuple[ShareCiphertext, ...]) -> None:
+#: Robust mode: mask public key (32) + b-share (33) + mask-key share (33) + tag (16).
+ROBUST_CIPHERTEXT_BYTES = KEY_BYTES + 2 * SHARE_BYTES + 16
+_RCT = struct.Struct(f"<Q{NONCE_BYTES}s{ROBUST_CIPHERTEXT_BYTES}s")
+
+#: numpy views of the record blocks (fields ``V`` keep trailing zero bytes).
+CT_DTYPE = np.dtype(
+    [("peer", "<u8"), ("nonce", f"V{NONCE_BYTES}"), ("data", f"V{CIPHERTEXT_BYTES}")]
+)
+ROBUST_CT_DTYPE = np.dtype(
+    [
+        ("peer", "<u8"),
+        ("nonce", f"V{NONCE_BYTES}"),
+        ("data", f"V{ROBUST_CIPHERTEXT_BYTES}"),
+    ]
+)
+SHARE_DTYPE = np.dtype([("owner", "<u8"), ("value", f"V{SHARE_BYTES}")])
+_SEED_DTYPE = np.dtype([("peer", "<u8"), ("seed", f"V{KEY_BYTES}")])
+assert CT_DTYPE.itemsize == _CT.size and ROBUST_CT_DTYPE.itemsize == _RCT.size
+
+
+def _write_cts(
+    w: Writer,
+    cts: tuple[ShareCiphertext, ...],
+    fmt: struct.Struct = _CT,
+    size: int = CIPHERTEXT_BYTES,
+) -> None:
     for c in cts:
-        _check_sizes((c.nonce, NONCE_BYTES), (c.data, CIPHERTEXT_BYTES))
-    w.records(_CT, cts)
+        _check_sizes((c.nonce, NONCE_BYTES), (c.data, size))
+    w.records(fmt, cts)
 
 
-def _read_cts(r: Reader) -> tuple[ShareCiphertext, ...]:
-    return tuple(map(ShareCiphertext._make, r.records(_CT, MAX_COHORT)))
+def _read_cts(r: Reader, fmt: struct.Struct = _CT) -> tuple[ShareCiphertext, ...]:
+    return tuple(map(ShareCiphertext._make, r.records(fmt, MAX_COHORT)))
+
+
+def _take_records(body: memoryview, pos: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """A u32 count then ``count`` records of ``dtype``, as a zero-copy array."""
+    if pos + 4 > len(body):
+        raise _Slow
+    (count,) = _U32.unpack_from(body, pos)
+    pos += 4
+    end = pos + count * dtype.itemsize
+    if count > MAX_COHORT or end > len(body):
+        raise _Slow
+    return np.frombuffer(body[pos:end], dtype=dtype), end
+
+
+def _ids_bytes(ids: Sequence[int]) -> bytes:
+    return struct.pack(f"<I{len(ids)}Q", len(ids), *ids)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,6 +473,34 @@ class MaskedInputReply(_Message):
         _write_cts(w, self.ciphertexts)
 
     @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """Server-side reader: ``(commitment, masked uint32 vector, CT_DTYPE records)``.
+
+        Same acceptance as :meth:`from_bytes`; nothing is copied.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        try:
+            body = cls._fast_body(data, **ctx)
+            if len(body) < KEY_BYTES + 4:
+                raise _Slow
+            (size,) = _U32.unpack_from(body, KEY_BYTES)
+            pos = KEY_BYTES + 4 + size
+            if pos > len(body) or size % 4:
+                raise _Slow
+            cts, end = _take_records(body, pos, CT_DTYPE)
+            if end != len(body):
+                raise _Slow
+        except _Slow:
+            raise cls._refuse(data, **ctx) from None
+        vector = np.frombuffer(body[KEY_BYTES + 4 : pos], dtype="<u4")
+        return bytes(body[:KEY_BYTES]), vector, cts
+
+    @classmethod
     def _read_body(cls, r: Reader, h: Header) -> Self:
         return cls(
             run_id=h.run_id,
@@ -396,6 +528,29 @@ class UnmaskRequest(_Message):
         w.ids(self.survivors)
         w.ids(self.dropped)
         _write_cts(w, self.ciphertexts)
+
+    @classmethod
+    def encode_records(
+        cls,
+        *,
+        run_id: int,
+        round: int,
+        recipient: int,
+        survivors: Sequence[int],
+        dropped: Sequence[int],
+        records: np.ndarray,
+    ) -> bytes:
+        """``to_bytes`` of the request whose ciphertexts are ``records`` (CT_DTYPE)."""
+        return b"".join(
+            (
+                cls.header_bytes(run_id=run_id, round=round, sender=SERVER_ID),
+                _U64.pack(recipient),
+                _ids_bytes(survivors),
+                _ids_bytes(dropped),
+                _U32.pack(len(records)),
+                records.tobytes(),
+            )
+        )
 
     @classmethod
     def _read_body(cls, r: Reader, h: Header) -> Self:
@@ -426,6 +581,26 @@ class UnmaskReply(_Message):
         w.records(_SEED, self.pairwise_seeds)
 
     @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Server-side reader: ``(SHARE_DTYPE records, (peer, seed) records)``.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        try:
+            body = cls._fast_body(data, **ctx)
+            shares, pos = _take_records(body, 0, SHARE_DTYPE)
+            seeds, pos = _take_records(body, pos, _SEED_DTYPE)
+            if pos != len(body):
+                raise _Slow
+        except _Slow:
+            raise cls._refuse(data, **ctx) from None
+        return shares, seeds
+
+    @classmethod
     def _read_body(cls, r: Reader, h: Header) -> Self:
         shares = tuple((int(o), bytes(v)) for o, v in r.records(_SHARE, MAX_COHORT))
         seeds = tuple((int(p), bytes(v)) for p, v in r.records(_SEED, MAX_COHORT))
@@ -436,3 +611,223 @@ class UnmaskReply(_Message):
             self_mask_shares=shares,
             pairwise_seeds=seeds,
         )
+
+
+# ------------------------------------------------------------------- robust mode
+@dataclass(frozen=True, kw_only=True)
+class ShareKeysRequest(MaskedInputRequest):
+    """Server -> node (robust mode, exchange 1): same body as :class:`MaskedInputRequest`.
+
+    The node checks everything a fast-mode masked-input request is checked for, and
+    answers with shares instead of a masked input.
+    """
+
+    STAGE = Stage.SHARE_KEYS
+    KIND = REQUEST
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareKeysReply(_Message):
+    """Node -> server (robust mode): the round's mask public key, a commitment to b, and
+    per neighbour an AEAD ciphertext of (mask public key, b-share, mask-key share)."""
+
+    STAGE = Stage.SHARE_KEYS
+    KIND = REPLY
+    mask_key: bytes
+    commitment: bytes
+    ciphertexts: tuple[ShareCiphertext, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.fixed(self.mask_key, KEY_BYTES)
+        w.fixed(self.commitment, KEY_BYTES)
+        _write_cts(w, self.ciphertexts, _RCT, ROBUST_CIPHERTEXT_BYTES)
+
+    @classmethod
+    def _read_body(cls, r: Reader, h: Header) -> Self:
+        return cls(
+            run_id=h.run_id,
+            round=h.round,
+            sender=h.sender,
+            mask_key=r.fixed(KEY_BYTES),
+            commitment=r.fixed(KEY_BYTES),
+            ciphertexts=_read_cts(r, _RCT),
+        )
+
+    @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, bytes, np.ndarray]:
+        """Server-side reader: ``(mask_key, commitment, ROBUST_CT_DTYPE records)``.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        try:
+            body = cls._fast_body(data, **ctx)
+            cts, end = _take_records(body, 2 * KEY_BYTES, ROBUST_CT_DTYPE)
+            if end != len(body):
+                raise _Slow
+        except _Slow:
+            raise cls._refuse(data, **ctx) from None
+        return bytes(body[:KEY_BYTES]), bytes(body[KEY_BYTES : 2 * KEY_BYTES]), cts
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustMaskedInputRequest(_Message):
+    """Server -> node (robust mode, exchange 2): the ciphertexts addressed to the node
+    by the neighbours that shared keys (``peer`` = sender). Exactly those neighbours are
+    masked with."""
+
+    STAGE = Stage.ROBUST_MASKED_INPUT
+    KIND = REQUEST
+    recipient: int
+    ciphertexts: tuple[ShareCiphertext, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.u64(self.recipient)
+        _write_cts(w, self.ciphertexts, _RCT, ROBUST_CIPHERTEXT_BYTES)
+
+    @classmethod
+    def _read_body(cls, r: Reader, h: Header) -> Self:
+        return cls(
+            run_id=h.run_id,
+            round=h.round,
+            sender=h.sender,
+            recipient=r.u64(),
+            ciphertexts=_read_cts(r, _RCT),
+        )
+
+    @classmethod
+    def encode_records(
+        cls, *, run_id: int, round: int, recipient: int, records: np.ndarray
+    ) -> bytes:
+        """``to_bytes`` of the request whose ciphertexts are ``records`` (ROBUST_CT_DTYPE)."""
+        return b"".join(
+            (
+                cls.header_bytes(run_id=run_id, round=round, sender=SERVER_ID),
+                _U64.pack(recipient),
+                _U32.pack(len(records)),
+                records.tobytes(),
+            )
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustMaskedInputReply(_Message):
+    """Node -> server (robust mode): the masked vector only (shares went before)."""
+
+    STAGE = Stage.ROBUST_MASKED_INPUT
+    KIND = REPLY
+    masked: bytes | memoryview
+
+    def vector(self) -> np.ndarray:
+        """The masked vector as a read-only ``uint32`` array (no copy)."""
+        if len(self.masked) % 4:
+            raise ProtocolAbort("masked vector length is not a multiple of 4 bytes")
+        return np.frombuffer(self.masked, dtype="<u4")
+
+    def _write_body(self, w: Writer) -> None:
+        w.blob(self.masked)
+
+    @classmethod
+    def _read_body(cls, r: Reader, h: Header) -> Self:
+        return cls(run_id=h.run_id, round=h.round, sender=h.sender, masked=r.blob_view())
+
+    @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> np.ndarray:
+        """Server-side reader: the masked uint32 vector (zero-copy).
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        try:
+            body = cls._fast_body(data, **ctx)
+            if len(body) < 4:
+                raise _Slow
+            (size,) = _U32.unpack_from(body, 0)
+            if 4 + size != len(body) or size % 4:
+                raise _Slow
+        except _Slow:
+            raise cls._refuse(data, **ctx) from None
+        return np.frombuffer(body[4:], dtype="<u4")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustUnmaskRequest(_Message):
+    """Server -> node (robust mode): which of the neighbours it masked with survived
+    (sent a masked input) and which dropped."""
+
+    STAGE = Stage.ROBUST_UNMASK
+    KIND = REQUEST
+    recipient: int
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.u64(self.recipient)
+        w.ids(self.survivors)
+        w.ids(self.dropped)
+
+    @classmethod
+    def _read_body(cls, r: Reader, h: Header) -> Self:
+        return cls(
+            run_id=h.run_id,
+            round=h.round,
+            sender=h.sender,
+            recipient=r.u64(),
+            survivors=r.ids(),
+            dropped=r.ids(),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustUnmaskReply(_Message):
+    """Node -> server (robust mode): b-shares of surviving neighbours, mask-key shares
+    of dropped ones (never both for one neighbour)."""
+
+    STAGE = Stage.ROBUST_UNMASK
+    KIND = REPLY
+    self_mask_shares: tuple[tuple[int, bytes], ...]
+    key_shares: tuple[tuple[int, bytes], ...]
+
+    def _write_body(self, w: Writer) -> None:
+        _check_sizes(*[(v, SHARE_BYTES) for _, v in self.self_mask_shares])
+        _check_sizes(*[(v, SHARE_BYTES) for _, v in self.key_shares])
+        w.records(_SHARE, self.self_mask_shares)
+        w.records(_SHARE, self.key_shares)
+
+    @classmethod
+    def _read_body(cls, r: Reader, h: Header) -> Self:
+        shares = tuple((int(o), bytes(v)) for o, v in r.records(_SHARE, MAX_COHORT))
+        keys = tuple((int(o), bytes(v)) for o, v in r.records(_SHARE, MAX_COHORT))
+        return cls(
+            run_id=h.run_id,
+            round=h.round,
+            sender=h.sender,
+            self_mask_shares=shares,
+            key_shares=keys,
+        )
+
+    @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Server-side reader: ``(b-share records, key-share records)`` (SHARE_DTYPE).
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        try:
+            body = cls._fast_body(data, **ctx)
+            shares, pos = _take_records(body, 0, SHARE_DTYPE)
+            keys, pos = _take_records(body, pos, SHARE_DTYPE)
+            if pos != len(body):
+                raise _Slow
+        except _Slow:
+            raise cls._refuse(data, **ctx) from None
+        return shares, keys

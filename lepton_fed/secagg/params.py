@@ -37,6 +37,17 @@ class SecAggParams:
         advertise_timeout_s: how long the adapter waits for advertisement replies.
         masked_input_timeout_s: wait for masked inputs (includes local training).
         unmask_timeout_s: wait for unmask replies.
+        share_keys_first: robust mode (3 exchanges per round instead of 2). Each node
+            first sends, through the server, AEAD-encrypted Shamir shares of its
+            self-mask seed and of a fresh per-round mask key to its neighbours
+            (SHARE_KEYS), and only then its masked input. A node that drops before its
+            masked input then has its pairwise masks removed by rebuilding its mask
+            key from t neighbours' shares, so any dropout pattern that keeps every
+            neighbourhood's threshold completes. Off (default): the fast 2-exchange
+            mode, which aborts when a neighbour of a node that dropped before its
+            masked input also vanishes before unmask (README "Modes").
+        share_keys_timeout_s: robust mode: wait for share-keys replies (no training
+            happens in that exchange).
     """
 
     neighbours: int
@@ -47,6 +58,8 @@ class SecAggParams:
     advertise_timeout_s: float = 60.0
     masked_input_timeout_s: float = 600.0
     unmask_timeout_s: float = 60.0
+    share_keys_first: bool = False
+    share_keys_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.neighbours < 1:
@@ -68,6 +81,7 @@ class SecAggParams:
             "advertise_timeout_s",
             "masked_input_timeout_s",
             "unmask_timeout_s",
+            "share_keys_timeout_s",
         ):
             value = getattr(self, name)
             if not value > 0:
@@ -94,9 +108,15 @@ class SecAggParams:
         """Per-stage timeout in seconds (used by the Flower adapter)."""
         return {
             Stage.ADVERTISE: self.advertise_timeout_s,
+            Stage.SHARE_KEYS: self.share_keys_timeout_s,
             Stage.MASKED_INPUT: self.masked_input_timeout_s,
             Stage.UNMASK: self.unmask_timeout_s,
-        }[stage]
+        }[Stage(stage).canonical]
+
+    @property
+    def exchanges_per_round(self) -> int:
+        """2 in the fast mode, 3 with ``share_keys_first``."""
+        return 3 if self.share_keys_first else 2
 
 
 def _default_neighbours(num_clients: int) -> int:
