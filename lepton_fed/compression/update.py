@@ -203,8 +203,10 @@ class TopKCodec:
             residual: what the previous calls did not send (``None`` on the first round).
 
         Returns:
-            ``(payload, new_residual)`` with payload ``{"indices": uint32[k],
-            "values": float32[k], "length": int64[1]}`` (indices ascending).
+            ``(payload, new_residual)`` with payload ``{"gaps": uint16[k],
+            "values": float32[k], "length": int64[1]}`` -- the ascending indices as
+            gaps (first gap = first index) -- or ``"indices": uint32[k]`` instead of
+            ``"gaps"`` when some gap does not fit 16 bits.
 
         Raises:
             ValueError: non-finite input, or a residual of another shape.
@@ -228,11 +230,13 @@ class TopKCodec:
         values = acc[idx].astype(np.float32)
         new_residual = acc.copy()
         new_residual[idx] -= values.astype(np.float64)
-        payload: Payload = {
-            "indices": idx.astype(np.uint32),
-            "values": values,
-            "length": np.array([n], dtype=np.int64),
-        }
+        payload: Payload = {"values": values, "length": np.array([n], dtype=np.int64)}
+        gaps = np.diff(idx, prepend=0)
+        if gaps.size and int(gaps.max()) < 2**16:
+            # ascending indices as uint16 gaps: 2 bytes per kept coordinate instead of 4
+            payload["gaps"] = gaps.astype(np.uint16)
+        else:
+            payload["indices"] = idx.astype(np.uint32)
         return payload, new_residual
 
     def decode(self, payload: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -242,8 +246,14 @@ class TopKCodec:
             ValueError: missing arrays, mismatched lengths, or out-of-range or repeated
                 indices.
         """
-        _require(payload, ("indices", "values", "length"))
-        idx = np.asarray(payload["indices"])
+        if "gaps" in payload:
+            _require(payload, ("gaps", "values", "length"))
+            idx = np.cumsum(np.asarray(payload["gaps"], dtype=np.int64))
+            if idx.size > 1 and np.any(np.asarray(payload["gaps"])[1:] == 0):
+                raise ValueError("indices out of range or repeated")
+        else:
+            _require(payload, ("indices", "values", "length"))
+            idx = np.asarray(payload["indices"])
         values = np.asarray(payload["values"])
         length = np.asarray(payload["length"]).reshape(-1)
         if length.size != 1 or int(length[0]) < 0:

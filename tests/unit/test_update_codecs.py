@@ -108,10 +108,10 @@ def test_topk_sends_the_largest_and_keeps_the_rest() -> None:
     payload, residual = codec.encode(vec, None)
     out = codec.decode(payload)
     # Assert
-    assert payload["indices"].tolist() == [1, 3]
+    assert np.cumsum(payload["gaps"]).tolist() == [1, 3]  # ascending indices as gaps
     assert out.tolist() == [0, -5.0, 0, 3.0, 0, 0, 0, 0]
     assert np.allclose(residual + out, vec)
-    assert codec.nbytes(payload) == 2 * 4 + 2 * 4 + 8
+    assert codec.nbytes(payload) == 2 * 2 + 2 * 4 + 8  # uint16 gaps + float32 values + length
 
 
 def test_topk_error_feedback_loses_nothing_over_rounds() -> None:
@@ -138,7 +138,7 @@ def test_topk_contraction_bound(vec: np.ndarray, fraction: float) -> None:
     codec = TopKCodec(fraction)
     payload, residual = codec.encode(vec, None)
     k = codec.k_for(vec.size)
-    assert payload["indices"].size == k
+    assert payload["gaps"].size == k and payload["gaps"].dtype == np.uint16
     bound = (1 - k / vec.size) * float(vec @ vec)
     err = float(residual @ residual)
     assert err <= bound * (1 + 1e-6) + 1e-6 * float(np.abs(vec).max()) ** 2
@@ -155,3 +155,18 @@ def test_topk_decode_rejects_bad_indices() -> None:
         codec.decode(bad)
     with pytest.raises(ValueError, match="version"):
         from_bytes(b"\x09abc")
+
+
+def test_topk_falls_back_to_uint32_indices_for_wide_gaps() -> None:
+    vec = np.zeros(200_000)
+    vec[[3, 150_000]] = [5.0, -7.0]
+    payload, _ = TopKCodec(1e-5).encode(vec, None)
+    assert "indices" in payload and payload["indices"].dtype == np.uint32
+    np.testing.assert_array_equal(TopKCodec(1e-5).decode(payload), vec.astype(np.float32))
+
+
+def test_topk_gap_payload_rejects_repeated_indices() -> None:
+    bad = {"gaps": np.array([2, 0], np.uint16), "values": np.ones(2, np.float32),
+           "length": np.array([5])}
+    with pytest.raises(ValueError, match="repeated"):
+        TopKCodec(0.5).decode(bad)
