@@ -98,3 +98,9 @@ def test_unavailable_hardware_and_secure_mode_reported():
         assert "device=cuda but CUDA is not available" in text
     if importlib.util.find_spec("torchcsprng") is None:
         assert "privacy.secure_mode=true needs torchcsprng" in text
+
+
+def test_strategy_settings_checked_against_the_class():
+    with pytest.raises(ConfigError, match=r"strategy.eta: not a setting of strategy=fedavg"):
+        precheck(["strategy=fedavg", "+strategy.eta=0.1"])
+    precheck(["strategy=fedadam", "strategy.eta=0.05"])

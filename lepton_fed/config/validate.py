@@ -115,6 +115,7 @@ def validate(cfg: DictConfig) -> list[str]:
     if cfg.model.name == "cnn" and d.name in ("breast_cancer", "csv", "heart_disease"):
         p.append(f"model=cnn needs image data (digits, mnist); data={d.name} is tabular")
 
+    p += _strategy_problems(cfg)
     pr = cfg.privacy
     if pr.mode not in MODES:
         p.append(f"privacy.mode={pr.mode!r}: choose one of {list(MODES)}")
@@ -175,6 +176,36 @@ def validate(cfg: DictConfig) -> list[str]:
     if not 0 < cfg.compression.topk_fraction <= 1:
         p.append(f"compression.topk_fraction must be in (0, 1], got {cfg.compression.topk_fraction}")
     return p
+
+
+def _strategy_problems(cfg: DictConfig) -> list[str]:
+    """Every ``strategy.*`` setting must be a keyword of the ``_target_`` class."""
+    import importlib
+    import inspect
+
+    target = OmegaConf.select(cfg, "strategy._target_")
+    if not target:
+        return [f"strategy={cfg.strategy.get('name')}: the config has no _target_ class"]
+    mod, _, name = str(target).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        return [f"strategy._target_={target}: cannot be imported ({exc})"]
+    params = {
+        n for c in cls.__mro__ if "__init__" in c.__dict__
+        for n in inspect.signature(c.__init__).parameters if n not in ("self", "args", "kwargs")
+    }
+    return [
+        f"strategy.{k}: not a setting of strategy={cfg.strategy.name} ({target}); its "
+        f"settings are {sorted(params - _MANAGED)}"
+        for k in cfg.strategy if k not in ("name", "_target_") and k not in params
+    ]
+
+
+# strategy arguments the round loop sets itself from federation.* and privacy.*
+_MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes", "fraction_evaluate",
+            "weighted_by_key", "min_evaluate_nodes", "arrayrecord_key", "configrecord_key",
+            "train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
 
 
 def raise_if(problems: list[str]) -> None:
