@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from lepton_fed.data.partition import dirichlet, iid, natural, partition, train_test_indices
+from lepton_fed.data.partition import (
+    dirichlet,
+    iid,
+    natural,
+    partition,
+    train_test_indices,
+)
 
 
 def _check_cover(parts, n):
