@@ -126,3 +126,27 @@ def test_central_dp_calibrates_sigma_for_target(compose_cfg, tmp_path):
                       "federation.num_clients=4", "federation.clients_per_round=4")
     s, _ = _run(cfg, tmp_path)
     assert 4.5 < s["privacy"]["epsilon"] <= 5.0 + 1e-6
+
+
+def test_sitting_out_spends_nothing_and_no_one_overspends(compose_cfg, tmp_path):
+    cfg = compose_cfg("privacy=dpsgd", "privacy.epsilon=1.0", "federation.rounds=4",
+                      "federation.num_clients=6", "federation.clients_per_round=3")
+    s, grid = _run(cfg, tmp_path)
+    for ctx in grid.contexts.values():
+        st = ctx.state["lepton"]
+        if "dp-ledger" in st:
+            ledger = PrivacyLedger.from_bytes(st["dp-ledger"])
+            rounds = [e.round for e in ledger.events]
+            assert len(rounds) == len(set(rounds))  # at most one charge per round
+            assert ledger.epsilon(delta=1e-5) <= 1.0 + 1e-9
+    # every event belongs to a round the node was actually sampled in
+    sampled = {}
+    for m in grid.seen:
+        if m.metadata.message_type == "train":
+            sampled.setdefault(m.metadata.src_node_id, 0)
+            sampled[m.metadata.src_node_id] += 1
+    for nid, ctx in grid.contexts.items():
+        st = ctx.state["lepton"]
+        n_events = len(PrivacyLedger.from_bytes(st["dp-ledger"])) if "dp-ledger" in st else 0
+        assert n_events == sampled.get(nid, 0)
+    assert sum(sampled.values()) == 12 and len(sampled) > 3  # partial participation happened
