@@ -35,14 +35,16 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     raise_if(validate(cfg))
     _quiet_env()
+    for noisy in ("alembic", "sqlalchemy", "ray", "filelock", "matplotlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.propagate = False
+    flwr_log.setLevel(logging.DEBUG if cfg.log_level == "DEBUG" else logging.ERROR)
     from flwr.simulation import run_simulation
 
     from lepton_fed.client.app import app as client_app
     from lepton_fed.server.app import make_server_app
 
-    flwr_log = logging.getLogger("flwr")
-    flwr_log.propagate = False
-    flwr_log.setLevel(logging.DEBUG if cfg.log_level == "DEBUG" else logging.WARNING)
     results: dict[str, Any] = {}
     server_app = make_server_app(cfg, run_dir, results)
     fed = cfg.federation
@@ -53,6 +55,10 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "init_args": {"num_cpus": num_cpus, "include_dashboard": False,
                       "logging_level": "ERROR", "log_to_driver": True},
     }
+    print(f"[lepton-fed] starting the simulation: {fed.num_clients} clients "
+          f"({fed.clients_per_round} per round), {fed.rounds} rounds, data={cfg.data.name}, "
+          f"model={cfg.model.name}, strategy={cfg.strategy.name}, privacy={cfg.privacy.mode}, "
+          f"secagg={'on' if cfg.secagg.enabled else 'off'} -> {run_dir}", flush=True)
     run_simulation(
         server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
         backend_name="ray", backend_config=backend_config,

@@ -10,17 +10,25 @@ from collections.abc import Sequence
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_state import ClientState, PendingRound
+from lepton_fed.secagg._client_state import ClientState, PendingRound, SharedRound
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.graph import check_graph_params, neighbour_graph
 from lepton_fed.secagg.messages import (
     MAX_COHORT,
     SERVER_ID,
     MaskedInputRequest,
+    RobustMaskedInputRequest,
+    RobustUnmaskRequest,
     UnmaskRequest,
 )
 
-__all__ = ["check_round_request", "check_unmask_request", "verified_peer_keys"]
+__all__ = [
+    "check_robust_masked_request",
+    "check_robust_unmask_request",
+    "check_round_request",
+    "check_unmask_request",
+    "verified_peer_keys",
+]
 
 
 def _strictly_increasing(ids: Sequence[int], name: str) -> None:
@@ -114,14 +122,58 @@ def check_unmask_request(req: UnmaskRequest, pending: PendingRound) -> None:
     t neighbours must be claimed to survive, and exactly the survivors must have sent
     a ciphertext (a dropped node never sent one).
     """
-    survivors, dropped = req.survivors, req.dropped
+    _check_partition(req.survivors, req.dropped, pending)
+    survivors = req.survivors
+    senders = [c.peer for c in req.ciphertexts]
+    if len(set(senders)) != len(senders) or set(senders) != set(survivors):
+        raise ProtocolAbort(
+            "ciphertexts must come from exactly the surviving neighbours"
+        )
+
+
+def check_robust_unmask_request(req: RobustUnmaskRequest, pending: PendingRound) -> None:
+    """Robust mode: the never-both rule and the threshold guard.
+
+    Survivors and dropped must be disjoint and partition the neighbours this node
+    masked with (those that shared keys), and at least t of them must be claimed to
+    survive. For every one of them the node then reveals exactly one share: the
+    b-share of a survivor or the mask-key share of a dropped node.
+    """
+    _check_partition(req.survivors, req.dropped, pending)
+
+
+def check_robust_masked_request(
+    req: RobustMaskedInputRequest, shared: SharedRound
+) -> tuple[int, ...]:
+    """Robust mode: the ciphertexts come from distinct neighbours, at least t of them.
+
+    Returns:
+        The neighbours that shared keys (the node masks with exactly these).
+    """
+    senders = tuple(c.peer for c in req.ciphertexts)
+    _strictly_increasing(senders, "ciphertext senders")
+    stray = set(senders) - set(shared.neighbours)
+    if stray:
+        raise ProtocolAbort(f"ciphertexts from non-neighbours {sorted(stray)}")
+    if len(senders) < shared.threshold:
+        raise ProtocolAbort(
+            f"only {len(senders)} neighbours shared keys, threshold is "
+            f"{shared.threshold}"
+        )
+    return senders
+
+
+def _check_partition(
+    survivors: Sequence[int], dropped: Sequence[int], pending: PendingRound
+) -> None:
     _strictly_increasing(survivors, "survivors")
     _strictly_increasing(dropped, "dropped")
     overlap = set(survivors) & set(dropped)
     if overlap:
         raise ProtocolAbort(
             f"nodes {sorted(overlap)} claimed both survived and dropped: refusing to "
-            "reveal both a self-mask share and a pairwise seed"
+            "reveal two secrets (self-mask share and pairwise seed or mask-key share) "
+            "for one node"
         )
     if set(survivors) | set(dropped) != set(pending.neighbours):
         raise ProtocolAbort("survivors and dropped do not partition the neighbourhood")
@@ -129,9 +181,4 @@ def check_unmask_request(req: UnmaskRequest, pending: PendingRound) -> None:
         raise ProtocolAbort(
             f"only {len(survivors)} neighbours claimed to survive, threshold is "
             f"{pending.threshold}"
-        )
-    senders = [c.peer for c in req.ciphertexts]
-    if len(set(senders)) != len(senders) or set(senders) != set(survivors):
-        raise ProtocolAbort(
-            "ciphertexts must come from exactly the surviving neighbours"
         )

@@ -11,6 +11,19 @@ Call order (each method takes the server's request bytes and returns reply bytes
 3. per round r: ``unmask(request)`` returns b-shares of the neighbours the server says
    survived and pairwise-mask seeds for the neighbours it says dropped.
 
+Robust mode (``SecAggParams.share_keys_first``; the server decides, the node follows the
+requests it gets), per round r:
+
+2a. ``share_keys(request)``: draws b and a fresh X25519 mask key pair for the round and
+    sends each neighbour, AEAD-encrypted under a key derived from the advertised round
+    keys, (mask public key, b-share, mask-key share). The advertised round key is
+    deleted here.
+2b. ``masked_input(request, delta=..., weight=...)``: the request relays the ciphertexts
+    of the neighbours that shared keys; the node masks with exactly those (pairwise
+    seeds from its mask key and theirs), keeps their shares, and deletes its mask key.
+3.  ``unmask(request)``: b-shares of the neighbours the server says survived,
+    mask-key shares of those it says dropped; never both for one neighbour.
+
 Between calls, persist ``to_bytes()`` and restore with ``from_bytes(...)`` (in Flower,
 inside the node's Context). The state holds secret keys: keep it on the node.
 
@@ -35,6 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg._client_checks import (
+    check_robust_masked_request,
+    check_robust_unmask_request,
     check_round_request,
     check_unmask_request,
     verified_peer_keys,
@@ -42,11 +57,13 @@ from lepton_fed.secagg._client_checks import (
 from lepton_fed.secagg._client_state import (
     ClientState,
     PendingRound,
+    SharedRound,
     check_roster,
     decode_state,
     encode_state,
 )
-from lepton_fed.secagg.masking import add_pairwise_mask, add_self_mask
+from lepton_fed.secagg.encoding import FieldEncoding
+from lepton_fed.secagg.masking import apply_masks, pairwise_sign
 from lepton_fed.secagg.messages import (
     MAX_ROUNDS_PER_ADVERT,
     SERVER_ID,
@@ -54,14 +71,21 @@ from lepton_fed.secagg.messages import (
     AdvertiseRequest,
     MaskedInputReply,
     MaskedInputRequest,
+    RobustMaskedInputReply,
+    RobustMaskedInputRequest,
+    RobustUnmaskReply,
+    RobustUnmaskRequest,
     RoundKey,
     ShareCiphertext,
+    ShareKeysReply,
+    ShareKeysRequest,
     UnmaskReply,
     UnmaskRequest,
     peek_header,
 )
 from lepton_fed.secagg.prg import SEED_BYTES
 from lepton_fed.secagg.shamir import (
+    SHARE_BYTES,
     decode_share_value,
     encode_share_value,
     split_secret,
@@ -175,7 +199,8 @@ class SecAggClient:
         delta: np.ndarray | None = None,
         weight: float | None = None,
     ) -> bytes:
-        """Routes a request to :meth:`advertise`, :meth:`masked_input` or :meth:`unmask`.
+        """Routes a request to :meth:`advertise`, :meth:`share_keys`,
+        :meth:`masked_input` or :meth:`unmask`.
 
         Raises:
             ProtocolAbort: unknown/malformed request, or whatever the handler raises.
@@ -184,7 +209,9 @@ class SecAggClient:
         stage = peek_header(request).stage
         if stage == Stage.ADVERTISE:
             return self.advertise(request)
-        if stage == Stage.MASKED_INPUT:
+        if stage == Stage.SHARE_KEYS:
+            return self.share_keys(request)
+        if stage in (Stage.MASKED_INPUT, Stage.ROBUST_MASKED_INPUT):
             if delta is None or weight is None:
                 raise ValueError("a masked-input request needs delta and weight")
             return self.masked_input(request, delta=delta, weight=weight)
@@ -220,6 +247,7 @@ class SecAggClient:
             st.reset_run(req.run_id)
         st.pending = None
         st.answered = None
+        st.shared = None
         round_keys = []
         for r in range(req.round, req.round + req.num_rounds):
             private, public = K.x25519_keypair(self._rng)
@@ -247,8 +275,13 @@ class SecAggClient:
     ) -> bytes:
         """Masks ``[weight * delta, weight]`` and encrypts b-shares to the neighbours.
 
+        In robust mode (a ``RobustMaskedInputRequest``, after :meth:`share_keys`) the
+        shares already went out: the request relays the neighbours' ciphertexts, the
+        node masks with exactly the neighbours that shared keys and returns only the
+        masked vector. A content refusal of a robust request wipes the round.
+
         Args:
-            request: a ``MaskedInputRequest``.
+            request: a ``MaskedInputRequest`` or ``RobustMaskedInputRequest``.
             delta: the model update, already clipped so every coordinate lies in
                 [-clip, clip] (``clip`` comes in the request).
             weight: normalized example count in [0, 1]; masked like the update.
@@ -267,6 +300,8 @@ class SecAggClient:
         st = self._st
         if st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
+        if peek_header(request).stage == Stage.ROBUST_MASKED_INPUT:
+            return self._robust_masked_input(request, delta=delta, weight=weight)
         req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
         self._check_recipient(req.recipient)
         next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, Stage.MASKED_INPUT)
@@ -292,13 +327,12 @@ class SecAggClient:
         st.last_round = r
         st.pending = None
         st.answered = None
+        st.shared = None
         st.phase = ClientPhase.READY
 
         me, run, bits = st.node_id, st.run_id, encoding.bits
         b = self._rng(SEED_BYTES)
-        add_self_mask(
-            y, K.self_mask_seed(b, run_id=run, round=r, node_id=me), bits=bits
-        )
+        jobs = [(K.self_mask_seed(b, run_id=run, round=r, node_id=me), 1)]
         seeds: dict[int, bytes] = {}
         recv_keys: dict[int, bytes] = {}
         cts = []
@@ -310,7 +344,7 @@ class SecAggClient:
         )
         for j, value in zip(neighbours, values, strict=True):
             seeds[j] = K.pairwise_seed(shared[j], run_id=run, round=r, a=me, b=j)
-            add_pairwise_mask(y, seeds[j], owner=me, peer=j, bits=bits)
+            jobs.append((seeds[j], pairwise_sign(owner=me, peer=j)))
             recv_keys[j] = K.share_key(
                 shared[j], run_id=run, round=r, sender=j, receiver=me
             )
@@ -323,6 +357,7 @@ class SecAggClient:
                 send_key, encode_share_value(value), nonce=nonce, ad=ad
             )
             cts.append(ShareCiphertext(peer=j, nonce=nonce, data=data))
+        apply_masks(y, jobs, bits=bits)
         if bits < 32:
             y &= np.uint32(encoding.modulus - 1)
         st.pending = PendingRound(
@@ -357,6 +392,11 @@ class SecAggClient:
         re-send unmask requests to nodes that have not answered before declaring them
         dropped. Any other request for that round is refused.
 
+        In robust mode (a ``RobustUnmaskRequest``) the survivors and dropped must
+        partition the neighbours the node masked with; it returns the b-share of each
+        survivor and the mask-key share of each dropped neighbour (never both, never a
+        pairwise seed).
+
         Raises:
             ProtocolAbort: wrong run/round/recipient/stage; survivors and dropped that
                 overlap or do not partition the neighbourhood; fewer than t survivors;
@@ -364,7 +404,9 @@ class SecAggClient:
                 authentication.
         """
         st = self._st
-        req = UnmaskRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
+        robust = peek_header(request).stage == Stage.ROBUST_UNMASK
+        cls = RobustUnmaskRequest if robust else UnmaskRequest
+        req = cls.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
         self._check_recipient(req.recipient)
         digest = _sha256(request)
         done = st.answered
@@ -374,13 +416,26 @@ class SecAggClient:
             and done[:2] == (req.round, digest)
         ):
             return done[2]  # identical retry: reveals nothing new
-        next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, Stage.UNMASK)
+        next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, req.STAGE)
         pending = st.pending
-        if pending is None or req.round != pending.round:
-            raise ProtocolAbort(f"no masked input pending for round {req.round}")
+        if pending is None or req.round != pending.round or pending.robust != robust:
+            mode = "robust-mode " if robust else ""
+            raise ProtocolAbort(f"no {mode}masked input pending for round {req.round}")
         try:
-            check_unmask_request(req, pending)
-            reply = self._unmask_reply(req, pending)
+            if isinstance(req, RobustUnmaskRequest):
+                check_robust_unmask_request(req, pending)
+                reply = RobustUnmaskReply(
+                    run_id=st.run_id,
+                    round=req.round,
+                    sender=st.node_id,
+                    self_mask_shares=tuple(
+                        (j, pending.shares[j][0]) for j in req.survivors
+                    ),
+                    key_shares=tuple((j, pending.shares[j][1]) for j in req.dropped),
+                ).to_bytes()
+            else:
+                check_unmask_request(req, pending)
+                reply = self._unmask_reply(req, pending)
         finally:
             # Wipe the round either way: never answer twice, never after a refusal.
             st.pending = None
@@ -411,6 +466,188 @@ class SecAggClient:
             self_mask_shares=tuple(shares),
             pairwise_seeds=tuple((i, pending.seeds[i]) for i in req.dropped),
         ).to_bytes()
+
+    # ------------------------------------------------------------ robust mode
+    def share_keys(self, request: bytes) -> bytes:
+        """Robust mode, exchange 1: shares of b and of a fresh mask key to neighbours.
+
+        Checks the request exactly like a fast-mode masked-input request (cohort,
+        graph recomputed from the seed, thresholds, encoding, every neighbour's round
+        key against the roster), then consumes the round key: it derives the AEAD keys
+        for this round's shares and deletes the round key and every older one. Draws
+        the self-mask secret b and a fresh X25519 mask key pair (the pairwise masks come
+        from the mask keys, never from the advertised round keys, so rebuilding a
+        dropped node's mask key never exposes the share-encryption keys), splits b and
+        the mask private key into k Shamir shares (threshold t, x = neighbour id + 1)
+        and sends neighbour j the ChaCha20-Poly1305 encryption of
+        ``mask public key || b-share_j || mask-key share_j``.
+
+        Returns:
+            ``ShareKeysReply`` bytes: mask public key, commitment to b, k ciphertexts.
+
+        Raises:
+            ProtocolAbort: as :meth:`masked_input` for a fast-mode request. Nothing is
+                consumed when the request is refused.
+        """
+        st = self._st
+        if st.phase == ClientPhase.NEW:
+            raise ProtocolAbort("share-keys request before any advertisement")
+        req = ShareKeysRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
+        self._check_recipient(req.recipient)
+        next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, Stage.SHARE_KEYS)
+        r = req.round
+        if r <= st.last_round:
+            raise ProtocolAbort(f"round {r} already used (last round {st.last_round})")
+        private = st.round_keys.get(r)
+        if private is None:
+            raise ProtocolAbort(f"no unused key for round {r}; advertise first")
+        neighbours, _ = check_round_request(req, st)
+        peer_keys = verified_peer_keys(req, neighbours, st)
+        shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
+
+        # The round key is consumed from here on (one use per round key).
+        for old in [q for q in st.round_keys if q <= r]:
+            del st.round_keys[old]
+        st.last_round = r
+        st.pending = None
+        st.answered = None
+        st.shared = None
+        st.phase = ClientPhase.READY
+
+        me, run = st.node_id, st.run_id
+        b = self._rng(SEED_BYTES)
+        mask_private, mask_public = K.x25519_keypair(self._rng)
+        xs = [j + 1 for j in neighbours]
+        b_values = split_secret(b, xs=xs, threshold=req.threshold, rng_bytes=self._rng)
+        key_values = split_secret(
+            mask_private, xs=xs, threshold=req.threshold, rng_bytes=self._rng
+        )
+        recv_keys: dict[int, bytes] = {}
+        cts = []
+        for j, bv, kv in zip(neighbours, b_values, key_values, strict=True):
+            recv_keys[j] = K.share_key(
+                shared[j], run_id=run, round=r, sender=j, receiver=me
+            )
+            send_key = K.share_key(
+                shared[j], run_id=run, round=r, sender=me, receiver=j
+            )
+            nonce = self._rng(K.NONCE_BYTES)
+            ad = K.share_associated_data(
+                run_id=run, round=r, sender=me, receiver=j, stage=Stage.SHARE_KEYS
+            )
+            plain = mask_public + encode_share_value(bv) + encode_share_value(kv)
+            data = K.encrypt_share(send_key, plain, nonce=nonce, ad=ad)
+            cts.append(ShareCiphertext(peer=j, nonce=nonce, data=data))
+        st.shared = SharedRound(
+            round=r,
+            threshold=req.threshold,
+            neighbours=neighbours,
+            cohort_size=len(req.cohort),
+            dim=req.dim,
+            clip=req.clip,
+            bits=req.bits,
+            b=b,
+            mask_key=mask_private,
+            recv_keys=recv_keys,
+        )
+        st.phase = next_phase
+        return ShareKeysReply(
+            run_id=run,
+            round=r,
+            sender=me,
+            mask_key=mask_public,
+            commitment=K.self_mask_commitment(b, run_id=run, round=r, node_id=me),
+            ciphertexts=tuple(cts),
+        ).to_bytes()
+
+    def _robust_masked_input(
+        self, request: bytes, *, delta: np.ndarray, weight: float
+    ) -> bytes:
+        st = self._st
+        req = RobustMaskedInputRequest.from_bytes(
+            request, run_id=st.run_id, sender=SERVER_ID
+        )
+        self._check_recipient(req.recipient)
+        next_phase = check_transition(
+            CLIENT_TRANSITIONS, st.phase, Stage.ROBUST_MASKED_INPUT
+        )
+        sh = st.shared
+        if sh is None or req.round != sh.round:
+            raise ProtocolAbort(f"no shared keys pending for round {req.round}")
+        if np.ndim(delta) != 1 or len(delta) != sh.dim:
+            raise ProtocolAbort(
+                f"server asked for dim {sh.dim}, input has shape {np.shape(delta)}"
+            )
+        try:
+            encoding = FieldEncoding(
+                clip=sh.clip, max_contributors=sh.cohort_size, bits=sh.bits
+            )
+        except ValueError as exc:  # checked at share_keys; only a corrupt state
+            raise ProtocolAbort(f"refusing round parameters: {exc}") from exc
+        y = encoding.encode(np.asarray(delta), weight, rng_bytes=self._rng)
+        me, run, r = st.node_id, st.run_id, sh.round
+        try:
+            senders = check_robust_masked_request(req, sh)
+            shares, seeds = self._open_robust_shares(req, sh)
+        except ProtocolAbort:
+            # A server caught relaying bad ciphertexts gets nothing for the round.
+            st.shared = None
+            st.phase = ClientPhase.READY
+            raise
+        st.shared = None  # the mask key is gone: one masked input per mask key
+        st.pending = None
+        st.answered = None
+        st.phase = ClientPhase.READY
+        bits = encoding.bits
+        jobs = [(K.self_mask_seed(sh.b, run_id=run, round=r, node_id=me), 1)]
+        jobs += [(seeds[j], pairwise_sign(owner=me, peer=j)) for j in senders]
+        apply_masks(y, jobs, bits=bits)
+        if bits < 32:
+            y &= np.uint32(encoding.modulus - 1)
+        st.pending = PendingRound(
+            round=r,
+            threshold=sh.threshold,
+            neighbours=senders,
+            robust=True,
+            shares=shares,
+        )
+        st.phase = next_phase
+        return RobustMaskedInputReply(
+            run_id=run,
+            round=r,
+            sender=me,
+            masked=y.astype("<u4", copy=False).tobytes(),
+        ).to_bytes()
+
+    def _open_robust_shares(
+        self, req: RobustMaskedInputRequest, sh: SharedRound
+    ) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, bytes]]:
+        """Decrypts every relayed ciphertext; returns shares and pairwise seeds."""
+        me, run = self._st.node_id, self._st.run_id
+        shares: dict[int, tuple[bytes, bytes]] = {}
+        seeds: dict[int, bytes] = {}
+        for c in req.ciphertexts:
+            ad = K.share_associated_data(
+                run_id=run,
+                round=sh.round,
+                sender=c.peer,
+                receiver=me,
+                stage=Stage.SHARE_KEYS,
+            )
+            plain = K.decrypt_share(sh.recv_keys[c.peer], c.data, nonce=c.nonce, ad=ad)
+            peer_mask = plain[: K.KEY_BYTES]
+            b_share = plain[K.KEY_BYTES : K.KEY_BYTES + SHARE_BYTES]
+            key_share = plain[K.KEY_BYTES + SHARE_BYTES :]
+            try:
+                decode_share_value(b_share)
+                decode_share_value(key_share)
+            except ValueError as exc:
+                raise ProtocolAbort(f"malformed share from node {c.peer}") from exc
+            shares[c.peer] = (b_share, key_share)
+            seeds[c.peer] = K.pairwise_seed(
+                K.agree(sh.mask_key, peer_mask), run_id=run, round=sh.round, a=me, b=c.peer
+            )
+        return shares, seeds
 
     # ----------------------------------------------------------------------- state
     def to_bytes(self) -> bytes:

@@ -1,6 +1,7 @@
 """Runs clients and server of one SecAgg+ round in one process, without a network.
 
-This is the reference call order that the Flower adapter and the benchmarks follow::
+This is the reference call order that the Flower adapter and the benchmarks follow.
+Fast mode (default, ``params.share_keys_first = False``), 2 exchanges per round::
 
     reqs = server.advertise(node_ids)                  # once per run
     server.collect_advertisements({n: clients[n].advertise(reqs[n]) for n in reqs})
@@ -10,6 +11,22 @@ This is the reference call order that the Flower adapter and the benchmarks foll
         reqs = server.collect_masked_inputs(reps)                          # exchange 2
         reps = {n: clients[n].unmask(reqs[n]) for n in reqs}
         result = server.collect_unmask(reps)
+
+Robust mode (``params.share_keys_first = True``), 3 exchanges per round; the only
+differences are the share-keys exchange first and ``collect_shares``::
+
+    for r in rounds:
+        reqs = server.start_round(round=r, cohort=cohort, dim=d)           # exchange 1
+        reps = {n: clients[n].share_keys(reqs[n]) for n in reqs}           #  (no input)
+        reqs = server.collect_shares(reps)                                 # exchange 2
+        reps = {n: clients[n].masked_input(reqs[n], delta=..., weight=...) for n in reqs}
+        reqs = server.collect_masked_inputs(reps)                          # exchange 3
+        reps = {n: clients[n].unmask(reqs[n]) for n in reqs}
+        result = server.collect_unmask(reps)
+
+``client.handle(request, delta=..., weight=...)`` routes any of these requests by its
+header, so an adapter can treat both modes alike. In robust mode local training can
+start when the share-keys request arrives (the masked input is due one exchange later).
 """
 
 from __future__ import annotations
@@ -116,11 +133,15 @@ def simulate_round(
     cohort: Iterable[int] | None = None,
     drop_before_input: Collection[int] = (),
     drop_before_unmask: Collection[int] = (),
+    drop_before_share_keys: Collection[int] = (),
     reload_state: bool = False,
     timings: dict[str, float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> SecAggResult:
-    """Runs one round end to end in process.
+    """Runs one round end to end in process, in the server's mode.
+
+    The robust path (``server.params.share_keys_first``) adds the share-keys exchange
+    before the masked input; the fast path is the 2-exchange round.
 
     Args:
         server: a server that has collected advertisements.
@@ -130,11 +151,14 @@ def simulate_round(
         cohort: nodes of the round (default: the keys of ``inputs``).
         drop_before_input: nodes that get the masked-input request but never answer.
         drop_before_unmask: nodes that answer with a masked input, then vanish.
+        drop_before_share_keys: robust mode: nodes that never answer the share-keys
+            request (they take no part in the round).
         reload_state: serialize and restore every client between steps, as the
             Flower adapter does with the node's Context.
         timings: if given, filled with seconds measured by ``clock``: ``client_masked_input``
             (sum over clients), ``client_unmask`` (sum), ``server_start_round``,
-            ``server_collect_masked``, ``server_collect_unmask``.
+            ``server_collect_masked``, ``server_collect_unmask``; in robust mode also
+            ``client_share_keys`` (sum) and ``server_collect_shares``.
         clock: the clock used for ``timings`` (``time.process_time`` gives CPU
             time, steadier than wall time on a shared machine).
 
@@ -152,7 +176,24 @@ def simulate_round(
     reqs = server.start_round(round=round, cohort=members, dim=dim)
     tm["server_start_round"] = clock() - t0
 
-    replies: dict[int, bytes] = {}
+    if server.params.share_keys_first:
+        replies = {}
+        tm["client_share_keys"] = 0.0
+        for n, req in reqs.items():
+            if n in drop_before_share_keys:
+                continue
+            if reload_state:
+                clients[n] = _reload(clients[n])
+            t0 = clock()
+            replies[n] = clients[n].share_keys(req)
+            tm["client_share_keys"] += clock() - t0
+        t0 = clock()
+        reqs = server.collect_shares(replies)
+        tm["server_collect_shares"] = clock() - t0
+    elif drop_before_share_keys:
+        raise ValueError("drop_before_share_keys needs a robust-mode server")
+
+    replies = {}
     tm["client_masked_input"] = 0.0
     for n, req in reqs.items():
         if n in drop_before_input:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from lepton_fed.secagg.prg import expand_mask
+from lepton_fed.secagg.prg import MaskBuffer, expand_mask
 
 __all__ = ["add_pairwise_mask", "add_self_mask", "apply_masks", "pairwise_sign"]
 
@@ -37,8 +37,17 @@ def add_pairwise_mask(
 
 
 def _accumulate(y: np.ndarray, jobs: Sequence[tuple[bytes, int]], bits: int) -> None:
-    for seed, sign in jobs:
+    if len(jobs) == 1:
+        seed, sign = jobs[0]
         mask = expand_mask(seed, y.size, bits=bits)
+        if sign > 0:
+            np.add(y, mask, out=y)
+        else:
+            np.subtract(y, mask, out=y)
+        return
+    buf = MaskBuffer(y.size, bits=bits)
+    for seed, sign in jobs:
+        mask = buf.expand(seed)
         if sign > 0:
             np.add(y, mask, out=y)
         else:

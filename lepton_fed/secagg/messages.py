@@ -2,8 +2,12 @@
 
 Layout of every message (little-endian)::
 
-    version u8 | stage u8 | kind u8 (0 request, 1 reply) | run_id u64 | round u32 |
-    sender u64 | body
+    version u8 | stage u8 | kind u8 (0 request, 1 reply) | reserved u8 (0) |
+    run_id u64 | round u32 | sender u64 | body
+
+The header is 24 bytes so that the masked vector of a masked-input reply starts at a
+multiple of 4 (offset 60 in fast mode, 28 in robust mode): numpy then sums it in place
+without the unaligned-access copy (about 40% of the summing cost at 100k parameters).
 
 ``from_bytes`` refuses (``ProtocolAbort``) another version, stage, kind, run, round or
 sender than expected, truncated bodies and trailing bytes. Requests come from the
@@ -68,7 +72,9 @@ __all__ = [
     "peek_header",
 ]
 
-WIRE_VERSION = 1
+#: 2: 24-byte header with a reserved byte (4-byte aligned masked vectors); 1: the
+#: 23-byte header (not accepted any more).
+WIRE_VERSION = 2
 REQUEST = 0
 REPLY = 1
 #: Sender id of every server request; node ids must be below it.
@@ -76,8 +82,8 @@ SERVER_ID = MAX_U64
 MAX_COHORT = 1 << 20
 MAX_ROUNDS_PER_ADVERT = 1 << 16
 _HEADER_WHAT = "secagg message"
-_HEADER = struct.Struct("<BBBQIQ")
-HEADER_BYTES = _HEADER.size  # 23
+_HEADER = struct.Struct("<BBBBQIQ")
+HEADER_BYTES = _HEADER.size  # 24
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -110,6 +116,8 @@ def _read_header(r: Reader) -> Header:
     kind = r.u8()
     if kind not in (REQUEST, REPLY):
         raise ProtocolAbort(f"unknown message kind {kind}")
+    if r.u8() != 0:
+        raise ProtocolAbort("reserved header byte must be 0")
     return Header(
         version=version,
         stage=stage,
@@ -144,6 +152,7 @@ class _Message:
         w.u8(WIRE_VERSION)
         w.u8(int(self.STAGE))
         w.u8(self.KIND)
+        w.u8(0)
         w.u64(self.run_id)
         w.u32(self.round)
         w.u64(self.sender)
@@ -159,8 +168,10 @@ class _Message:
 
     @classmethod
     def header_bytes(cls, *, run_id: int, round: int, sender: int) -> bytes:
-        """The 23-byte header of a message of this class."""
-        return _HEADER.pack(WIRE_VERSION, int(cls.STAGE), cls.KIND, run_id, round, sender)
+        """The 24-byte header of a message of this class."""
+        return _HEADER.pack(
+            WIRE_VERSION, int(cls.STAGE), cls.KIND, 0, run_id, round, sender
+        )
 
     @classmethod
     def _fast_body(
@@ -176,7 +187,7 @@ class _Message:
             head = _HEADER.unpack_from(mv, 0)
         except (TypeError, ValueError, struct.error):
             raise _Slow from None
-        if head != (WIRE_VERSION, int(cls.STAGE), cls.KIND, run_id, round, sender):
+        if head != (WIRE_VERSION, int(cls.STAGE), cls.KIND, 0, run_id, round, sender):
             raise _Slow
         return mv[HEADER_BYTES:]
 
@@ -321,6 +332,32 @@ def _take_records(body: memoryview, pos: int, dtype: np.dtype) -> tuple[np.ndarr
     if count > MAX_COHORT or end > len(body):
         raise _Slow
     return np.frombuffer(body[pos:end], dtype=dtype), end
+
+
+def _take_raw(body: memoryview, pos: int, size: int) -> tuple[bytes, int, int]:
+    """A u32 count then ``count`` records of ``size`` bytes: (block, count, end)."""
+    if pos + 4 > len(body):
+        raise _Slow
+    (count,) = _U32.unpack_from(body, pos)
+    pos += 4
+    end = pos + count * size
+    if count > MAX_COHORT or end > len(body):
+        raise _Slow
+    return bytes(body[pos:end]), count, end
+
+
+def _two_blocks(
+    cls: type[_Message], data: bytes, first: int, second: int, **ctx: int
+) -> tuple[bytes, int, bytes, int]:
+    try:
+        body = cls._fast_body(data, **ctx)
+        a, na, pos = _take_raw(body, 0, first)
+        b, nb, pos = _take_raw(body, pos, second)
+        if pos != len(body):
+            raise _Slow
+    except _Slow:
+        raise cls._refuse(data, **ctx) from None
+    return a, na, b, nb
 
 
 def _ids_bytes(ids: Sequence[int]) -> bytes:
@@ -601,6 +638,20 @@ class UnmaskReply(_Message):
         return shares, seeds
 
     @classmethod
+    def raw_records(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, int, bytes, int]:
+        """Server-side reader: the share block (41-byte records) and its count, the
+        seed block (40-byte records) and its count, as bytes.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        return _two_blocks(
+            cls, data, _SHARE.size, _SEED.size, run_id=run_id, round=round, sender=sender
+        )
+
+    @classmethod
     def _read_body(cls, r: Reader, h: Header) -> Self:
         shares = tuple((int(o), bytes(v)) for o, v in r.records(_SHARE, MAX_COHORT))
         seeds = tuple((int(p), bytes(v)) for p, v in r.records(_SEED, MAX_COHORT))
@@ -831,3 +882,17 @@ class RobustUnmaskReply(_Message):
         except _Slow:
             raise cls._refuse(data, **ctx) from None
         return shares, keys
+
+    @classmethod
+    def raw_records(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, int, bytes, int]:
+        """Server-side reader: the b-share block and its count, the key-share block
+        and its count (41-byte records each), as bytes.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        return _two_blocks(
+            cls, data, _SHARE.size, _SHARE.size, run_id=run_id, round=round, sender=sender
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-__all__ = ["SEED_BYTES", "chacha20_keystream", "expand_mask"]
+__all__ = ["SEED_BYTES", "MaskBuffer", "chacha20_keystream", "expand_mask"]
 
 SEED_BYTES = 32
 _ZERO_NONCE = bytes(
@@ -71,3 +71,36 @@ def expand_mask(seed: bytes, length: int, *, bits: int = 32) -> np.ndarray:
     if bits < 32:
         words = words & np.uint32((1 << bits) - 1)
     return words
+
+
+class MaskBuffer:
+    """Reusable buffers for expanding many masks of one length (no allocation per mask).
+
+    ``expand(seed)`` writes ``expand_mask(seed, length, bits=bits)`` into one
+    preallocated array (``update_into`` over a preallocated zero block) and returns that
+    array, which the next call overwrites. The server expands one mask per contributor
+    per round; skipping the two fresh ``4 * length``-byte allocations (and their page
+    faults) per mask roughly halves the cost of an expansion at 100k parameters. Not
+    thread-safe: use one buffer per thread.
+    """
+
+    def __init__(self, length: int, *, bits: int = 32) -> None:
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        if not 1 <= bits <= 32:
+            raise ValueError(f"bits must be in [1, 32], got {bits}")
+        self.length = length
+        self.bits = bits
+        self._zeros = bytes(4 * length)
+        self._out = bytearray(4 * length)
+        self.words: np.ndarray = np.frombuffer(self._out, dtype="<u4")
+
+    def expand(self, seed: bytes) -> np.ndarray:
+        """The mask of ``seed`` (valid until the next call)."""
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"ChaCha20 key must be {SEED_BYTES} bytes, got {len(seed)}")
+        encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
+        encryptor.update_into(self._zeros, self._out)
+        if self.bits < 32:
+            np.bitwise_and(self.words, np.uint32((1 << self.bits) - 1), out=self.words)
+        return self.words

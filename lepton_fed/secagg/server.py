@@ -6,8 +6,13 @@ nodes count as dropped):
 
 1. ``advertise(node_ids)`` -> requests; ``collect_advertisements(replies)``. Once per
    run (again for nodes that join later or whose advertised rounds run out).
-2. per round r (2 exchanges):
+2. per round r, fast mode (default, 2 exchanges):
    ``start_round(round=r, cohort=..., dim=d)`` -> masked-input requests;
+   ``collect_masked_inputs(replies)`` -> unmask requests;
+   ``collect_unmask(replies)`` -> :class:`SecAggResult`.
+3. per round r, robust mode (``params.share_keys_first``, 3 exchanges):
+   ``start_round(round=r, cohort=..., dim=d)`` -> share-keys requests;
+   ``collect_shares(replies)`` -> masked-input requests;
    ``collect_masked_inputs(replies)`` -> unmask requests;
    ``collect_unmask(replies)`` -> :class:`SecAggResult`.
 
@@ -33,16 +38,19 @@ from lepton_fed.secagg._server_round import (
     Advert,
     RoundState,
     collect_masked,
+    collect_masked_robust,
+    collect_shares,
     finish_round,
 )
 from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.graph import neighbour_graph
+from lepton_fed.secagg.graph import neighbour_graph, shuffled_cohort
 from lepton_fed.secagg.messages import (
     SERVER_ID,
     AdvertiseReply,
     AdvertiseRequest,
     MaskedInputRequest,
     NeighbourKey,
+    ShareKeysRequest,
 )
 from lepton_fed.secagg.params import SecAggParams
 from lepton_fed.secagg.prg import SEED_BYTES
@@ -214,10 +222,12 @@ class SecAggServer:
     def start_round(
         self, *, round: int, cohort: Sequence[int], dim: int
     ) -> dict[int, bytes]:
-        """Masked-input requests for round ``round``.
+        """Masked-input requests for round ``round`` (share-keys requests in robust mode).
 
         Nodes of ``cohort`` without a valid signed key for the round are left out
-        (``dropped[ADVERTISE]``). The graph seed is fresh randomness.
+        (``dropped[ADVERTISE]``). The graph seed is fresh randomness. In robust mode
+        (``params.share_keys_first``) the requests are ``ShareKeysRequest`` (same
+        content); answer them with :meth:`collect_shares`.
 
         Args:
             round: round number, greater than every round started before.
@@ -229,8 +239,11 @@ class SecAggServer:
                 nodes with valid keys.
             ValueError: ``dim < 1``.
         """
+        robust = self.params.share_keys_first
         next_phase = check_transition(
-            SERVER_TRANSITIONS, self._phase, Stage.MASKED_INPUT
+            SERVER_TRANSITIONS,
+            self._phase,
+            Stage.SHARE_KEYS if robust else Stage.MASKED_INPUT,
         )
         if round <= self._last_round:
             raise ProtocolAbort(f"round {round} is not after round {self._last_round}")
@@ -272,6 +285,11 @@ class SecAggServer:
         k, t = self.params.for_cohort(len(eligible))
         seed = self._rng(SEED_BYTES)
         graph = neighbour_graph(eligible, seed, run_id=self.run_id, round=round, k=k)
+        ring = (
+            tuple(eligible)
+            if k >= len(eligible) - 1
+            else tuple(shuffled_cohort(eligible, seed, run_id=self.run_id, round=round))
+        )
         encoding = FieldEncoding(
             clip=self.params.clip, max_contributors=len(eligible), bits=self.params.bits
         )
@@ -285,11 +303,14 @@ class SecAggServer:
             dim=dim,
             encoding=encoding,
             dropped_advertise=tuple(missing),
+            ring=ring,
+            robust=robust,
             rejected=rejected,
         )
         self._phase = next_phase
+        cls = ShareKeysRequest if robust else MaskedInputRequest
         return {
-            n: MaskedInputRequest(
+            n: cls(
                 run_id=self.run_id,
                 round=round,
                 sender=SERVER_ID,
@@ -306,6 +327,31 @@ class SecAggServer:
             for n in eligible
         }
 
+    def collect_shares(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
+        """Robust mode: relays the shares and returns the masked-input requests.
+
+        Each node that shared keys, and has at least t neighbours that did, gets the
+        ciphertexts its neighbours addressed to it; it will mask with exactly those
+        neighbours. Nodes with fewer are left out (``dropped[SHARE_KEYS]`` and
+        ``rejected``). The server keeps the mask public keys and the commitments to
+        b, not the ciphertexts.
+
+        Raises:
+            ProtocolAbort: wrong phase (e.g. a fast-mode round), or no node left; the
+                round is abandoned in the latter case.
+        """
+        next_phase = check_transition(
+            SERVER_TRANSITIONS, self._phase, Stage.ROBUST_MASKED_INPUT
+        )
+        rs = self._require_round()
+        try:
+            requests = collect_shares(rs, replies)
+        except ProtocolAbort:
+            self._abandon()
+            raise
+        self._phase = next_phase
+        return requests
+
     def collect_masked_inputs(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
         """Sums the masked inputs and returns the unmask requests.
 
@@ -314,12 +360,21 @@ class SecAggServer:
         Raises:
             ProtocolAbort: wrong phase, no valid masked input, or some node that sent
                 a masked input has fewer than t neighbours that did (its self mask
-                could not be removed); the round is abandoned.
+                could not be removed); in robust mode also a node that dropped before
+                its masked input whose contributing neighbours are fewer than t (its
+                mask key could not be rebuilt). The round is abandoned.
         """
-        next_phase = check_transition(SERVER_TRANSITIONS, self._phase, Stage.UNMASK)
+        robust = self._round is not None and self._round.robust
+        next_phase = check_transition(
+            SERVER_TRANSITIONS,
+            self._phase,
+            Stage.ROBUST_UNMASK if robust else Stage.UNMASK,
+        )
         rs = self._require_round()
         try:
-            requests = collect_masked(rs, replies)
+            requests = (collect_masked_robust if robust else collect_masked)(
+                rs, replies
+            )
         except ProtocolAbort:
             self._abandon()
             raise
@@ -332,10 +387,12 @@ class SecAggServer:
 
         Raises:
             ProtocolAbort: wrong phase; a contributor's self mask has fewer than t
-                shares or its reconstruction does not match its commitment; or a
-                node that dropped before its masked input has a neighbour that sent a
-                masked input but no unmask reply (their pairwise mask cannot be
-                removed). The round is abandoned.
+                shares or its reconstruction does not match its commitment; fast
+                mode: a node that dropped before its masked input has a neighbour
+                that sent a masked input but no unmask reply (their pairwise mask
+                cannot be removed); robust mode: a dropped node's mask key has fewer
+                than t shares or does not match its public key. The round is
+                abandoned.
         """
         next_phase = check_transition(SERVER_TRANSITIONS, self._phase, None)
         rs = self._require_round()

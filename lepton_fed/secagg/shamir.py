@@ -14,6 +14,7 @@ secret is one field element (no chunking) and a share value encodes in 33 bytes.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 
@@ -24,6 +25,7 @@ __all__ = [
     "combine_shares",
     "decode_share_value",
     "encode_share_value",
+    "lagrange_at_zero",
     "recover_secret",
     "split_secret",
 ]
@@ -133,6 +135,58 @@ def combine_shares(shares: Iterable[tuple[int, int]]) -> int:
         inv = inv * dens[j] % p
         total = (total + pts[j][1] * inv_j) % p
     return total * prod_x % p
+
+
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses mod p of non-zero field elements with one modular inversion."""
+    p = FIELD_PRIME
+    prefix = [1]
+    for v in values:
+        prefix.append(prefix[-1] * v % p)
+    inv = pow(prefix[-1], -1, p)
+    out = [0] * len(values)
+    for j in range(len(values) - 1, -1, -1):
+        out[j] = inv * prefix[j] % p
+        inv = inv * values[j] % p
+    return out
+
+
+def lagrange_at_zero(point_sets: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Lagrange basis coefficients at 0 for several sets of x-coordinates at once.
+
+    For each set ``xs`` returns ``[l_j]`` with ``secret = sum_j l_j * y_j mod p`` for
+    shares ``(xs[j], y_j)``. The server calls it once per round for every distinct
+    set of share holders it reconstructs from, so a round costs one modular inversion
+    in total (Montgomery's batch trick over all denominators), and a secret then
+    costs t multiplications.
+
+    Raises:
+        ValueError: an empty set, or repeated / out-of-range x-coordinates.
+    """
+    p = FIELD_PRIME
+    dens: list[int] = []
+    scales: list[int] = []
+    sizes: list[int] = []
+    for xs in point_sets:
+        if not xs:
+            raise ValueError("no shares given")
+        _check_xs(xs)
+        # l_j = prod_{m != j} x_m / (x_m - x_j) = prod(x) / (x_j * prod_{m != j}(x_m - x_j))
+        for xj in xs:
+            den = xj
+            for xm in xs:
+                if xm != xj:
+                    den *= xm - xj  # exact small-int product, reduced once
+            dens.append(den % p)
+        scales.append(math.prod(xs) % p)
+        sizes.append(len(xs))
+    invs = _batch_inverse(dens)
+    out: list[list[int]] = []
+    pos = 0
+    for size, scale in zip(sizes, scales, strict=True):
+        out.append([scale * inv % p for inv in invs[pos : pos + size]])
+        pos += size
+    return out
 
 
 def recover_secret(shares: Iterable[tuple[int, int]], *, threshold: int) -> bytes:

@@ -122,7 +122,8 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
         secure = SecureAggregator(cfg, run_id_for(cfg, grid))
     rows: list[dict[str, Any]] = []
     ev0 = evaluate_model(model, Xte, test.y, device)
-    log.info("round 0: accuracy %.4f loss %.4f", ev0["accuracy"], ev0["loss"])
+    print(f"[lepton-fed] setup done ({len(ok)} nodes, scaler from their feature sums); "
+          f"round 0: acc {ev0['accuracy']:.4f} loss {ev0['loss']:.4f}", flush=True)
     per_client_eps: dict[str, float] = {}
     stopped: dict[str, int] = {}
     failures_total = 0
