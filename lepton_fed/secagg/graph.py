@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from lepton_fed.secagg.keys import graph_key
 from lepton_fed.secagg.prg import chacha20_keystream
 
-__all__ = ["check_graph_params", "neighbour_graph", "shuffled_cohort"]
+__all__ = ["check_graph_params", "neighbour_graph", "ring_graph", "shuffled_cohort"]
 
 
 def check_graph_params(cohort_size: int, k: int, t: int) -> None:
@@ -98,7 +98,16 @@ def neighbour_graph(
         return {v: tuple(u for u in everyone if u != v) for v in everyone}
     if k % 2:
         raise ValueError(f"k must be even for a ring graph, got {k}")
-    ring = shuffled_cohort(cohort, seed, run_id=run_id, round=round)
+    return ring_graph(shuffled_cohort(cohort, seed, run_id=run_id, round=round), k)
+
+
+def ring_graph(ring: Sequence[int], k: int) -> dict[int, tuple[int, ...]]:
+    """Neighbour sets of the ring graph: k/2 neighbours on each side (k even, k < m-1).
+
+    ``neighbour_graph(cohort, seed, ...) == ring_graph(shuffled_cohort(cohort, seed,
+    ...), k)`` for a sparse graph; the server uses the two parts to keep the ring order.
+    """
+    m = len(ring)
     half = k // 2
     graph: dict[int, tuple[int, ...]] = {}
     for p, v in enumerate(ring):

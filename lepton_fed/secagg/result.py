@@ -26,10 +26,13 @@ class SecAggResult:
         total_weight: sum of the contributors' weights.
         contributors: nodes whose masked input is in the sum.
         dropped: nodes lost at each stage: ``ADVERTISE`` (in the cohort but without a
-            valid key for the round), ``MASKED_INPUT`` (no valid masked input),
-            ``UNMASK`` (sent a masked input, no valid unmask reply; still in the sum).
-        rejected: ``{node: reason}`` for replies refused as malformed or inconsistent
-            (these nodes are also listed in ``dropped``).
+            valid key for the round), robust mode only ``SHARE_KEYS`` (no valid
+            share-keys reply, or fewer than t neighbours that sent one),
+            ``MASKED_INPUT`` (no valid masked input), ``UNMASK`` (sent a masked input,
+            no valid unmask reply; still in the sum).
+        rejected: ``{node: reason}`` for replies refused as malformed or inconsistent,
+            and robust-mode nodes left out for lack of sharing neighbours (these
+            nodes are also listed in ``dropped``).
         neighbours: graph degree k used in the round.
         threshold: Shamir threshold t used in the round.
         error_bound: strict bounds from quantization on ``|sum - exact|`` (per

@@ -43,7 +43,7 @@ from lepton_fed.secagg._server_round import (
     finish_round,
 )
 from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.graph import neighbour_graph, shuffled_cohort
+from lepton_fed.secagg.graph import neighbour_graph, ring_graph, shuffled_cohort
 from lepton_fed.secagg.messages import (
     SERVER_ID,
     AdvertiseReply,
@@ -284,12 +284,12 @@ class SecAggServer:
             )
         k, t = self.params.for_cohort(len(eligible))
         seed = self._rng(SEED_BYTES)
-        graph = neighbour_graph(eligible, seed, run_id=self.run_id, round=round, k=k)
-        ring = (
-            tuple(eligible)
-            if k >= len(eligible) - 1
-            else tuple(shuffled_cohort(eligible, seed, run_id=self.run_id, round=round))
-        )
+        if k >= len(eligible) - 1:  # complete graph
+            ring = tuple(eligible)
+            graph = neighbour_graph(eligible, seed, run_id=self.run_id, round=round, k=k)
+        else:  # the ring order steers which share holders are interpolated together
+            ring = tuple(shuffled_cohort(eligible, seed, run_id=self.run_id, round=round))
+            graph = ring_graph(ring, k)
         encoding = FieldEncoding(
             clip=self.params.clip, max_contributors=len(eligible), bits=self.params.bits
         )

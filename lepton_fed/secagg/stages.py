@@ -57,7 +57,7 @@ class Stage(IntEnum):
     """Robust mode: b-shares of survivors, mask-key shares of dropped neighbours."""
 
     @property
-    def canonical(self) -> "Stage":
+    def canonical(self) -> Stage:
         """The mode-independent stage: ROBUST_MASKED_INPUT -> MASKED_INPUT, etc."""
         return _CANONICAL.get(self, self)
 

@@ -94,3 +94,15 @@ def test_share_encryption_rejects_tampering_and_wrong_context() -> None:
     ):
         with pytest.raises(ProtocolAbort, match="authentication"):
             K.decrypt_share(key, ct, nonce=nonce, ad=other_ad)
+
+
+def test_round_derivations_match_the_functions() -> None:
+    d = K.RoundDerivations(run_id=2**63 + 5, round=17)
+    for node in (0, 9, 2**64 - 2):
+        b = os.urandom(32)
+        assert d.self_mask_seed(b, node) == K.self_mask_seed(
+            b, run_id=2**63 + 5, round=17, node_id=node
+        )
+        assert d.commitment(b, node) == K.self_mask_commitment(
+            b, run_id=2**63 + 5, round=17, node_id=node
+        )

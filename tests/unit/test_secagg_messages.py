@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg.messages import (
+    CT_DTYPE,
+    HEADER_BYTES,
+    ROBUST_CT_DTYPE,
     SERVER_ID,
     WIRE_VERSION,
     AdvertiseReply,
@@ -13,8 +17,14 @@ from lepton_fed.secagg.messages import (
     MaskedInputReply,
     MaskedInputRequest,
     NeighbourKey,
+    RobustMaskedInputReply,
+    RobustMaskedInputRequest,
+    RobustUnmaskReply,
+    RobustUnmaskRequest,
     RoundKey,
     ShareCiphertext,
+    ShareKeysReply,
+    ShareKeysRequest,
     UnmaskReply,
     UnmaskRequest,
     peek_header,
@@ -22,6 +32,7 @@ from lepton_fed.secagg.messages import (
 from lepton_fed.secagg.stages import Stage
 
 CT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"c" * 49)
+RCT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"r" * 114)
 SAMPLES = [
     AdvertiseRequest(run_id=1, round=1, sender=SERVER_ID, recipient=3, num_rounds=5),
     AdvertiseReply(
@@ -75,6 +86,49 @@ SAMPLES = [
         sender=3,
         self_mask_shares=((4, b"v" * 33),),
         pairwise_seeds=((9, b"s" * 32),),
+    ),
+    ShareKeysRequest(
+        run_id=1,
+        round=2,
+        sender=SERVER_ID,
+        recipient=3,
+        cohort=(3, 4, 9),
+        graph_seed=b"g" * 32,
+        neighbours=2,
+        threshold=2,
+        clip=0.5,
+        bits=32,
+        dim=10,
+        neighbour_keys=(
+            NeighbourKey(
+                node_id=4,
+                identity_key=b"i" * 32,
+                public_key=b"p" * 32,
+                signature=b"s" * 64,
+            ),
+        ),
+    ),
+    ShareKeysReply(
+        run_id=1,
+        round=2,
+        sender=3,
+        mask_key=b"m" * 32,
+        commitment=b"c" * 32,
+        ciphertexts=(RCT, RCT._replace(peer=9)),
+    ),
+    RobustMaskedInputRequest(
+        run_id=1, round=2, sender=SERVER_ID, recipient=3, ciphertexts=(RCT,)
+    ),
+    RobustMaskedInputReply(run_id=1, round=2, sender=3, masked=b"\x02" * 44),
+    RobustUnmaskRequest(
+        run_id=1, round=2, sender=SERVER_ID, recipient=3, survivors=(4,), dropped=(9,)
+    ),
+    RobustUnmaskReply(
+        run_id=1,
+        round=2,
+        sender=3,
+        self_mask_shares=((4, b"v" * 33),),
+        key_shares=((9, b"k" * 33),),
     ),
 ]
 
@@ -132,12 +186,83 @@ def test_message_of_another_stage_or_kind_is_refused() -> None:
         MaskedInputReply.from_bytes("not bytes")  # type: ignore[arg-type]
 
 
+def test_reserved_header_byte_must_be_zero() -> None:
+    data = SAMPLES[0].to_bytes()
+    with pytest.raises(ProtocolAbort, match="reserved"):
+        peek_header(data[:3] + b"\x05" + data[4:])
+
+
 def test_header_stage_values_are_stable() -> None:
-    assert [s.value for s in Stage] == [1, 2, 3]
+    assert [s.value for s in Stage] == [1, 2, 3, 4, 5, 6]
 
 
 def test_huge_counts_are_refused_without_allocation() -> None:
     # A reply claiming 2^32-1 round keys but carrying none
-    head = SAMPLES[1].to_bytes()[: 1 + 1 + 1 + 8 + 4 + 8 + 32]
+    head = SAMPLES[1].to_bytes()[: HEADER_BYTES + 32]
     with pytest.raises(ProtocolAbort):
         AdvertiseReply.from_bytes(head + b"\xff\xff\xff\xff")
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [m for m in SAMPLES if hasattr(type(m), "records_from_bytes")],
+    ids=lambda m: type(m).__name__,
+)
+def test_fast_server_readers_accept_and_refuse_like_from_bytes(msg) -> None:
+    data = msg.to_bytes()
+    ctx = {"run_id": msg.run_id, "round": msg.round, "sender": msg.sender}
+    type(msg).records_from_bytes(data, **ctx)  # accepted
+    bad_inputs = [
+        data[:-1],
+        data + b"\x00",
+        bytes([WIRE_VERSION + 1]) + data[1:],
+        data[:3] + b"\x01" + data[4:],  # reserved header byte
+        "not bytes",
+    ]
+    for bad in bad_inputs:
+        with pytest.raises(ProtocolAbort) as fast:
+            type(msg).records_from_bytes(bad, **ctx)
+        with pytest.raises(ProtocolAbort) as slow:
+            type(msg).from_bytes(bad, **ctx)
+        assert str(fast.value) == str(slow.value)
+    with pytest.raises(ProtocolAbort, match="round"):
+        type(msg).records_from_bytes(data, **{**ctx, "round": msg.round + 1})
+
+
+def test_server_request_encoders_match_to_bytes() -> None:
+    cts = (CT, CT._replace(peer=9))
+    records = np.frombuffer(
+        b"".join(c.peer.to_bytes(8, "little") + c.nonce + c.data for c in cts),
+        dtype=CT_DTYPE,
+    )
+    fast = UnmaskRequest.encode_records(
+        run_id=1, round=2, recipient=3, survivors=(4, 9), dropped=(11,), records=records
+    )
+    assert fast == UnmaskRequest(
+        run_id=1,
+        round=2,
+        sender=SERVER_ID,
+        recipient=3,
+        survivors=(4, 9),
+        dropped=(11,),
+        ciphertexts=cts,
+    ).to_bytes()
+    rcts = (RCT, RCT._replace(peer=9))
+    rrecords = np.frombuffer(
+        b"".join(c.peer.to_bytes(8, "little") + c.nonce + c.data for c in rcts),
+        dtype=ROBUST_CT_DTYPE,
+    )
+    assert RobustMaskedInputRequest.encode_records(
+        run_id=1, round=2, recipient=3, records=rrecords
+    ) == RobustMaskedInputRequest(
+        run_id=1, round=2, sender=SERVER_ID, recipient=3, ciphertexts=rcts
+    ).to_bytes()
+
+
+def test_masked_vectors_start_4_byte_aligned() -> None:
+    fast = SAMPLES[3].to_bytes()
+    robust = RobustMaskedInputReply(
+        run_id=1, round=2, sender=3, masked=b"\x02" * 44
+    ).to_bytes()
+    assert HEADER_BYTES == 24
+    assert fast.index(b"\x01" * 44) % 4 == 0 and robust.index(b"\x02" * 44) % 4 == 0

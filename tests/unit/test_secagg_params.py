@@ -123,3 +123,41 @@ def test_transitions_fail_closed() -> None:
         check_transition(SERVER_TRANSITIONS, ServerPhase.IDLE, Stage.MASKED_INPUT)
     with pytest.raises(ProtocolAbort, match="finish"):
         check_transition(SERVER_TRANSITIONS, ServerPhase.READY, None)
+
+
+def test_robust_mode_is_opt_in_with_its_own_timeout() -> None:
+    p = default_params(num_clients=50, rounds=3)
+    assert p.share_keys_first is False and p.exchanges_per_round == 2
+    r = default_params(
+        num_clients=50, rounds=3, share_keys_first=True, share_keys_timeout_s=7
+    )
+    assert r.exchanges_per_round == 3
+    assert r.timeout_for(Stage.SHARE_KEYS) == 7
+    assert r.timeout_for(Stage.ROBUST_MASKED_INPUT) == r.masked_input_timeout_s
+    assert r.timeout_for(Stage.ROBUST_UNMASK) == r.unmask_timeout_s
+    with pytest.raises(ValueError):
+        default_params(num_clients=5, rounds=1, share_keys_timeout_s=0)
+
+
+def test_robust_transitions_fail_closed() -> None:
+    assert (
+        check_transition(CLIENT_TRANSITIONS, ClientPhase.READY, Stage.SHARE_KEYS)
+        == ClientPhase.SHARED
+    )
+    assert (
+        check_transition(
+            CLIENT_TRANSITIONS, ClientPhase.SHARED, Stage.ROBUST_MASKED_INPUT
+        )
+        == ClientPhase.MASKED
+    )
+    with pytest.raises(ProtocolAbort):
+        check_transition(CLIENT_TRANSITIONS, ClientPhase.READY, Stage.ROBUST_MASKED_INPUT)
+    with pytest.raises(ProtocolAbort):
+        check_transition(CLIENT_TRANSITIONS, ClientPhase.SHARED, Stage.UNMASK)
+    with pytest.raises(ProtocolAbort):
+        check_transition(SERVER_TRANSITIONS, ServerPhase.READY, Stage.ROBUST_MASKED_INPUT)
+    assert (
+        check_transition(SERVER_TRANSITIONS, ServerPhase.READY, Stage.SHARE_KEYS)
+        == ServerPhase.COLLECTING_SHARES
+    )
+    assert Stage.ROBUST_UNMASK.canonical == Stage.UNMASK

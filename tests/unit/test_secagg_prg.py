@@ -43,3 +43,15 @@ def test_reduced_field_masks_stay_in_range_and_uniform(bits: int) -> None:
 def test_bad_arguments_raise(seed: bytes, bits: int) -> None:
     with pytest.raises(ValueError):
         expand_mask(seed, 4, bits=bits)
+
+
+@pytest.mark.parametrize("bits", [32, 20])
+def test_mask_buffer_equals_expand_mask(bits: int) -> None:
+    from lepton_fed.secagg.prg import MaskBuffer
+
+    buf = MaskBuffer(1001, bits=bits)
+    for _ in range(3):
+        seed = os.urandom(32)
+        assert np.array_equal(buf.expand(seed), expand_mask(seed, 1001, bits=bits))
+    with pytest.raises(ValueError):
+        buf.expand(b"short")

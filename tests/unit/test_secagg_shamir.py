@@ -141,3 +141,30 @@ def test_share_value_encoding_roundtrip_and_bounds() -> None:
         decode_share_value(b"\x00" * (SHARE_BYTES - 1))
     with pytest.raises(ValueError):
         combine_shares([])
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_batched_lagrange_coefficients_recover_every_secret(big: bool) -> None:
+    from lepton_fed.secagg.shamir import lagrange_at_zero
+
+    rng = random.Random(7)
+    base = 2**64 - 10**6 if big else 1
+    secrets, sets, shares = [], [], []
+    for _ in range(5):
+        secret = os.urandom(32)
+        xs = rng.sample(range(base, base + 500), 9)
+        ys = split_secret(secret, xs=xs, threshold=6)
+        pick = rng.sample(range(9), 6)
+        secrets.append(secret)
+        sets.append([xs[i] for i in pick])
+        shares.append([ys[i] for i in pick])
+    sets.append(sets[0])  # a repeated set is fine
+    shares.append(shares[0])
+    secrets.append(secrets[0])
+    for coeffs, ys, secret in zip(lagrange_at_zero(sets), shares, secrets, strict=True):
+        value = sum(c * y for c, y in zip(coeffs, ys, strict=True)) % FIELD_PRIME
+        assert value.to_bytes(32, "big") == secret
+    with pytest.raises(ValueError):
+        lagrange_at_zero([[1, 1, 2]])
+    with pytest.raises(ValueError):
+        lagrange_at_zero([[]])

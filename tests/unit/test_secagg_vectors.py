@@ -257,6 +257,59 @@ def test_round_vector_replays_exactly() -> None:
     assert result2.sum.tolist() == v["round2_drop_17"]["sum"]
 
 
+def test_robust_round_vector_replays_exactly() -> None:
+    v = _load("secagg_round_robust.json")
+    ids = v["node_ids"]
+    prm = v["params"]
+    params = SecAggParams(
+        neighbours=prm["neighbours"],
+        threshold=prm["threshold"],
+        rounds=prm["rounds"],
+        clip=prm["clip"],
+        share_keys_first=prm["share_keys_first"],
+    )
+    clients, roster = make_clients(ids, rng_bytes=DeterministicRng(b"robust-clients"))
+    server = SecAggServer(
+        params=params,
+        run_id=v["run_id"],
+        roster=roster,
+        rng_bytes=DeterministicRng(b"robust-server"),
+    )
+    advertise_all(server, clients)
+    inputs = {
+        int(n): (np.array(x["delta"]), x["weight"]) for n, x in v["inputs"].items()
+    }
+    reqs = server.start_round(round=1, cohort=ids, dim=6)
+    shares = {n: clients[n].share_keys(reqs[n]) for n in ids}
+    for n in ids:
+        assert (
+            hashlib.sha256(shares[n]).hexdigest()
+            == v["round1"]["share_keys_reply_sha256"][str(n)]
+        )
+    reqs = server.collect_shares(shares)
+    masked = {
+        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
+        for n in ids
+    }
+    for n in ids:
+        assert (
+            hashlib.sha256(masked[n]).hexdigest()
+            == v["round1"]["masked_input_reply_sha256"][str(n)]
+        )
+    unmask = server.collect_masked_inputs(masked)
+    result = server.collect_unmask({n: clients[n].unmask(unmask[n]) for n in unmask})
+    assert result.sum.tolist() == v["round1"]["sum"]
+    exact = sum(w * d for d, w in inputs.values())
+    assert np.max(np.abs(result.sum - exact)) < result.error_bound[0]
+    r2 = v["round2_drop_17_input_10_unmask"]
+    result2 = simulate_round(
+        server, clients, inputs, round=2, drop_before_input=[17], drop_before_unmask=[10]
+    )
+    assert result2.sum.tolist() == r2["sum"]
+    exact2 = sum(w * d for n, (d, w) in inputs.items() if n != 17)
+    assert np.max(np.abs(result2.sum - exact2)) < result2.error_bound[0]
+
+
 def test_generator_reproduces_the_committed_files() -> None:
     spec = importlib.util.spec_from_file_location(
         "generate_secagg_vectors", VECTORS / "generate_secagg_vectors.py"
