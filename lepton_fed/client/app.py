@@ -5,7 +5,7 @@
   or a ``declined`` reply when the node's privacy budget cannot pay for the round.
   With secure aggregation the request carries a masked-input request and the reply
   carries only the masked vector.
-- ``query.secagg_advertise`` / ``query.secagg_unmask``: the other secure-aggregation
+- ``query.secagg_advertise`` / ``query.secagg_share_keys`` / ``query.secagg_unmask``: the other secure-aggregation
   stages (see :mod:`lepton_fed.server.secure`).
 """
 
@@ -64,6 +64,16 @@ def secagg_advertise(msg: Message, context: Context) -> Message:
     node = NodeState(context)
     client = load_client(node)
     reply = client.advertise(bytes(msg.content["secagg"]["request"]))
+    save_client(node, client)
+    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
+
+
+@app.query("secagg_share_keys")
+def secagg_share_keys(msg: Message, context: Context) -> Message:
+    """Secure aggregation, robust mode: encrypted key shares for the neighbours."""
+    node = NodeState(context)
+    client = load_client(node)
+    reply = client.share_keys(bytes(msg.content["secagg"]["request"]))
     save_client(node, client)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
 

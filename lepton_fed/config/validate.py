@@ -163,6 +163,8 @@ def validate(cfg: DictConfig) -> list[str]:
             )
         if isinstance(k, int) and k < 3:
             p.append(f"secagg=on needs at least 3 clients per round, got {k}")
+        if sa.mode not in ("fast", "robust"):
+            p.append(f"secagg.mode={sa.mode!r}: choose one of ['fast', 'robust']")
         if sa.clip is not None and not sa.clip > 0:
             p.append(f"secagg.clip must be > 0, got {sa.clip}")
         if cfg.compression["update"] != "none":

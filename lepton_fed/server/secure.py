@@ -5,6 +5,10 @@ Exchanges per round (the protocol itself is pure code in :mod:`lepton_fed.secagg
 0. ``query.secagg_advertise`` -- only for cohort nodes without signed round keys for
    this round (once per run for a fixed cohort): each node returns signed keys for the
    next ``rounds`` rounds.
+0b. ``query.secagg_share_keys`` -- robust mode only (``secagg.mode=robust``): encrypted
+   shares of a fresh per-round mask key go to the neighbours first, so a node that drops
+   before its input AND a neighbour that vanishes before unmask are still recovered.
+   Robust mode assumes the server reports dropouts honestly (see the secagg README).
 1. ``train`` -- the normal train message plus the masked-input request; the client
    trains, clips its update, and returns ONLY the masked, field-encoded vector
    ``[w * delta, w]`` (weights travel inside the mask) and encrypted shares.
@@ -61,7 +65,8 @@ class SecureAggregator:
     def __init__(self, cfg: DictConfig, run_id: int) -> None:
         self.cfg = cfg
         sa = cfg.secagg
-        overrides: dict[str, Any] = {"clip": update_clip(cfg)}
+        overrides: dict[str, Any] = {"clip": update_clip(cfg),
+                                     "share_keys_first": str(sa.mode) == "robust"}
         if sa.neighbours is not None:
             overrides["neighbours"] = int(sa.neighbours)
         if sa.threshold is not None:
@@ -106,6 +111,9 @@ class SecureAggregator:
                 self.server.collect_advertisements(replies)
             dim = int(flatten_state(gstate).size)
             reqs = self.server.start_round(round=rnd, cohort=cohort, dim=dim)
+            if self.params.share_keys_first:  # robust mode: shares before masked input
+                shared, _ = self._exchange(grid, reqs, "query.secagg_share_keys", res)
+                reqs = self.server.collect_shares(shared)
             train = {m.metadata.dst_node_id: m.content for m in msgs
                      if m.metadata.dst_node_id in reqs}
             masked, ok = self._exchange(grid, reqs, "train", res, extra=train)

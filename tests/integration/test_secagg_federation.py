@@ -87,3 +87,19 @@ def test_secagg_with_dp(compose_cfg, tmp_path, privacy):
     s, _ = _run(compose_cfg(*BASE, "federation.rounds=2", "secagg=on", *privacy), tmp_path)
     assert s["rounds_completed"] == 2 and s["privacy"]["epsilon"] > 0
     assert s["final"]["accuracy"] > 0.6
+
+
+def test_robust_mode_survives_dropout_plus_neighbour_vanishing(compose_cfg, tmp_path):
+    def drop(nid, msg):
+        t = msg.metadata.message_type
+        return (t == "train" and nid == 3) or (t == "query.secagg_unmask" and nid == 4)
+
+    seven = ("federation.num_clients=7", "federation.clients_per_round=7")  # k=6, t=4
+    fast = compose_cfg(*seven, "federation.rounds=1", "secagg=on")
+    _run(fast, tmp_path / "fast", drop=drop)
+    assert "abandoned" in _rows(tmp_path / "fast")[0]["secagg"]
+    robust = compose_cfg(*seven, "federation.rounds=1", "secagg=on", "secagg.mode=robust")
+    s, _ = _run(robust, tmp_path / "robust", drop=drop)
+    info = _rows(tmp_path / "robust")[0]["secagg"]
+    assert "abandoned" not in info and info["contributors"] == 6
+    assert s["rounds_completed"] == 1
