@@ -131,9 +131,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     codec = cfg.compression["update"]
     for rnd in range(1, fed.rounds + 1):
         t0 = time.monotonic()
-        from flwr.app import ArrayRecord
-
-        arrays: ArrayRecord = to_array_record(gstate)
+        arrays = to_array_record(gstate)
         planned = list(strategy.configure_train(rnd, arrays, ConfigRecord({}), grid))
         msgs = []
         for m in planned:
