@@ -17,7 +17,23 @@ from lepton_fed.client.train import DPSettings, LocalResult
 from lepton_fed.privacy.accounting import FileLedger, PrivacyEvent, PrivacyLedger
 from lepton_fed.privacy.analysis import local_schedule, noise_multiplier_for
 
-__all__ = ["dp_settings_or_decline", "record_round"]
+__all__ = ["choose_grad_sample_mode", "dp_settings_or_decline", "record_round"]
+
+
+def choose_grad_sample_mode(mode: str, *, model: str, num_features: int) -> str:
+    """Resolve ``privacy.grad_sample_mode=auto`` by model family, from measurements here
+    (benchmarks/dp_modes.py, benchmarks/privacy_utility.py; all modes give the same
+    accuracy, they differ only in speed):
+
+    - ``ew`` for narrow MLPs and the CNN (digits MLP 64-128-128: ew 3.4x plain, ghost
+      4.3x, hooks 4.1x, functorch 7.6x; small CNN: ew 2.5x, ghost 3.7x);
+    - ``ghost`` (fast gradient clipping) for logistic regression and any model whose
+      input is wide (>= 256 features): it never materialises per-example gradients
+      (MNIST MLP 784-128-10: ghost 2.5 s vs ew 11.7 s; digits logreg ~3x faster).
+    """
+    if mode != "auto":
+        return mode
+    return "ghost" if model == "logreg" or num_features >= 256 else "ew"
 
 
 def _target(cfg: DictConfig) -> float:
@@ -43,7 +59,8 @@ def _save(node: NodeState, ledger: PrivacyLedger) -> None:
 
 
 def dp_settings_or_decline(
-    node: NodeState, cfg: DictConfig, *, n: int, fingerprint: str, round_: int
+    node: NodeState, cfg: DictConfig, *, n: int, fingerprint: str, round_: int,
+    num_features: int = 0,
 ) -> tuple[DPSettings | None, float]:
     """DP settings for this round, or ``(None, epsilon_so_far)`` if it cannot be paid.
 
@@ -70,7 +87,9 @@ def dp_settings_or_decline(
     if not ledger.can_afford(planned, target_epsilon=_target(cfg), delta=float(pr.delta)):
         return None, ledger.epsilon(delta=float(pr.delta)) if len(ledger) else 0.0
     settings = DPSettings(noise_multiplier=float(sigma), max_grad_norm=float(pr.max_grad_norm),
-                          grad_sample_mode=str(pr.grad_sample_mode),
+                          grad_sample_mode=choose_grad_sample_mode(
+                              str(pr.grad_sample_mode), model=str(cfg.model.name),
+                              num_features=num_features),
                           secure_mode=bool(pr.secure_mode))
     return settings, ledger.epsilon(delta=float(pr.delta)) if len(ledger) else 0.0
 

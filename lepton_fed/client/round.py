@@ -74,7 +74,8 @@ def run_train_round(
             fingerprint = dataset_fingerprint(data.X, data.y)
             node.set("data-fp", fingerprint)
         dp, eps_so_far = dp_settings_or_decline(node, cfg, n=len(data.y),
-                                                fingerprint=fingerprint, round_=rnd)
+                                                fingerprint=fingerprint, round_=rnd,
+                                                num_features=data.num_features)
         if dp is None:
             metrics.update({"declined": 1, "epsilon": eps_so_far, "num-examples": 0})
             return None, metrics

@@ -19,7 +19,7 @@ __all__ = ["check_overrides", "raise_if", "validate"]
 
 MODES = ("none", "dpsgd", "central")
 UPDATES = ("none", "int8", "topk")
-GRAD_SAMPLE_MODES = ("ew", "hooks", "functorch", "ghost")
+GRAD_SAMPLE_MODES = ("auto", "ew", "hooks", "functorch", "ghost")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -76,6 +76,9 @@ def validate(cfg: DictConfig) -> list[str]:
         p.append(
             f"federation.clients_per_round ({k}) cannot exceed federation.num_clients ({n})"
         )
+    ev = _num(cfg, "federation.evaluate_every")
+    if ev is not None and (not isinstance(ev, int) or ev < 1):
+        p.append(f"federation.evaluate_every must be a positive integer, got {ev}")
     if _num(cfg, "federation.num_cpus_per_client") is not None and fed.num_cpus_per_client <= 0:
         p.append("federation.num_cpus_per_client must be > 0")
     c = cfg.client

@@ -44,8 +44,15 @@ class Scaler:
     scale: np.ndarray
 
     @staticmethod
-    def from_stats(stats: Sequence[FeatureStats]) -> Scaler:
-        """Combine per-client statistics into the global mean and (population) std."""
+    def from_stats(stats: Sequence[FeatureStats], *, per_feature: bool = True) -> Scaler:
+        """Combine per-client statistics into the global mean and (population) std.
+
+        Args:
+            stats: one :class:`FeatureStats` per client.
+            per_feature: standardise each column (tabular data). False uses ONE mean and
+                std over every value (images: per-pixel scaling would blow up nearly
+                constant border pixels -- MNIST has pixels with std 3e-4).
+        """
         if not stats:
             raise ValueError("no client statistics to build a scaler from")
         total = stats[0]
@@ -53,6 +60,13 @@ class Scaler:
             total = total + s
         if total.count == 0:
             raise ValueError("clients reported 0 training rows")
+        if not per_feature:
+            n = total.count * total.sum.size
+            m = float(total.sum.sum() / n)
+            v = max(float(total.sumsq.sum() / n - m * m), 0.0)
+            sd = np.sqrt(v) if v > 1e-24 else 1.0
+            return Scaler(np.full(total.sum.size, m, np.float32),
+                          np.full(total.sum.size, sd, np.float32))
         mean = total.sum / total.count
         var = np.maximum(total.sumsq / total.count - mean**2, 0.0)
         std = np.sqrt(var)

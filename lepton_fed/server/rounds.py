@@ -102,7 +102,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     stats = [FeatureStats(int(r.content["metrics"]["count"]),
                           np.asarray(r.content["metrics"]["sum"]),
                           np.asarray(r.content["metrics"]["sumsq"])) for r in ok]
-    scaler = Scaler.from_stats(stats)
+    scaler = Scaler.from_stats(stats, per_feature=data.input_shape is None)
     bytes_up, bytes_down = up, down
     test = split.test()
     Xte = scaler.transform(test.X)
@@ -124,6 +124,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     ev0 = evaluate_model(model, Xte, test.y, device)
     print(f"[lepton-fed] setup done ({len(ok)} nodes, scaler from their feature sums); "
           f"round 0: acc {ev0['accuracy']:.4f} loss {ev0['loss']:.4f}", flush=True)
+    last_eval: tuple[int, dict[str, Any]] = (0, ev0)
     per_client_eps: dict[str, float] = {}
     stopped: dict[str, int] = {}
     failures_total = 0
@@ -183,7 +184,12 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
             if cfg.privacy.mode == "central":
                 privacy.account_release(len(ok))
         set_state(model, gstate)
-        ev = evaluate_model(model, Xte, test.y, device)
+        every = max(1, int(fed.get("evaluate_every", 1) or 1))
+        if rnd % every == 0 or rnd == fed.rounds or new_arrays is None:
+            ev = evaluate_model(model, Xte, test.y, device)
+            last_eval = (rnd, ev)
+        else:
+            ev = {k: None for k in last_eval[1]}
         eps_now = privacy.epsilon(per_client_eps)
         row = {"round": rnd, **ev, "clients": len(ok), "failed": len(err),
                "declined": len(declined), "epsilon": eps_now,
@@ -192,11 +198,12 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
             row["secagg"] = secure_info
         rows.append(row)
         writer.round(row)
-        auc = f" auc {ev['auc']:.4f}" if "auc" in ev else ""
+        evs = (f"acc {ev['accuracy']:.4f} loss {ev['loss']:.4f}"
+               + (f" auc {ev['auc']:.4f}" if ev.get("auc") is not None else "")
+               if ev["accuracy"] is not None else "(not evaluated)")
         eps_s = f" eps {eps_now:.3f}" if eps_now is not None else ""
-        print(f"[lepton-fed] round {rnd}/{fed.rounds}: acc {ev['accuracy']:.4f} loss {ev['loss']:.4f}{auc}"
-              f"{eps_s} clients {len(ok)} failed {len(err)} declined {len(declined)} "
-              f"({row['seconds']:.2f}s)", flush=True)
+        print(f"[lepton-fed] round {rnd}/{fed.rounds}: {evs}{eps_s} clients {len(ok)} "
+              f"failed {len(err)} declined {len(declined)} ({row['seconds']:.2f}s)", flush=True)
         if secure_info is not None and "abandoned" in secure_info:
             continue
         if not ok and agg_reply is None:
@@ -212,7 +219,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
 
     writer.model(gstate)
     plots = plot_metrics(rows, writer.dir / "plots")
-    final = evaluate_model(model, Xte, test.y, device)
+    final = last_eval[1]  # the model has not changed since its last evaluation
     summary = {
         "rounds_completed": completed,
         "rounds_planned": int(fed.rounds),
