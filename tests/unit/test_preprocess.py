@@ -42,3 +42,16 @@ def test_preprocessor_rows_and_errors():
             pre.encode_rows([row])
     rt = Preprocessor.from_dict(pre.to_dict())
     np.testing.assert_allclose(rt.transform_rows([{"age": 14, "city": "b"}]), X)
+
+
+def test_image_scaler_uses_one_global_mean_and_std():
+    rng = np.random.default_rng(1)
+    parts = [rng.uniform(0, 1, size=(30, 16)) for _ in range(3)]
+    for p in parts:
+        p[:, 0] = 0.0  # a constant "border pixel": per-pixel scaling would divide by ~0
+        p[0, 1] = 1e-3
+    sc = Scaler.from_stats([FeatureStats.of(p) for p in parts], per_feature=False)
+    pooled = np.concatenate(parts)
+    np.testing.assert_allclose(sc.mean, np.full(16, pooled.mean()), rtol=1e-5)
+    np.testing.assert_allclose(sc.scale, np.full(16, pooled.std()), rtol=1e-4)
+    assert np.abs(sc.transform(pooled)).max() < 10
