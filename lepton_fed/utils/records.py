@@ -35,7 +35,7 @@ def content_bytes(content: RecordDict) -> int:
                 if isinstance(v, bytes | str):
                     total += len(v)
                 elif isinstance(v, list):
-                    total += 8 * len(v)
+                    total += sum(len(x) if isinstance(x, bytes | str) else 8 for x in v)
                 else:
                     total += 8
     return total
