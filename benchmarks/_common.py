@@ -20,6 +20,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 __all__ = [
     "RESULTS_DIR",
     "ROOT",
+    "hospital_correct",
     "machine",
     "mean_std",
     "median",
@@ -115,3 +116,29 @@ def print_table(
             "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
         )
     print(line, flush=True)
+
+
+def hospital_correct(run_dir: Path, cfg: Any) -> tuple[dict[str, float], Any]:
+    """The final model of ``run_dir`` on its held-out split (test-split order):
+    accuracy per hospital (silo name -> accuracy) and per-row correctness."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from lepton_fed.data.federated import federated_split
+    from lepton_fed.models import build_model
+
+    spec = json.loads((run_dir / "preprocess.json").read_text())["model"]
+    model = build_model(spec)
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    model.eval()
+    held = np.load(run_dir / "heldout.npz")
+    X, y = held["X"], held["y"]  # test-split order
+    split = federated_split(cfg)
+    silo = split.data.silo[split.test_idx]
+    names = split.data.silo_names
+    with torch.no_grad():
+        pred = model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
+    correct = pred == y
+    per = {str(names[s]): float(correct[silo == s].mean()) for s in np.unique(silo)}
+    return per, correct

@@ -157,12 +157,13 @@ DP_FUNCS: list[tuple[str, str, str, bool]] = [
      "noise_multiplier_for", True),
     ("  accounting: record_round (record + epsilon)", "lepton_fed/client/dp.py",
      "record_round", False),
-    ("  accounting: PrivacyLedger.epsilon (all calls)", "lepton_fed/privacy/accounting.py",
+    ("  accounting: PrivacyLedger.epsilon (all calls)", "lepton_fed/privacy/ledger.py",
      "epsilon", False),
-    ("  accounting: ledger (de)serialisation", "lepton_fed/privacy/accounting.py",
+    ("  accounting: ledger (de)serialisation", "lepton_fed/privacy/ledger.py",
      "from_bytes", False),
-    ("", "lepton_fed/privacy/accounting.py", "to_bytes", False),
-    ("  dataset_fingerprint", "lepton_fed/privacy/accounting.py", "dataset_fingerprint", True),
+    ("", "lepton_fed/privacy/ledger.py", "to_bytes", False),
+    ("  dataset_fingerprint", "lepton_fed/privacy/fingerprint.py", "dataset_fingerprint",
+     True),
 ]
 PLAIN_FUNCS = DP_FUNCS[:2] + [
     ("    backward", "torch/_tensor.py", "backward", False),

@@ -24,7 +24,6 @@ does ``client.epochs`` local epochs (so a bigger hospital takes more steps).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +33,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, mean_std, print_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    hospital_correct,
+    mean_std,
+    print_table,
+    write_result,
+)
 
 FLAMBY = {"FedAvg": 0.685, "FedAdam": 0.726, "Pooled training": 0.735}
 FLAMBY_POOLED_TEST = {"FedAvg": 0.748, "FedAdam": 0.779, "Pooled training": 0.795}
@@ -55,25 +60,7 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
 
 def per_hospital_accuracy(run_dir: Path, cfg: Any) -> dict[str, Any]:
     """Client-avg and pooled test accuracy of the final model in ``run_dir``."""
-    import torch
-    from safetensors.torch import load_file
-
-    from lepton_fed.data.federated import federated_split
-    from lepton_fed.models import build_model
-
-    spec = json.loads((run_dir / "preprocess.json").read_text())["model"]
-    model = build_model(spec)
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
-    model.eval()
-    held = np.load(run_dir / "heldout.npz")
-    X, y = held["X"], held["y"]
-    split = federated_split(cfg)
-    silo = split.data.silo[split.test_idx]
-    names = split.data.silo_names
-    with torch.no_grad():
-        pred = model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
-    correct = pred == y
-    per = {names[s]: float(correct[silo == s].mean()) for s in np.unique(silo)}
+    per, correct = hospital_correct(run_dir, cfg)
     return {
         "client_avg": float(np.mean(list(per.values()))),
         "pooled": float(correct.mean()),

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import os
 import sys
@@ -55,7 +54,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS_DIR, ROOT, mean_std, print_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    ROOT,
+    hospital_correct,
+    mean_std,
+    print_table,
+    write_result,
+)
 
 EPSILONS: tuple[float | None, ...] = (0.5, 1.0, 3.0, 8.0, None)
 DP_EPS = [e for e in EPSILONS if e is not None]
@@ -160,25 +166,7 @@ def eps_key(eps: float | None) -> str:
 
 def hospital_accuracy(run_dir: Path, cfg: Any) -> dict[str, Any]:
     """FLamby's metric from the run dir: mean over hospitals of per-hospital accuracy."""
-    import torch
-    from safetensors.torch import load_file
-
-    from lepton_fed.data.federated import federated_split
-    from lepton_fed.models import build_model
-
-    spec = json.loads((run_dir / "preprocess.json").read_text())["model"]
-    model = build_model(spec)
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
-    model.eval()
-    held = np.load(run_dir / "heldout.npz")
-    X, y = held["X"], held["y"]  # test-split order
-    split = federated_split(cfg)
-    silo = split.data.silo[split.test_idx]
-    names = split.data.silo_names
-    with torch.no_grad():
-        pred = model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
-    correct = pred == y
-    per = {str(names[s]): float(correct[silo == s].mean()) for s in np.unique(silo)}
+    per, correct = hospital_correct(run_dir, cfg)
     return {"client_avg": float(np.mean(list(per.values()))),
             "pooled_check": float(correct.mean()), "per_hospital": per}
 

@@ -84,29 +84,6 @@ def secagg_kt(n: int, rounds: int) -> tuple[int, int]:
     return default_params(num_clients=n, rounds=rounds).for_cohort(n)
 
 
-def payload_bytes(content: Any) -> int:
-    """Payload bytes of a RecordDict, counting each element of a list of bytes/str.
-
-    (``lepton_fed.utils.records.content_bytes`` counts 8 bytes per list element, which
-    is right for numbers but not for Flower's masked vectors: a list of ``bytes``.)
-    """
-    from flwr.app import ArrayRecord
-
-    total = 0
-    for rec in content.values():
-        if isinstance(rec, ArrayRecord):
-            total += sum(len(rec[k].data) for k in rec.keys())
-            continue
-        for v in rec.values():
-            if isinstance(v, bytes | str):
-                total += len(v)
-            elif isinstance(v, list):
-                total += sum(len(x) if isinstance(x, bytes | str) else 8 for x in v)
-            else:
-                total += 8
-    return total
-
-
 # --------------------------------------------------------------------------------------
 # The minimal legacy Flower app (module level of an importable module, so Ray pickles it
 # by reference). It reuses lepton-fed's data, model and local-training helpers so the
@@ -213,6 +190,8 @@ def make_flower_server(n: int, rounds: int, secagg: bool, out: dict[str, Any]) -
 
     @app.main()
     def main(grid: Any, context: Any) -> None:
+        from lepton_fed.utils.records import content_bytes
+
         out["main_start"] = time.monotonic()
         calls: list[dict[str, Any]] = []
         orig = grid.send_and_receive
@@ -226,9 +205,9 @@ def make_flower_server(n: int, rounds: int, secagg: bool, out: dict[str, Any]) -
                 "t_end": time.monotonic(), "s": time.monotonic() - t0,
                 "type": msgs[0].metadata.message_type if msgs else "",
                 "sent": len(msgs), "ok": len(ok), "errors": len(replies) - len(ok),
-                "bytes_down": sum(payload_bytes(m.content) for m in msgs),
-                "bytes_up": sum(payload_bytes(r.content) for r in ok),
-                "bytes_up_max": max((payload_bytes(r.content) for r in ok), default=0),
+                "bytes_down": sum(content_bytes(m.content) for m in msgs),
+                "bytes_up": sum(content_bytes(r.content) for r in ok),
+                "bytes_up_max": max((content_bytes(r.content) for r in ok), default=0),
             })
             return replies
 

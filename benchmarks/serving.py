@@ -36,6 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+sys.path.insert(0, str(ROOT / "tests"))
+from run_dirs import write_run_dir  # noqa: E402  (shared with the export tests)
 
 MODELS = [
     # name, dataset, spec extras, epochs
@@ -47,60 +49,27 @@ MODELS = [
 ]
 
 
-def write_run_dir(
+#: summary.json of the benchmark's run directories (trained centrally, no federation).
+SUMMARY = {
+    "rounds_completed": 0,
+    "num_clients": 1,
+    "final": {},
+    "privacy": {"mode": "none", "epsilon": None, "delta": None},
+    "secagg": {"enabled": False},
+}
+
+
+def write_run(
     path: Path, dataset: str, extras: dict[str, Any], epochs: int
 ) -> list[dict]:
-    """Train centrally (a stand-in for a finished federation) and write a run dir."""
-    import torch
-    from safetensors.torch import save_file
-
-    from lepton_fed.data.datasets import load_dataset
-    from lepton_fed.data.preprocess import FeatureStats, Preprocessor, Scaler
-    from lepton_fed.models import build_model
-
-    torch.manual_seed(0)
-    data = load_dataset(dataset)
-    idx = np.random.default_rng(0).permutation(len(data.y))
-    cut = int(0.8 * len(idx))
-    tr, te = idx[:cut], idx[cut:]
-    scaler = Scaler.from_stats([FeatureStats.of(data.X[tr])])
-    spec = {
-        "num_features": data.num_features,
-        "num_classes": data.num_classes,
-        **extras,
-    }
-    if spec["name"] == "cnn":
-        spec["input_shape"] = list(data.input_shape or ())
-    net = build_model(spec)
-    X, y = torch.from_numpy(scaler.transform(data.X[tr])), torch.from_numpy(data.y[tr])
-    opt = torch.optim.Adam(
-        net.parameters(), 1e-3 if extras.get("hidden") == [1024, 1024] else 1e-2
-    )
-    for _ in range(epochs):
-        perm = torch.randperm(len(X))
-        for i in range(0, len(X), 64):
-            b = perm[i : i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(X[b]), y[b]).backward()
-            opt.step()
-    path.mkdir(parents=True)
-    save_file(net.eval().state_dict(), str(path / "model.safetensors"))
-    task = "binary" if data.num_classes == 2 else "multiclass"
-    pre = Preprocessor(data.features, scaler, data.class_names, spec, task)
-    (path / "preprocess.json").write_text(json.dumps(pre.to_dict()))
-    np.savez(path / "heldout.npz", X=scaler.transform(data.X[te]), y=data.y[te])
-    summary = {
-        "rounds_completed": 0,
-        "num_clients": 1,
-        "final": {},
-        "privacy": {"mode": "none", "epsilon": None, "delta": None},
-        "secagg": {"enabled": False},
-    }
-    (path / "summary.json").write_text(json.dumps(summary))
-    return [
-        {f.name: float(v) for f, v in zip(data.features, r, strict=True)}
-        for r in data.X[te]
-    ]
+    """Train centrally (a stand-in for a finished federation) and write a run dir;
+    returns the raw held-out rows."""
+    lr = 1e-3 if extras.get("hidden") == [1024, 1024] else 1e-2
+    run = write_run_dir(
+        path, dataset, extras, epochs=epochs, batch_size=64, lr=lr, shuffle=True,
+        summary=SUMMARY,
+    )  # fmt: skip
+    return run["raw_rows"]
 
 
 def bench_artifact(name: str, run: Path, art: Path, seconds: float) -> dict[str, Any]:
@@ -331,7 +300,7 @@ def main() -> int:
             if name not in wanted:
                 continue
             run = Path(tmp) / f"run_{name}"
-            rows_by_model[name] = write_run_dir(run, dataset, extras, epochs)
+            rows_by_model[name] = write_run(run, dataset, extras, epochs)
             r = bench_artifact(
                 name, run, Path(tmp) / f"art_{name}", args.latency_seconds
             )

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -18,6 +20,7 @@ from lepton_fed.client.node import NodeState, node_train_data
 from lepton_fed.client.round import run_train_round
 from lepton_fed.client.secure import load_client, save_client
 from lepton_fed.data.preprocess import FeatureStats
+from lepton_fed.secagg import SecAggClient
 
 __all__ = ["app"]
 
@@ -61,28 +64,27 @@ def train(msg: Message, context: Context) -> Message:
 @app.query("secagg_advertise")
 def secagg_advertise(msg: Message, context: Context) -> Message:
     """Secure aggregation, once per run: signed round keys for the next rounds."""
-    node = NodeState(context)
-    client = load_client(node)
-    reply = client.advertise(bytes(msg.content["secagg"]["request"]))
-    save_client(node, client)
-    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
+    return _secagg_step(msg, context, SecAggClient.advertise)
 
 
 @app.query("secagg_share_keys")
 def secagg_share_keys(msg: Message, context: Context) -> Message:
     """Secure aggregation, robust mode: encrypted key shares for the neighbours."""
-    node = NodeState(context)
-    client = load_client(node)
-    reply = client.share_keys(bytes(msg.content["secagg"]["request"]))
-    save_client(node, client)
-    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
+    return _secagg_step(msg, context, SecAggClient.share_keys)
 
 
 @app.query("secagg_unmask")
 def secagg_unmask(msg: Message, context: Context) -> Message:
     """Secure aggregation: shares that remove the masks of this round."""
+    return _secagg_step(msg, context, SecAggClient.unmask)
+
+
+def _secagg_step(
+    msg: Message, context: Context, step: Callable[[SecAggClient, bytes], bytes]
+) -> Message:
+    """Runs one secure-aggregation step on the node's saved client state."""
     node = NodeState(context)
     client = load_client(node)
-    reply = client.unmask(bytes(msg.content["secagg"]["request"]))
+    reply = step(client, bytes(msg.content["secagg"]["request"]))
     save_client(node, client)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

@@ -21,14 +21,47 @@ from lepton_fed.secagg.messages import (
     RobustUnmaskRequest,
     UnmaskRequest,
 )
+from lepton_fed.secagg.stages import CLIENT_TRANSITIONS, ClientPhase, check_transition
 
 __all__ = [
+    "check_recipient",
     "check_robust_masked_request",
     "check_robust_unmask_request",
     "check_round_request",
     "check_unmask_request",
+    "open_round",
     "verified_peer_keys",
 ]
+
+
+def check_recipient(st: ClientState, recipient: int) -> None:
+    """The request is addressed to this node."""
+    if recipient != st.node_id:
+        raise ProtocolAbort(f"request addressed to node {recipient}, not {st.node_id}")
+
+
+def open_round(
+    st: ClientState, req: MaskedInputRequest
+) -> tuple[ClientPhase, bytes, tuple[int, ...], FieldEncoding]:
+    """Checks a masked-input or share-keys request, up to its neighbour keys.
+
+    Recipient, phase, a round after the last one used with an unused key, then
+    :func:`check_round_request`.
+
+    Returns:
+        The phase after the reply, the round key, this node's neighbours and the
+        round's field encoding.
+    """
+    check_recipient(st, req.recipient)
+    next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, req.STAGE)
+    r = req.round
+    if r <= st.last_round:
+        raise ProtocolAbort(f"round {r} already used (last round {st.last_round})")
+    private = st.round_keys.get(r)
+    if private is None:
+        raise ProtocolAbort(f"no unused key for round {r}; advertise first")
+    neighbours, encoding = check_round_request(req, st)
+    return next_phase, private, neighbours, encoding
 
 
 def _strictly_increasing(ids: Sequence[int], name: str) -> None:

@@ -98,10 +98,24 @@ class ClientState:
         self.last_round = 0
         self.round_keys = {}
         self.pinned = {}
+        self.forget_round()
+        self.phase = ClientPhase.NEW
+
+    def forget_round(self) -> None:
+        """Drops the round in progress (shared keys, pending round, answered unmask)."""
         self.pending = None
         self.answered = None
         self.shared = None
-        self.phase = ClientPhase.NEW
+
+    def consume_round_key(self, round: int) -> None:
+        """Deletes the key of ``round`` and every older one, and forgets the round in
+        progress (phase ``READY``): a second masked input under the same pairwise masks
+        is impossible."""
+        for old in [q for q in self.round_keys if q <= round]:
+            del self.round_keys[old]
+        self.last_round = round
+        self.forget_round()
+        self.phase = ClientPhase.READY
 
 
 def check_roster(roster: Mapping[int, bytes]) -> dict[int, bytes]:

@@ -46,49 +46,25 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.errors import ProtocolAbort
+from lepton_fed.secagg import _client_fast as fast
+from lepton_fed.secagg import _client_robust as robust
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_checks import (
-    check_robust_masked_request,
-    check_robust_unmask_request,
-    check_round_request,
-    check_unmask_request,
-    verified_peer_keys,
-)
+from lepton_fed.secagg._client_checks import check_recipient
 from lepton_fed.secagg._client_state import (
     ClientState,
-    PendingRound,
-    SharedRound,
     check_roster,
     decode_state,
     encode_state,
 )
-from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.masking import apply_masks, pairwise_sign
 from lepton_fed.secagg.messages import (
     MAX_ROUNDS_PER_ADVERT,
     SERVER_ID,
     AdvertiseReply,
     AdvertiseRequest,
-    MaskedInputReply,
-    MaskedInputRequest,
-    RobustMaskedInputReply,
-    RobustMaskedInputRequest,
-    RobustUnmaskReply,
     RobustUnmaskRequest,
     RoundKey,
-    ShareCiphertext,
-    ShareKeysReply,
-    ShareKeysRequest,
-    UnmaskReply,
     UnmaskRequest,
     peek_header,
-)
-from lepton_fed.secagg.prg import SEED_BYTES
-from lepton_fed.secagg.shamir import (
-    SHARE_BYTES,
-    decode_share_value,
-    encode_share_value,
-    split_secret,
 )
 from lepton_fed.secagg.stages import (
     CLIENT_TRANSITIONS,
@@ -231,7 +207,7 @@ class SecAggClient:
         """
         st = self._st
         req = AdvertiseRequest.from_bytes(request, sender=SERVER_ID)
-        self._check_recipient(req.recipient)
+        check_recipient(st, req.recipient)
         if not 1 <= req.num_rounds <= MAX_ROUNDS_PER_ADVERT:
             raise ProtocolAbort(f"cannot advertise {req.num_rounds} rounds")
         if req.round < 1 or req.round + req.num_rounds - 1 > 2**32 - 1:
@@ -245,9 +221,7 @@ class SecAggClient:
         next_phase = check_transition(CLIENT_TRANSITIONS, phase, Stage.ADVERTISE)
         if fresh_run:
             st.reset_run(req.run_id)
-        st.pending = None
-        st.answered = None
-        st.shared = None
+        st.forget_round()
         round_keys = []
         for r in range(req.round, req.round + req.num_rounds):
             private, public = K.x25519_keypair(self._rng)
@@ -297,85 +271,14 @@ class SecAggClient:
                 Nothing is consumed when the request is refused.
             ValueError: ``delta``/``weight`` outside the encoding's range.
         """
-        st = self._st
-        if st.phase == ClientPhase.NEW:
+        if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
-        if peek_header(request).stage == Stage.ROBUST_MASKED_INPUT:
-            return self._robust_masked_input(request, delta=delta, weight=weight)
-        req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
-        self._check_recipient(req.recipient)
-        next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, Stage.MASKED_INPUT)
-        r = req.round
-        if r <= st.last_round:
-            raise ProtocolAbort(f"round {r} already used (last round {st.last_round})")
-        private = st.round_keys.get(r)
-        if private is None:
-            raise ProtocolAbort(f"no unused key for round {r}; advertise first")
-        neighbours, encoding = check_round_request(req, st)
-        if np.ndim(delta) != 1 or len(delta) != req.dim:
-            raise ProtocolAbort(
-                f"server asked for dim {req.dim}, input has shape {np.shape(delta)}"
-            )
-        peer_keys = verified_peer_keys(req, neighbours, st)
-        shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
-        y = encoding.encode(np.asarray(delta), weight, rng_bytes=self._rng)
-
-        # From here on the round key is consumed: delete it and every older one, so a
-        # second masked input under the same pairwise masks is impossible.
-        for old in [q for q in st.round_keys if q <= r]:
-            del st.round_keys[old]
-        st.last_round = r
-        st.pending = None
-        st.answered = None
-        st.shared = None
-        st.phase = ClientPhase.READY
-
-        me, run, bits = st.node_id, st.run_id, encoding.bits
-        b = self._rng(SEED_BYTES)
-        jobs = [(K.self_mask_seed(b, run_id=run, round=r, node_id=me), 1)]
-        seeds: dict[int, bytes] = {}
-        recv_keys: dict[int, bytes] = {}
-        cts = []
-        values = split_secret(
-            b,
-            xs=[j + 1 for j in neighbours],
-            threshold=req.threshold,
-            rng_bytes=self._rng,
+        step = (
+            robust.masked_input
+            if peek_header(request).stage == Stage.ROBUST_MASKED_INPUT
+            else fast.masked_input
         )
-        for j, value in zip(neighbours, values, strict=True):
-            seeds[j] = K.pairwise_seed(shared[j], run_id=run, round=r, a=me, b=j)
-            jobs.append((seeds[j], pairwise_sign(owner=me, peer=j)))
-            recv_keys[j] = K.share_key(
-                shared[j], run_id=run, round=r, sender=j, receiver=me
-            )
-            send_key = K.share_key(
-                shared[j], run_id=run, round=r, sender=me, receiver=j
-            )
-            nonce = self._rng(K.NONCE_BYTES)
-            ad = K.share_associated_data(run_id=run, round=r, sender=me, receiver=j)
-            data = K.encrypt_share(
-                send_key, encode_share_value(value), nonce=nonce, ad=ad
-            )
-            cts.append(ShareCiphertext(peer=j, nonce=nonce, data=data))
-        apply_masks(y, jobs, bits=bits)
-        if bits < 32:
-            y &= np.uint32(encoding.modulus - 1)
-        st.pending = PendingRound(
-            round=r,
-            threshold=req.threshold,
-            neighbours=neighbours,
-            seeds=seeds,
-            recv_keys=recv_keys,
-        )
-        st.phase = next_phase
-        return MaskedInputReply(
-            run_id=run,
-            round=r,
-            sender=me,
-            commitment=K.self_mask_commitment(b, run_id=run, round=r, node_id=me),
-            masked=y.astype("<u4", copy=False).tobytes(),
-            ciphertexts=tuple(cts),
-        ).to_bytes()
+        return step(self._st, self._rng, request, delta=delta, weight=weight)
 
     # ---------------------------------------------------------------------- unmask
     def unmask(self, request: bytes) -> bytes:
@@ -404,10 +307,10 @@ class SecAggClient:
                 authentication.
         """
         st = self._st
-        robust = peek_header(request).stage == Stage.ROBUST_UNMASK
-        cls = RobustUnmaskRequest if robust else UnmaskRequest
+        robust_mode = peek_header(request).stage == Stage.ROBUST_UNMASK
+        cls = RobustUnmaskRequest if robust_mode else UnmaskRequest
         req = cls.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
-        self._check_recipient(req.recipient)
+        check_recipient(st, req.recipient)
         digest = _sha256(request)
         done = st.answered
         if (
@@ -418,24 +321,18 @@ class SecAggClient:
             return done[2]  # identical retry: reveals nothing new
         next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, req.STAGE)
         pending = st.pending
-        if pending is None or req.round != pending.round or pending.robust != robust:
-            mode = "robust-mode " if robust else ""
+        if (
+            pending is None
+            or req.round != pending.round
+            or pending.robust != robust_mode
+        ):
+            mode = "robust-mode " if robust_mode else ""
             raise ProtocolAbort(f"no {mode}masked input pending for round {req.round}")
         try:
             if isinstance(req, RobustUnmaskRequest):
-                check_robust_unmask_request(req, pending)
-                reply = RobustUnmaskReply(
-                    run_id=st.run_id,
-                    round=req.round,
-                    sender=st.node_id,
-                    self_mask_shares=tuple(
-                        (j, pending.shares[j][0]) for j in req.survivors
-                    ),
-                    key_shares=tuple((j, pending.shares[j][1]) for j in req.dropped),
-                ).to_bytes()
+                reply = robust.unmask_reply(st, req, pending)
             else:
-                check_unmask_request(req, pending)
-                reply = self._unmask_reply(req, pending)
+                reply = fast.unmask_reply(st, req, pending)
         finally:
             # Wipe the round either way: never answer twice, never after a refusal.
             st.pending = None
@@ -443,29 +340,6 @@ class SecAggClient:
         st.answered = (req.round, digest, reply)
         st.phase = next_phase
         return reply
-
-    def _unmask_reply(self, req: UnmaskRequest, pending: PendingRound) -> bytes:
-        me, run = self._st.node_id, self._st.run_id
-        shares = []
-        for c in sorted(req.ciphertexts, key=lambda c: c.peer):
-            ad = K.share_associated_data(
-                run_id=run, round=req.round, sender=c.peer, receiver=me
-            )
-            plain = K.decrypt_share(
-                pending.recv_keys[c.peer], c.data, nonce=c.nonce, ad=ad
-            )
-            try:
-                decode_share_value(plain)
-            except ValueError as exc:
-                raise ProtocolAbort(f"malformed share from node {c.peer}") from exc
-            shares.append((c.peer, plain))
-        return UnmaskReply(
-            run_id=run,
-            round=req.round,
-            sender=me,
-            self_mask_shares=tuple(shares),
-            pairwise_seeds=tuple((i, pending.seeds[i]) for i in req.dropped),
-        ).to_bytes()
 
     # ------------------------------------------------------------ robust mode
     def share_keys(self, request: bytes) -> bytes:
@@ -489,165 +363,9 @@ class SecAggClient:
             ProtocolAbort: as :meth:`masked_input` for a fast-mode request. Nothing is
                 consumed when the request is refused.
         """
-        st = self._st
-        if st.phase == ClientPhase.NEW:
+        if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("share-keys request before any advertisement")
-        req = ShareKeysRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
-        self._check_recipient(req.recipient)
-        next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, Stage.SHARE_KEYS)
-        r = req.round
-        if r <= st.last_round:
-            raise ProtocolAbort(f"round {r} already used (last round {st.last_round})")
-        private = st.round_keys.get(r)
-        if private is None:
-            raise ProtocolAbort(f"no unused key for round {r}; advertise first")
-        neighbours, _ = check_round_request(req, st)
-        peer_keys = verified_peer_keys(req, neighbours, st)
-        shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
-
-        # The round key is consumed from here on (one use per round key).
-        for old in [q for q in st.round_keys if q <= r]:
-            del st.round_keys[old]
-        st.last_round = r
-        st.pending = None
-        st.answered = None
-        st.shared = None
-        st.phase = ClientPhase.READY
-
-        me, run = st.node_id, st.run_id
-        b = self._rng(SEED_BYTES)
-        mask_private, mask_public = K.x25519_keypair(self._rng)
-        xs = [j + 1 for j in neighbours]
-        b_values = split_secret(b, xs=xs, threshold=req.threshold, rng_bytes=self._rng)
-        key_values = split_secret(
-            mask_private, xs=xs, threshold=req.threshold, rng_bytes=self._rng
-        )
-        recv_keys: dict[int, bytes] = {}
-        cts = []
-        for j, bv, kv in zip(neighbours, b_values, key_values, strict=True):
-            recv_keys[j] = K.share_key(
-                shared[j], run_id=run, round=r, sender=j, receiver=me
-            )
-            send_key = K.share_key(
-                shared[j], run_id=run, round=r, sender=me, receiver=j
-            )
-            nonce = self._rng(K.NONCE_BYTES)
-            ad = K.share_associated_data(
-                run_id=run, round=r, sender=me, receiver=j, stage=Stage.SHARE_KEYS
-            )
-            plain = mask_public + encode_share_value(bv) + encode_share_value(kv)
-            data = K.encrypt_share(send_key, plain, nonce=nonce, ad=ad)
-            cts.append(ShareCiphertext(peer=j, nonce=nonce, data=data))
-        st.shared = SharedRound(
-            round=r,
-            threshold=req.threshold,
-            neighbours=neighbours,
-            cohort_size=len(req.cohort),
-            dim=req.dim,
-            clip=req.clip,
-            bits=req.bits,
-            b=b,
-            mask_key=mask_private,
-            recv_keys=recv_keys,
-        )
-        st.phase = next_phase
-        return ShareKeysReply(
-            run_id=run,
-            round=r,
-            sender=me,
-            mask_key=mask_public,
-            commitment=K.self_mask_commitment(b, run_id=run, round=r, node_id=me),
-            ciphertexts=tuple(cts),
-        ).to_bytes()
-
-    def _robust_masked_input(
-        self, request: bytes, *, delta: np.ndarray, weight: float
-    ) -> bytes:
-        st = self._st
-        req = RobustMaskedInputRequest.from_bytes(
-            request, run_id=st.run_id, sender=SERVER_ID
-        )
-        self._check_recipient(req.recipient)
-        next_phase = check_transition(
-            CLIENT_TRANSITIONS, st.phase, Stage.ROBUST_MASKED_INPUT
-        )
-        sh = st.shared
-        if sh is None or req.round != sh.round:
-            raise ProtocolAbort(f"no shared keys pending for round {req.round}")
-        if np.ndim(delta) != 1 or len(delta) != sh.dim:
-            raise ProtocolAbort(
-                f"server asked for dim {sh.dim}, input has shape {np.shape(delta)}"
-            )
-        try:
-            encoding = FieldEncoding(
-                clip=sh.clip, max_contributors=sh.cohort_size, bits=sh.bits
-            )
-        except ValueError as exc:  # checked at share_keys; only a corrupt state
-            raise ProtocolAbort(f"refusing round parameters: {exc}") from exc
-        y = encoding.encode(np.asarray(delta), weight, rng_bytes=self._rng)
-        me, run, r = st.node_id, st.run_id, sh.round
-        try:
-            senders = check_robust_masked_request(req, sh)
-            shares, seeds = self._open_robust_shares(req, sh)
-        except ProtocolAbort:
-            # A server caught relaying bad ciphertexts gets nothing for the round.
-            st.shared = None
-            st.phase = ClientPhase.READY
-            raise
-        st.shared = None  # the mask key is gone: one masked input per mask key
-        st.pending = None
-        st.answered = None
-        st.phase = ClientPhase.READY
-        bits = encoding.bits
-        jobs = [(K.self_mask_seed(sh.b, run_id=run, round=r, node_id=me), 1)]
-        jobs += [(seeds[j], pairwise_sign(owner=me, peer=j)) for j in senders]
-        apply_masks(y, jobs, bits=bits)
-        if bits < 32:
-            y &= np.uint32(encoding.modulus - 1)
-        st.pending = PendingRound(
-            round=r,
-            threshold=sh.threshold,
-            neighbours=senders,
-            robust=True,
-            shares=shares,
-        )
-        st.phase = next_phase
-        return RobustMaskedInputReply(
-            run_id=run,
-            round=r,
-            sender=me,
-            masked=y.astype("<u4", copy=False).tobytes(),
-        ).to_bytes()
-
-    def _open_robust_shares(
-        self, req: RobustMaskedInputRequest, sh: SharedRound
-    ) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, bytes]]:
-        """Decrypts every relayed ciphertext; returns shares and pairwise seeds."""
-        me, run = self._st.node_id, self._st.run_id
-        shares: dict[int, tuple[bytes, bytes]] = {}
-        seeds: dict[int, bytes] = {}
-        for c in req.ciphertexts:
-            ad = K.share_associated_data(
-                run_id=run,
-                round=sh.round,
-                sender=c.peer,
-                receiver=me,
-                stage=Stage.SHARE_KEYS,
-            )
-            plain = K.decrypt_share(sh.recv_keys[c.peer], c.data, nonce=c.nonce, ad=ad)
-            peer_mask = plain[: K.KEY_BYTES]
-            b_share = plain[K.KEY_BYTES : K.KEY_BYTES + SHARE_BYTES]
-            key_share = plain[K.KEY_BYTES + SHARE_BYTES :]
-            try:
-                decode_share_value(b_share)
-                decode_share_value(key_share)
-            except ValueError as exc:
-                raise ProtocolAbort(f"malformed share from node {c.peer}") from exc
-            shares[c.peer] = (b_share, key_share)
-            seeds[c.peer] = K.pairwise_seed(
-                K.agree(sh.mask_key, peer_mask), run_id=run, round=sh.round, a=me, b=c.peer
-            )
-        return shares, seeds
+        return robust.share_keys(self._st, self._rng, request)
 
     # ----------------------------------------------------------------------- state
     def to_bytes(self) -> bytes:
@@ -684,12 +402,6 @@ class SecAggClient:
         )
         client._st = st
         return client
-
-    def _check_recipient(self, recipient: int) -> None:
-        if recipient != self._st.node_id:
-            raise ProtocolAbort(
-                f"request addressed to node {recipient}, not {self._st.node_id}"
-            )
 
 
 def _sha256(data: bytes) -> bytes:

@@ -157,9 +157,13 @@ class FieldEncoding:
         out[d] = np.uint32(
             min(self.bound, math.floor(w * self.weight_scale + uniform[d]))
         )
-        if self.bits < 32:
-            out &= np.uint32(self.modulus - 1)
+        self.reduce(out)
         return out
+
+    def reduce(self, y: np.ndarray) -> None:
+        """Reduces a ``uint32`` vector mod M in place (nothing to do when M = 2^32)."""
+        if self.bits < 32:
+            y &= np.uint32(self.modulus - 1)
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, float]:
         """Decodes a sum of encodings (mod M) to ``(sum of weight*delta, sum of weight)``.

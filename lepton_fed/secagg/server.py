@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import TypeVar
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
@@ -63,6 +65,8 @@ from lepton_fed.secagg.stages import (
 )
 
 __all__ = ["SecAggServer"]
+
+_R = TypeVar("_R")
 
 
 class SecAggServer:
@@ -340,17 +344,7 @@ class SecAggServer:
             ProtocolAbort: wrong phase (e.g. a fast-mode round), or no node left; the
                 round is abandoned in the latter case.
         """
-        next_phase = check_transition(
-            SERVER_TRANSITIONS, self._phase, Stage.ROBUST_MASKED_INPUT
-        )
-        rs = self._require_round()
-        try:
-            requests = collect_shares(rs, replies)
-        except ProtocolAbort:
-            self._abandon()
-            raise
-        self._phase = next_phase
-        return requests
+        return self._step(Stage.ROBUST_MASKED_INPUT, collect_shares, replies)
 
     def collect_masked_inputs(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
         """Sums the masked inputs and returns the unmask requests.
@@ -364,22 +358,9 @@ class SecAggServer:
                 its masked input whose contributing neighbours are fewer than t (its
                 mask key could not be rebuilt). The round is abandoned.
         """
-        robust = self._round is not None and self._round.robust
-        next_phase = check_transition(
-            SERVER_TRANSITIONS,
-            self._phase,
-            Stage.ROBUST_UNMASK if robust else Stage.UNMASK,
-        )
-        rs = self._require_round()
-        try:
-            requests = (collect_masked_robust if robust else collect_masked)(
-                rs, replies
-            )
-        except ProtocolAbort:
-            self._abandon()
-            raise
-        self._phase = next_phase
-        return requests
+        if self._round is not None and self._round.robust:
+            return self._step(Stage.ROBUST_UNMASK, collect_masked_robust, replies)
+        return self._step(Stage.UNMASK, collect_masked, replies)
 
     # ---------------------------------------------------------------------- unmask
     def collect_unmask(self, replies: Mapping[int, bytes]) -> SecAggResult:
@@ -394,22 +375,29 @@ class SecAggServer:
                 than t shares or does not match its public key. The round is
                 abandoned.
         """
-        next_phase = check_transition(SERVER_TRANSITIONS, self._phase, None)
-        rs = self._require_round()
-        try:
-            result = finish_round(rs, replies, workers=self.workers)
-        except ProtocolAbort:
-            self._abandon()
-            raise
+        result = self._step(None, partial(finish_round, workers=self.workers), replies)
         self._round = None
-        self._phase = next_phase
         return result
 
     # --------------------------------------------------------------------- helpers
-    def _require_round(self) -> RoundState:
+    def _step(
+        self,
+        stage: Stage | None,
+        step: Callable[[RoundState, Mapping[int, bytes]], _R],
+        replies: Mapping[int, bytes],
+    ) -> _R:
+        """Runs one collection step of the round in progress; on ``ProtocolAbort``
+        the round is abandoned (and the error raised again)."""
+        next_phase = check_transition(SERVER_TRANSITIONS, self._phase, stage)
         if self._round is None:
             raise ProtocolAbort("no round in progress")
-        return self._round
+        try:
+            out = step(self._round, replies)
+        except ProtocolAbort:
+            self._abandon()
+            raise
+        self._phase = next_phase
+        return out
 
     def _abandon(self) -> None:
         self._round = None

@@ -4,8 +4,9 @@ Importing this package imports numpy only; torch, onnxruntime, fastapi and uvico
 imported by the functions that need them (the ``lepton-fed[serve]`` extra).
 """
 
-from lepton_fed.serving.export import export_artifact, load_run
+from lepton_fed.serving.export import export_artifact
 from lepton_fed.serving.http import create_app, serve
+from lepton_fed.serving.run_dir import load_run
 from lepton_fed.serving.runtime import Predictor, load_artifact
 from lepton_fed.serving.signing import (
     Verification,

@@ -23,8 +23,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,8 @@ from lepton_fed.compression.quantize import (
 )
 from lepton_fed.data.preprocess import Preprocessor
 from lepton_fed.errors import ConfigError, IncompatibleModelError
+from lepton_fed.serving.manifest import FORMAT_VERSION, REFERENCE, ExportMeasurements
+from lepton_fed.serving.run_dir import RUN_FILES, load_run
 from lepton_fed.serving.signing import (
     MANIFEST,
     load_or_create_signing_key,
@@ -54,77 +54,8 @@ __all__ = [
     "load_run",
 ]
 
-FORMAT_VERSION = 1
-RUN_FILES = ("model.safetensors", "preprocess.json", "heldout.npz", "summary.json")
-REFERENCE = "model.fp32.safetensors"
 #: Held-out accuracies closer than this count as equal when choosing a candidate.
 ACCURACY_TIE = 0.005
-_VERSIONED = (
-    "lepton-fed", "torch", "onnx", "onnxruntime", "onnxscript", "numpy",
-    "cryptography", "safetensors",
-)  # fmt: skip
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read what export needs from a run directory, checking it first.
-
-    Returns:
-        ``{"preprocessor", "summary", "state", "X", "y"}``.
-
-    Raises:
-        ConfigError: not a run directory (every missing file is named) or a malformed
-            file.
-    """
-    from safetensors.torch import load_file
-
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise ConfigError(f"RUN_DIR {d} does not exist or is not a directory")
-    missing = [f for f in RUN_FILES if not (d / f).is_file()]
-    if missing:
-        raise ConfigError(
-            f"RUN_DIR {d} is not a run directory: missing {', '.join(missing)} "
-            f"(a run directory holds {', '.join(RUN_FILES)})"
-        )
-    try:
-        pre = Preprocessor.from_dict(json.loads((d / "preprocess.json").read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{d / 'preprocess.json'} is malformed: {e}") from None
-    if not pre.model.get("name"):
-        raise ConfigError(f"{d / 'preprocess.json'} has no model spec under 'model'")
-    try:
-        summary = json.loads((d / "summary.json").read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
-        raise ConfigError(f"{d / 'summary.json'} is malformed: {e}") from None
-    try:
-        with np.load(d / "heldout.npz", allow_pickle=False) as npz:
-            X = np.asarray(npz["X"], dtype=np.float32)
-            y = np.asarray(npz["y"], dtype=np.int64)
-    except (OSError, KeyError, ValueError) as e:
-        raise ConfigError(
-            f"{d / 'heldout.npz'} is malformed (needs X and y): {e}"
-        ) from None
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ConfigError(f"heldout.npz: X {X.shape} and y {y.shape} do not match")
-    try:
-        state = load_file(str(d / "model.safetensors"))
-    except Exception as e:  # safetensors raises its own error types
-        raise ConfigError(f"{d / 'model.safetensors'} is malformed: {e}") from None
-    return {"preprocessor": pre, "summary": summary, "state": state, "X": X, "y": y}
 
 
 def _build(spec: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
@@ -138,15 +69,6 @@ def _build(spec: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
             f"model.safetensors does not fit the model spec {dict(spec)}: {e}"
         ) from None
     return model.eval()
-
-
-def _privacy(summary: Mapping[str, Any]) -> dict[str, Any]:
-    p = summary.get("privacy") or {}
-    return {
-        "mode": p.get("mode", "none"),
-        "epsilon": p.get("epsilon"),
-        "delta": p.get("delta"),
-    }
 
 
 def _rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,141 +103,36 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise ConfigError(f"refusing to overwrite {out}: it is not an artifact")
 
 
-@dataclass
-class _Export:
-    """What the export measured; turned into the manifest by :meth:`manifest`."""
+def _evaluate(
+    ex: ExportMeasurements,
+    cands: list[Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    seconds: float,
+) -> None:
+    """Accuracy of every candidate; latency of those within the accuracy budget."""
+    from lepton_fed.compression.evaluate import accuracy
+    from lepton_fed.serving.runtime import load_backend
 
-    spec: dict[str, Any]
-    pre: Preprocessor
-    summary: dict[str, Any]
-    rows: int
-    quantization: str
-    max_accuracy_drop: float
-    prune_report: dict[str, Any]
-    fp32_unpruned: float = 0.0
-    fp32_acc: float = 0.0
-    fp32_lat: dict[str, Any] = field(default_factory=dict)
-    ort_fp32_lat: dict[str, Any] | None = None
-    fp32_onnx_bytes: int | None = None
-    calibration_rows: int | None = None
-    evaluated: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    runtime: dict[str, Any] = field(default_factory=dict)
-    served_acc: float = 0.0
-    served_lat: dict[str, Any] = field(default_factory=dict)
-
-    def evaluate(
-        self, cands: list[Any], X: np.ndarray, y: np.ndarray, seconds: float
-    ) -> None:
-        """Accuracy of every candidate; latency of those within the accuracy budget."""
-        from lepton_fed.compression.evaluate import accuracy
-        from lepton_fed.serving.runtime import load_backend
-
-        for c in cands:
-            try:
-                fn = load_backend(
-                    c.runtime, c.precision, c.path.read_bytes(), self.spec
-                )
-                acc = accuracy(fn, X, y)
-            except Exception as e:
-                self.notes.append(f"{c.runtime} {c.method} int8 does not run: {e}")
-                continue
-            row = {
-                "runtime": c.runtime, "method": c.method, "accuracy": acc,
-                "bytes": c.path.stat().st_size, "quantized_ops": c.quantized_ops,
-                "candidate": c,
-            }  # fmt: skip
-            drop = self.fp32_acc - acc
-            if drop > self.max_accuracy_drop:
-                row["rejected"] = f"accuracy drop {drop:.4f} > {self.max_accuracy_drop}"
-                self.notes.append(
-                    f"{c.runtime} {c.method} int8 rejected: {row['rejected']}"
-                )
-            else:
-                row["latency"] = _latencies(fn, X, seconds)
-            self.evaluated.append(row)
-
-    def manifest(self, stage: Path, run_dir: Path) -> dict[str, Any]:
-        """The manifest, without ``files`` and ``signer`` (added when signing)."""
-        int8 = self.runtime["precision"] == "int8"
-        served = stage / self.runtime["file"]
-        ref = stage / REFERENCE
-        like = self.fp32_onnx_bytes if served.suffix == ".onnx" else ref.stat().st_size
-        lat, srv = self.fp32_lat, self.served_lat
-        static_used = any(r["method"] == "static" for r in self.evaluated)
-        return {
-            "format": "lepton-fed-artifact",
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": self.spec,
-            "task": self.pre.task,
-            "input_schema": {
-                "features": [f.to_dict() for f in self.pre.features],
-                "encoded_width": int(self.spec["num_features"]),
-            },
-            "class_names": list(self.pre.class_names),
-            "runtime": self.runtime,
-            "reference": {"file": REFERENCE, "engine": "torch", "precision": "fp32"},
-            "quantization": {
-                "requested": self.quantization,
-                "applied": int8,
-                "max_accuracy_drop": self.max_accuracy_drop,
-                "calibration": {"source": "heldout.npz", "rows": self.calibration_rows}
-                if static_used
-                else None,
-                "candidates": [
-                    {k: v for k, v in r.items() if k != "candidate"}
-                    for r in self.evaluated
-                ],
-                "notes": self.notes,
-            },
-            "pruning": {
-                **self.prune_report,
-                "accuracy_before": self.fp32_unpruned,
-                "accuracy_after": self.fp32_acc,
-                "accuracy_cost": self.fp32_unpruned - self.fp32_acc,
-            },
-            "evaluation": {
-                "data": "heldout.npz",
-                "rows": self.rows,
-                "accuracy": {
-                    "fp32_unpruned": self.fp32_unpruned,
-                    "fp32": self.fp32_acc,
-                    "int8": self.served_acc if int8 else None,
-                    "served": self.served_acc,
-                    "drop": self.fp32_acc - self.served_acc,
-                },
-                "size_bytes": {
-                    "fp32_safetensors": ref.stat().st_size,
-                    "fp32_onnx": self.fp32_onnx_bytes,
-                    "served": served.stat().st_size,
-                    "ratio_served_vs_fp32": served.stat().st_size / max(1, like or 1),
-                },
-                "latency_us": {
-                    "threads": 1,
-                    "fp32_torch": lat,
-                    "fp32_onnxruntime": self.ort_fp32_lat,
-                    "served": srv,
-                    "speedup_b1": lat["b1"]["p50_us"] / max(srv["b1"]["p50_us"], 1e-9),
-                    "speedup_b64": lat["b64"]["p50_us"]
-                    / max(srv["b64"]["p50_us"], 1e-9),
-                },
-            },
-            "privacy": _privacy(self.summary),
-            "training": {
-                "rounds": self.summary.get("rounds_completed"),
-                "num_clients": self.summary.get("num_clients"),
-                "final": self.summary.get("final"),
-                "secagg": bool(
-                    (self.summary.get("secagg") or {}).get("enabled", False)
-                ),
-            },
-            "source": {
-                "run": run_dir.resolve().name,
-                "model_sha256": sha256_file(run_dir / "model.safetensors"),
-            },
-            "versions": _versions(),
-        }
+    for c in cands:
+        try:
+            fn = load_backend(c.runtime, c.precision, c.path.read_bytes(), ex.spec)
+            acc = accuracy(fn, X, y)
+        except Exception as e:
+            ex.notes.append(f"{c.runtime} {c.method} int8 does not run: {e}")
+            continue
+        row = {
+            "runtime": c.runtime, "method": c.method, "accuracy": acc,
+            "bytes": c.path.stat().st_size, "quantized_ops": c.quantized_ops,
+            "candidate": c,
+        }  # fmt: skip
+        drop = ex.fp32_acc - acc
+        if drop > ex.max_accuracy_drop:
+            row["rejected"] = f"accuracy drop {drop:.4f} > {ex.max_accuracy_drop}"
+            ex.notes.append(f"{c.runtime} {c.method} int8 rejected: {row['rejected']}")
+        else:
+            row["latency"] = _latencies(fn, X, seconds)
+        ex.evaluated.append(row)
 
 
 def export_artifact(
@@ -400,7 +217,7 @@ def export_artifact(
             pruned, report = prune_model(model, prune_spec)
             if report.hidden_after is not None:
                 spec["hidden"] = report.hidden_after
-            ex = _Export(
+            ex = ExportMeasurements(
                 spec, pre, run["summary"], int(len(y)), quantization,
                 float(max_accuracy_drop), report.to_dict(), fp32_unpruned,
             )  # fmt: skip
@@ -415,7 +232,7 @@ def export_artifact(
                 pruned, int(spec["num_features"]), work, mode=quantization,
                 calibration=calib, notes=ex.notes,
             )  # fmt: skip
-            ex.evaluate(cands, X, y, latency_seconds)
+            _evaluate(ex, cands, X, y, latency_seconds)
             ok = _rank([r for r in ex.evaluated if "rejected" not in r])
             if ok:
                 c = ok[0]["candidate"]

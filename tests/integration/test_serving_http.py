@@ -19,13 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
+from run_dirs import write_run_dir
 
-from lepton_fed.data.datasets import load_dataset
-from lepton_fed.data.preprocess import FeatureStats, Preprocessor, Scaler
-from lepton_fed.models import build_model
 from lepton_fed.serving import export_artifact, load_artifact
 
 pytestmark = pytest.mark.integration
@@ -37,54 +33,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_run(path: Path) -> list[dict[str, float]]:
-    """A run directory with a small MLP trained on digits; returns raw test rows."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    idx = np.random.default_rng(0).permutation(len(data.y))
-    tr, te = idx[:1400], idx[1400:]
-    scaler = Scaler.from_stats([FeatureStats.of(data.X[tr])])
-    spec = {"name": "mlp", "num_features": 64, "num_classes": 10, "hidden": [32]}
-    net = build_model(spec)
-    X, y = torch.from_numpy(scaler.transform(data.X[tr])), torch.from_numpy(data.y[tr])
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(5):
-        for i in range(0, len(X), 128):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(
-                net(X[i : i + 128]), y[i : i + 128]
-            ).backward()
-            opt.step()
-    path.mkdir()
-    save_file(net.eval().state_dict(), str(path / "model.safetensors"))
-    pre = Preprocessor(data.features, scaler, data.class_names, spec, "multiclass")
-    (path / "preprocess.json").write_text(json.dumps(pre.to_dict()))
-    np.savez(path / "heldout.npz", X=scaler.transform(data.X[te]), y=data.y[te])
-    (path / "summary.json").write_text(
-        json.dumps(
-            {
-                "rounds_completed": 2,
-                "num_clients": 3,
-                "final": {"accuracy": 0.9, "loss": 0.4},
-                "privacy": {"mode": "none", "epsilon": None, "delta": None},
-                "secagg": {"enabled": False},
-            }
-        )
-    )
-    return [
-        {f.name: float(v) for f, v in zip(data.features, r, strict=True)}
-        for r in data.X[te]
-    ]
-
-
 @pytest.fixture(scope="module")
 def artifact(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, list[dict[str, float]]]:
     base = tmp_path_factory.mktemp("serving")
-    rows = _write_run(base / "run")
+    spec = {"name": "mlp", "hidden": [32]}
+    rows = write_run_dir(base / "run", "digits", spec, train_rows=1400)["raw_rows"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LEPTON_FED_HOME", str(base / "home"))
         art = export_artifact(base / "run", base / "art", latency_seconds=0.02)

@@ -1,8 +1,7 @@
 """Export -> signed artifact -> verify -> predict, for each model family; tampering; CLI.
 
-The run directories are written here the way ``simulate`` writes them: a model trained
-for a few epochs on scikit-learn data, its preprocessing, the held-out split (encoded
-and scaled) and a summary.
+The run directories are written by ``tests/run_dirs.py`` the way ``simulate`` writes
+them.
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from run_dirs import write_run_dir
 
-from lepton_fed.data.datasets import load_dataset
-from lepton_fed.data.preprocess import FeatureStats, Preprocessor, RowError, Scaler
+from lepton_fed.data.preprocess import RowError
 from lepton_fed.errors import ArtifactError, ConfigError
-from lepton_fed.models import build_model
 from lepton_fed.serving import export_artifact, load_artifact, verify_artifact
 from lepton_fed.serving.signing import (
     canonical_json,
@@ -33,59 +30,14 @@ from lepton_fed.serving.signing import (
 INT8_TOLERANCE = 0.01
 
 
-def write_run_dir(
-    path: Path, model: str, dataset: str, *, epochs: int = 5, seed: int = 0
-) -> dict[str, Any]:
-    """Train ``model`` briefly on ``dataset`` and write a run directory to ``path``."""
-    torch.manual_seed(seed)
-    data = load_dataset(dataset)
-    idx = np.random.default_rng(seed).permutation(len(data.y))
-    tr, te = idx[: int(0.8 * len(idx))], idx[int(0.8 * len(idx)) :]
-    scaler = Scaler.from_stats([FeatureStats.of(data.X[tr])])
-    spec: dict[str, Any] = {
-        "name": model,
-        "num_features": data.num_features,
-        "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape) if model == "cnn" else None,
-    }
-    if model == "mlp":
-        spec["hidden"] = [64, 32]
-    net = build_model(spec)
-    Xtr, ytr = (
-        torch.from_numpy(scaler.transform(data.X[tr])),
-        torch.from_numpy(data.y[tr]),
-    )
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(epochs):
-        for i in range(0, len(Xtr), 128):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                net(Xtr[i : i + 128]), ytr[i : i + 128]
-            )
-            loss.backward()
-            opt.step()
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(net.eval().state_dict(), str(path / "model.safetensors"))
-    task = "binary" if data.num_classes == 2 else "multiclass"
-    pre = Preprocessor(data.features, scaler, data.class_names, spec, task)
-    (path / "preprocess.json").write_text(json.dumps(pre.to_dict()))
-    np.savez(path / "heldout.npz", X=scaler.transform(data.X[te]), y=data.y[te])
-    summary = {
-        "rounds_completed": 3,
-        "num_clients": 4,
-        "final": {"accuracy": 0.9, "loss": 0.3},
-        "privacy": {"mode": "dpsgd", "epsilon": 2.5, "delta": 1e-5},
-        "secagg": {"enabled": True},
-    }
-    (path / "summary.json").write_text(json.dumps(summary))
-    (path / "config.yaml").write_text(f"model: {model}\n")
-    raw = [
-        {f.name: float(v) for f, v in zip(data.features, row, strict=True)}
-        for row in data.X[te]
-    ]
-    return {"dir": path, "raw_rows": raw, "y": data.y[te]}
+#: summary.json of the runs: DP-SGD and secure aggregation (the manifest reports both).
+SUMMARY = {
+    "rounds_completed": 3,
+    "num_clients": 4,
+    "final": {"accuracy": 0.9, "loss": 0.3},
+    "privacy": {"mode": "dpsgd", "epsilon": 2.5, "delta": 1e-5},
+    "secagg": {"enabled": True},
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +53,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     base = tmp_path_factory.mktemp("runs")
+    mlp = {"name": "mlp", "hidden": [64, 32]}
     return {
-        "logreg": write_run_dir(base / "logreg", "logreg", "breast_cancer"),
-        "mlp": write_run_dir(base / "mlp", "mlp", "digits"),
-        "cnn": write_run_dir(base / "cnn", "cnn", "digits", epochs=3),
+        "logreg": write_run_dir(
+            base / "logreg", "breast_cancer", {"name": "logreg"}, summary=SUMMARY
+        ),
+        "mlp": write_run_dir(base / "mlp", "digits", mlp, summary=SUMMARY),
+        "cnn": write_run_dir(
+            base / "cnn", "digits", {"name": "cnn"}, epochs=3, summary=SUMMARY
+        ),
     }
 
 
@@ -353,35 +310,12 @@ def test_cli_export_verify_and_serve_refusal(
 ) -> None:
     key = str(home / "signing_key.pem")
     out = tmp_path / "art"
+    export = ["export", str(runs["logreg"]["dir"]), "--out", str(out)]
     # export
-    assert (
-        _cli(
-            [
-                "export",
-                str(runs["logreg"]["dir"]),
-                "--out",
-                str(out),
-                "--signing-key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert _cli([*export, "--signing-key", key]) == 0
     assert "model.int8.onnx" in capsys.readouterr().out
     # exporting over it again needs --overwrite
-    assert (
-        _cli(
-            [
-                "export",
-                str(runs["logreg"]["dir"]),
-                "--out",
-                str(out),
-                "--signing-key",
-                key,
-            ]
-        )
-        == 2
-    )
+    assert _cli([*export, "--signing-key", key]) == 2
     assert "not empty" in capsys.readouterr().err
     # verify (embedded key, then trusted key)
     assert _cli(["export", "--verify", str(out)]) == 0

@@ -195,12 +195,12 @@ def test_ledger_bytes_round_trip():
 
 
 def _edit(data: bytes, fn, *, fix_digest: bool = False) -> bytes:
-    from lepton_fed.privacy.accounting import _digest
+    from lepton_fed.privacy._canonical import digest
 
     state = json.loads(data)
     fn(state)
     if fix_digest:
-        state["digest"] = _digest({k: v for k, v in state.items() if k != "digest"})
+        state["digest"] = digest({k: v for k, v in state.items() if k != "digest"})
     return json.dumps(state).encode()
 
 

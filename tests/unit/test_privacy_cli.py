@@ -9,6 +9,9 @@ import pytest
 
 from lepton_fed.cli import privacy as cli
 
+#: A DP-SGD plan: 5 rounds over 144 examples in batches of 16.
+PLAN = ["--rounds", "5", "--examples", "144", "--batch-size", "16"]
+
 
 def run(argv, capsys):
     parser = argparse.ArgumentParser(prog="lepton-fed")
@@ -20,19 +23,7 @@ def run(argv, capsys):
 
 
 def test_dpsgd_sigma_prints_epsilon(capsys):
-    code, out, _ = run(
-        [
-            "--rounds",
-            "5",
-            "--examples",
-            "144",
-            "--batch-size",
-            "16",
-            "--sigma",
-            "0.879",
-        ],
-        capsys,
-    )
+    code, out, _ = run([*PLAN, "--sigma", "0.879"], capsys)
     assert code == 0
     assert "epsilon: 7.9938 at delta 1e-05" in out
     assert "45 steps" in out and "every round" in out
@@ -40,20 +31,7 @@ def test_dpsgd_sigma_prints_epsilon(capsys):
 
 def test_dpsgd_target_prints_sigma_json(capsys):
     code, out, _ = run(
-        [
-            "--rounds",
-            "5",
-            "--examples",
-            "144",
-            "--batch-size",
-            "16",
-            "--target-epsilon",
-            "8",
-            "--local-epochs",
-            "1",
-            "--json",
-        ],
-        capsys,
+        [*PLAN, "--target-epsilon", "8", "--local-epochs", "1", "--json"], capsys
     )
     res = json.loads(out)
     assert code == 0
@@ -103,47 +81,9 @@ def test_delta_warning_when_above_one_over_n(capsys):
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (
-            [
-                "--rounds",
-                "5",
-                "--examples",
-                "144",
-                "--batch-size",
-                "16",
-                "--sigma",
-                "1",
-                "--delta",
-                "1",
-            ],
-            "--delta",
-        ),
-        (
-            [
-                "--rounds",
-                "5",
-                "--examples",
-                "144",
-                "--batch-size",
-                "16",
-                "--target-epsilon",
-                "0",
-            ],
-            "--target-epsilon",
-        ),
-        (
-            [
-                "--rounds",
-                "5",
-                "--examples",
-                "144",
-                "--batch-size",
-                "16",
-                "--sigma",
-                "-1",
-            ],
-            "--sigma",
-        ),
+        ([*PLAN, "--sigma", "1", "--delta", "1"], "--delta"),
+        ([*PLAN, "--target-epsilon", "0"], "--target-epsilon"),
+        ([*PLAN, "--sigma", "-1"], "--sigma"),
         (
             [
                 "--rounds",
@@ -159,21 +99,7 @@ def test_delta_warning_when_above_one_over_n(capsys):
         ),
         (["--rounds", "5", "--batch-size", "16", "--sigma", "1"], "--examples"),
         (["--rounds", "5", "--examples", "144", "--sigma", "1"], "--batch-size"),
-        (
-            [
-                "--rounds",
-                "5",
-                "--examples",
-                "144",
-                "--batch-size",
-                "16",
-                "--sigma",
-                "1",
-                "--local-epochs",
-                "0",
-            ],
-            "--local-epochs",
-        ),
+        ([*PLAN, "--sigma", "1", "--local-epochs", "0"], "--local-epochs"),
         (["--mode", "central", "--rounds", "5", "--sigma", "1"], "--clients-per-round"),
     ],
 )

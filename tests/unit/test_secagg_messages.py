@@ -33,6 +33,25 @@ from lepton_fed.secagg.stages import Stage
 
 CT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"c" * 49)
 RCT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"r" * 114)
+#: Fields of a masked-input request, and of a share-keys request (same body).
+ROUND_REQUEST = {
+    "run_id": 1,
+    "round": 2,
+    "sender": SERVER_ID,
+    "recipient": 3,
+    "cohort": (3, 4, 9),
+    "graph_seed": b"g" * 32,
+    "neighbours": 2,
+    "threshold": 2,
+    "clip": 0.5,
+    "bits": 32,
+    "dim": 10,
+    "neighbour_keys": (
+        NeighbourKey(
+            node_id=4, identity_key=b"i" * 32, public_key=b"p" * 32, signature=b"s" * 64
+        ),
+    ),
+}
 SAMPLES = [
     AdvertiseRequest(run_id=1, round=1, sender=SERVER_ID, recipient=3, num_rounds=5),
     AdvertiseReply(
@@ -42,27 +61,7 @@ SAMPLES = [
         identity_key=b"i" * 32,
         round_keys=(RoundKey(public_key=b"p" * 32, signature=b"s" * 64),) * 2,
     ),
-    MaskedInputRequest(
-        run_id=1,
-        round=2,
-        sender=SERVER_ID,
-        recipient=3,
-        cohort=(3, 4, 9),
-        graph_seed=b"g" * 32,
-        neighbours=2,
-        threshold=2,
-        clip=0.5,
-        bits=32,
-        dim=10,
-        neighbour_keys=(
-            NeighbourKey(
-                node_id=4,
-                identity_key=b"i" * 32,
-                public_key=b"p" * 32,
-                signature=b"s" * 64,
-            ),
-        ),
-    ),
+    MaskedInputRequest(**ROUND_REQUEST),
     MaskedInputReply(
         run_id=1,
         round=2,
@@ -87,27 +86,7 @@ SAMPLES = [
         self_mask_shares=((4, b"v" * 33),),
         pairwise_seeds=((9, b"s" * 32),),
     ),
-    ShareKeysRequest(
-        run_id=1,
-        round=2,
-        sender=SERVER_ID,
-        recipient=3,
-        cohort=(3, 4, 9),
-        graph_seed=b"g" * 32,
-        neighbours=2,
-        threshold=2,
-        clip=0.5,
-        bits=32,
-        dim=10,
-        neighbour_keys=(
-            NeighbourKey(
-                node_id=4,
-                identity_key=b"i" * 32,
-                public_key=b"p" * 32,
-                signature=b"s" * 64,
-            ),
-        ),
-    ),
+    ShareKeysRequest(**ROUND_REQUEST),  # same body
     ShareKeysReply(
         run_id=1,
         round=2,

@@ -55,6 +55,17 @@ def _inputs(ids, d=64, seed=0, clip=1.0):
     }
 
 
+def _masked_round(server, clients, inputs, *, round=1, dim=64):
+    """Starts a round on the whole federation, sends every node's masked input, and
+    returns the server's unmask requests."""
+    reqs = server.start_round(round=round, cohort=list(clients), dim=dim)
+    replies = {
+        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
+        for n in reqs
+    }
+    return server.collect_masked_inputs(replies)
+
+
 def _check_sum(result, inputs, excluded=()):
     kept = {n: v for n, v in inputs.items() if n not in excluded}
     exact = sum(w * d.astype(np.float64) for d, w in kept.values())
@@ -261,12 +272,7 @@ def test_client_never_reveals_both_kinds_for_one_node() -> None:
     # masked input (the b-share of 101 is then withheld; only the seed is revealed)
     server, clients = _federation(5)
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     honest = UnmaskRequest.from_bytes(unmask[100])
     lying = replace(
         honest,
@@ -288,12 +294,7 @@ def test_identical_unmask_retry_gets_the_same_reply_and_nothing_else() -> None:
     # Prepare
     server, clients = _federation(5)
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     first = clients[100].unmask(unmask[100])
     clients[100] = SecAggClient.from_bytes(
         clients[100].to_bytes(), identity_key=clients[100].identity_key
@@ -313,12 +314,7 @@ def test_identical_unmask_retry_gets_the_same_reply_and_nothing_else() -> None:
 def test_unmask_request_naming_a_node_in_both_lists_is_refused() -> None:
     server, clients = _federation(5)
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     honest = UnmaskRequest.from_bytes(unmask[100])
     both = replace(honest, dropped=(101,))
     with pytest.raises(ProtocolAbort, match="both survived and dropped"):
@@ -332,12 +328,7 @@ def test_unmask_request_naming_a_node_in_both_lists_is_refused() -> None:
 def test_unmask_refuses_fewer_than_t_claimed_survivors_and_stray_ciphertexts() -> None:
     server, clients = _federation(6)  # t = 4
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     honest = UnmaskRequest.from_bytes(unmask[100])
     few = replace(
         honest,
@@ -359,12 +350,7 @@ def test_one_wrong_self_mask_share_is_tolerated_when_spare_shares_exist() -> Non
     # Prepare: k=7, t=5; node 101 reveals a wrong b-share for its first neighbour
     server, clients = _federation(8)
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     answers = {n: clients[n].unmask(unmask[n]) for n in unmask}
     rep = UnmaskReply.from_bytes(answers[101])
     owner, value = rep.self_mask_shares[0]
@@ -381,12 +367,7 @@ def test_one_wrong_self_mask_share_is_tolerated_when_spare_shares_exist() -> Non
 def test_tampered_share_ciphertext_is_rejected() -> None:
     server, clients = _federation(5)
     inputs = _inputs(clients)
-    reqs = server.start_round(round=1, cohort=list(clients), dim=64)
-    replies = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in reqs
-    }
-    unmask = server.collect_masked_inputs(replies)
+    unmask = _masked_round(server, clients, inputs)
     honest = UnmaskRequest.from_bytes(unmask[100])
     c0 = honest.ciphertexts[0]
     flipped = c0._replace(data=bytes([c0.data[0] ^ 0x80]) + c0.data[1:])

@@ -216,27 +216,29 @@ def test_shamir_vectors_replay_and_match_naive_lagrange() -> None:
 
 
 # ----------------------------------------------------------------- whole round
-def test_round_vector_replays_exactly() -> None:
-    v = _load("secagg_round.json")
+def _federation(v: dict, label: str):
+    """The vector's advertised federation and its inputs; ``label`` names the
+    DeterministicRng streams (``<label>-clients``, ``<label>-server``)."""
     ids = v["node_ids"]
-    prm = v["params"]
-    params = SecAggParams(
-        neighbours=prm["neighbours"],
-        threshold=prm["threshold"],
-        rounds=prm["rounds"],
-        clip=prm["clip"],
+    clients, roster = make_clients(
+        ids, rng_bytes=DeterministicRng(f"{label}-clients".encode())
     )
-    clients, roster = make_clients(ids, rng_bytes=DeterministicRng(b"round-clients"))
     server = SecAggServer(
-        params=params,
+        params=SecAggParams(**v["params"]),
         run_id=v["run_id"],
         roster=roster,
-        rng_bytes=DeterministicRng(b"round-server"),
+        rng_bytes=DeterministicRng(f"{label}-server".encode()),
     )
     advertise_all(server, clients)
     inputs = {
         int(n): (np.array(x["delta"]), x["weight"]) for n, x in v["inputs"].items()
     }
+    return ids, clients, server, inputs
+
+
+def test_round_vector_replays_exactly() -> None:
+    v = _load("secagg_round.json")
+    ids, clients, server, inputs = _federation(v, "round")
     reqs = server.start_round(round=1, cohort=ids, dim=6)
     replies = {
         n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
@@ -259,26 +261,7 @@ def test_round_vector_replays_exactly() -> None:
 
 def test_robust_round_vector_replays_exactly() -> None:
     v = _load("secagg_round_robust.json")
-    ids = v["node_ids"]
-    prm = v["params"]
-    params = SecAggParams(
-        neighbours=prm["neighbours"],
-        threshold=prm["threshold"],
-        rounds=prm["rounds"],
-        clip=prm["clip"],
-        share_keys_first=prm["share_keys_first"],
-    )
-    clients, roster = make_clients(ids, rng_bytes=DeterministicRng(b"robust-clients"))
-    server = SecAggServer(
-        params=params,
-        run_id=v["run_id"],
-        roster=roster,
-        rng_bytes=DeterministicRng(b"robust-server"),
-    )
-    advertise_all(server, clients)
-    inputs = {
-        int(n): (np.array(x["delta"]), x["weight"]) for n, x in v["inputs"].items()
-    }
+    ids, clients, server, inputs = _federation(v, "robust")
     reqs = server.start_round(round=1, cohort=ids, dim=6)
     shares = {n: clients[n].share_keys(reqs[n]) for n in ids}
     for n in ids:

@@ -210,20 +210,30 @@ def shamir_vectors() -> dict:
     }
 
 
-def round_vector() -> dict:
-    ids = [3, 10, 17, 40]
-    params = SecAggParams(neighbours=3, threshold=2, rounds=2, clip=1.0)
-    clients, roster = make_clients(ids, rng_bytes=DeterministicRng(b"round-clients"))
+def _federation(ids: list[int], params: SecAggParams, label: str) -> tuple:
+    """An advertised federation (run 99) whose secrets all come from DeterministicRng
+    streams ``<label>-clients`` and ``<label>-server``, and its inputs."""
+    clients, roster = make_clients(
+        ids, rng_bytes=DeterministicRng(f"{label}-clients".encode())
+    )
     server = SecAggServer(
         params=params,
         run_id=99,
         roster=roster,
-        rng_bytes=DeterministicRng(b"round-server"),
+        rng_bytes=DeterministicRng(f"{label}-server".encode()),
     )
     advertise_all(server, clients)
+    n = len(ids)
     inputs = {
-        n: (np.linspace(-1, 1, 6) * (i + 1) / 4, (i + 1) / 4) for i, n in enumerate(ids)
+        v: (np.linspace(-1, 1, 6) * (i + 1) / n, (i + 1) / n) for i, v in enumerate(ids)
     }
+    return clients, server, inputs
+
+
+def round_vector() -> dict:
+    ids = [3, 10, 17, 40]
+    params = SecAggParams(neighbours=3, threshold=2, rounds=2, clip=1.0)
+    clients, server, inputs = _federation(ids, params, "round")
     # Capture the masked-input replies to pin their bytes.
     reqs = server.start_round(round=1, cohort=ids, dim=6)
     replies = {
@@ -277,17 +287,7 @@ def robust_round_vector() -> dict:
     params = SecAggParams(
         neighbours=5, threshold=3, rounds=2, clip=1.0, share_keys_first=True
     )
-    clients, roster = make_clients(ids, rng_bytes=DeterministicRng(b"robust-clients"))
-    server = SecAggServer(
-        params=params,
-        run_id=99,
-        roster=roster,
-        rng_bytes=DeterministicRng(b"robust-server"),
-    )
-    advertise_all(server, clients)
-    inputs = {
-        n: (np.linspace(-1, 1, 6) * (i + 1) / 6, (i + 1) / 6) for i, n in enumerate(ids)
-    }
+    clients, server, inputs = _federation(ids, params, "robust")
     reqs = server.start_round(round=1, cohort=ids, dim=6)
     shares = {n: clients[n].share_keys(reqs[n]) for n in ids}
     reqs = server.collect_shares(shares)

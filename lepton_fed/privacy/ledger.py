@@ -1,0 +1,358 @@
+"""One node's privacy ledger for one dataset: :class:`PrivacyEvent` (one local DP-SGD
+round) and :class:`PrivacyLedger` (the history, epsilon over all of it, the budget
+check, and a strict, digest-protected serialisation).
+
+See :mod:`lepton_fed.privacy.accounting` for how the ledger is used and stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from lepton_fed.errors import LeptonError, PrivacyBudgetExhausted
+from lepton_fed.privacy._canonical import canonical_json, digest
+from lepton_fed.privacy.analysis import (
+    _check_delta,
+    _check_epsilon,
+    _check_int,
+    _check_noise_multiplier,
+    _check_sample_rate,
+    epsilon_for_history,
+)
+
+__all__ = [
+    "LEDGER_FORMAT",
+    "LEDGER_VERSION",
+    "MECHANISM",
+    "LedgerError",
+    "PrivacyEvent",
+    "PrivacyLedger",
+]
+
+LEDGER_FORMAT = "lepton-fed/privacy-ledger"
+LEDGER_VERSION = 1
+#: The only mechanism a ledger accounts: Poisson-subsampled Gaussian steps (DP-SGD),
+#: composed with RDP. A ledger claiming anything else is refused on load.
+MECHANISM = "dpsgd/poisson-subsampled-gaussian/rdp"
+_TOP_KEYS = frozenset(
+    {"format", "version", "mechanism", "dataset", "node_id", "events", "digest"}
+)
+_EVENT_KEYS = frozenset(
+    {"noise_multiplier", "sample_rate", "steps", "round", "run_id", "recorded_at"}
+)
+_REL_TOL = 1e-9  # can_afford tolerance, relative to the target
+
+
+class LedgerError(LeptonError, ValueError):
+    """A stored ledger is malformed, altered, for another dataset, or would lose spend.
+
+    Fail closed: a node that cannot read its ledger must not train on that data.
+    """
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class PrivacyEvent:
+    """One local DP-SGD round: ``steps`` Poisson-subsampled Gaussian steps.
+
+    Attributes:
+        noise_multiplier: σ, noise std / per-example clipping norm (> 0).
+        sample_rate: Poisson inclusion probability q in (0, 1]; use
+            :func:`~lepton_fed.privacy.analysis.local_schedule`, not ``batch/n``.
+        steps: optimizer steps in the round (>= 1).
+        round: server round number, for the audit trail (>= 0, optional).
+        run_id: the run that spent it, for the audit trail (optional).
+        recorded_at: UTC ISO-8601 time stamped by :meth:`PrivacyLedger.record`.
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    round: int | None = None
+    run_id: str | None = None
+    recorded_at: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "noise_multiplier", _check_noise_multiplier(self.noise_multiplier)
+        )
+        object.__setattr__(self, "sample_rate", _check_sample_rate(self.sample_rate))
+        object.__setattr__(self, "steps", _check_int("steps", self.steps, minimum=1))
+        if self.round is not None:
+            object.__setattr__(
+                self, "round", _check_int("round", self.round, minimum=0)
+            )
+        for name in ("run_id", "recorded_at"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{name} must be a string or None; got {v!r}")
+
+    def as_tuple(self) -> tuple[float, float, int]:
+        """``(noise_multiplier, sample_rate, steps)``, the accounting-relevant part."""
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with every field."""
+        return {
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+            "round": self.round,
+            "run_id": self.run_id,
+            "recorded_at": self.recorded_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PrivacyEvent:
+        """Strict inverse of :meth:`to_dict` (exact keys, checked types and ranges).
+
+        Raises:
+            LedgerError: unknown/missing keys or invalid values.
+        """
+        if not isinstance(d, Mapping) or set(d) != _EVENT_KEYS:
+            got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
+            raise LedgerError(
+                f"ledger event must have keys {sorted(_EVENT_KEYS)}; got {got}"
+            )
+        try:
+            return cls(**dict(d))
+        except (TypeError, ValueError) as e:
+            raise LedgerError(f"invalid ledger event {dict(d)!r}: {e}") from e
+
+
+class PrivacyLedger:
+    """Everything one node has spent on one dataset, and the budget check.
+
+    Guarantee: if every model update derived from the dataset was produced by DP-SGD
+    steps recorded here (and nothing else derived from the data left the node,
+    see the README for what leaks), the node's releases are sample-level
+    (:meth:`epsilon`, δ)-DP for that dataset, against the server and every other
+    party, across all rounds and runs recorded. Recording is the node's duty:
+    a round trained but not recorded voids the statement.
+
+    Args:
+        dataset: the dataset key, normally :func:`~lepton_fed.privacy.fingerprint.dataset_fingerprint`
+            of the data.
+        node_id: free-form label of the node (informational; the dataset is the key,
+            so a node that comes back under a new Flower node id keeps its spend).
+        events: history to start from.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        node_id: str | None = None,
+        events: Iterable[PrivacyEvent] = (),
+    ) -> None:
+        if not isinstance(dataset, str) or not dataset:
+            raise ValueError(f"dataset must be a non-empty string; got {dataset!r}")
+        if node_id is not None and not isinstance(node_id, str):
+            raise ValueError(f"node_id must be a string or None; got {node_id!r}")
+        self._dataset = dataset
+        self._node_id = node_id
+        self._events: list[PrivacyEvent] = []
+        for e in events:
+            if not isinstance(e, PrivacyEvent):
+                raise ValueError(f"events must be PrivacyEvent objects; got {e!r}")
+            self._events.append(e)
+
+    # ---------------------------------------------------------------- views
+
+    @property
+    def dataset(self) -> str:
+        """The dataset key this ledger accounts for."""
+        return self._dataset
+
+    @property
+    def node_id(self) -> str | None:
+        """Informational node label."""
+        return self._node_id
+
+    @property
+    def events(self) -> tuple[PrivacyEvent, ...]:
+        """Every recorded event, oldest first."""
+        return tuple(self._events)
+
+    @property
+    def history(self) -> list[tuple[float, float, int]]:
+        """``[(noise_multiplier, sample_rate, steps), ...]`` for the accountant."""
+        return [e.as_tuple() for e in self._events]
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PrivacyLedger):
+            return NotImplemented
+        return (self._dataset, self._node_id, self._events) == (
+            other._dataset,
+            other._node_id,
+            other._events,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"PrivacyLedger(dataset={self._dataset[:16]!r}, node_id={self._node_id!r}, "
+            f"events={len(self._events)})"
+        )
+
+    # ------------------------------------------------------------- accounting
+
+    def epsilon(self, *, delta: float) -> float:
+        """Epsilon spent so far at ``delta``, over the whole history (0.0 if empty)."""
+        return epsilon_for_history(self.history, delta=delta)
+
+    def projected_epsilon(self, event: PrivacyEvent, *, delta: float) -> float:
+        """Epsilon the history would reach if ``event`` were recorded."""
+        return epsilon_for_history([*self.history, event.as_tuple()], delta=delta)
+
+    def can_afford(
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+    ) -> bool:
+        """Whether recording ``event`` keeps epsilon within ``target_epsilon``.
+
+        A relative tolerance of 1e-9 absorbs floating-point noise of the accountant,
+        so a σ from :func:`~lepton_fed.privacy.analysis.noise_multiplier_for` for the
+        whole run affords exactly the planned rounds.
+        """
+        t = _check_epsilon("target_epsilon", target_epsilon)
+        _check_delta(delta)
+        return self.projected_epsilon(event, delta=delta) <= t * (1.0 + _REL_TOL)
+
+    def require(
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+    ) -> None:
+        """Like :meth:`can_afford`, but raise instead of returning False.
+
+        Raises:
+            PrivacyBudgetExhausted: the round would exceed the budget; the message
+                says what was spent and what the round would bring it to.
+        """
+        if not self.can_afford(event, target_epsilon=target_epsilon, delta=delta):
+            raise PrivacyBudgetExhausted(
+                f"dataset {self._dataset[:16]}: spent epsilon={self.epsilon(delta=delta):.4f}; "
+                f"this round ({event.steps} steps, sigma={event.noise_multiplier:.4g}, "
+                f"q={event.sample_rate:.4g}) would reach "
+                f"{self.projected_epsilon(event, delta=delta):.4f} > target "
+                f"{target_epsilon} at delta={delta}"
+            )
+
+    def record(self, event: PrivacyEvent) -> PrivacyEvent:
+        """Append ``event`` (stamped with the current UTC time if unstamped).
+
+        Record before the update leaves the node: the release is what spends.
+
+        Returns:
+            The event as stored.
+        """
+        if not isinstance(event, PrivacyEvent):
+            raise ValueError(f"event must be a PrivacyEvent; got {event!r}")
+        if event.recorded_at is None:
+            event = replace(event, recorded_at=datetime.now(UTC).isoformat())
+        self._events.append(event)
+        return event
+
+    # ---------------------------------------------------------- serialisation
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state, including an integrity digest over the content."""
+        body: dict[str, Any] = {
+            "format": LEDGER_FORMAT,
+            "version": LEDGER_VERSION,
+            "mechanism": MECHANISM,
+            "dataset": self._dataset,
+            "node_id": self._node_id,
+            "events": [e.to_dict() for e in self._events],
+        }
+        body["digest"] = digest(body)
+        return body
+
+    def to_bytes(self) -> bytes:
+        """Canonical UTF-8 JSON of :meth:`state_dict` (sorted keys, no spaces)."""
+        return canonical_json(self.state_dict())
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Mapping[str, Any], *, dataset: str | None = None
+    ) -> PrivacyLedger:
+        """Strictly rebuild a ledger; refuse anything unexpected.
+
+        Args:
+            state: output of :meth:`state_dict`.
+            dataset: if given, the dataset key the ledger must belong to.
+
+        Raises:
+            LedgerError: wrong format/version/mechanism, unknown or missing keys,
+                invalid events, digest mismatch (the content was altered), or a
+                ledger for another dataset.
+        """
+        if not isinstance(state, Mapping):
+            raise LedgerError(
+                f"ledger state must be a JSON object; got {type(state).__name__}"
+            )
+        if set(state) != _TOP_KEYS:
+            raise LedgerError(
+                f"ledger must have keys {sorted(_TOP_KEYS)}; got {sorted(state)}"
+            )
+        if state["format"] != LEDGER_FORMAT:
+            raise LedgerError(
+                f"not a lepton-fed privacy ledger (format={state['format']!r})"
+            )
+        if state["version"] != LEDGER_VERSION or isinstance(state["version"], bool):
+            raise LedgerError(
+                f"unsupported ledger version {state['version']!r} (this code reads "
+                f"{LEDGER_VERSION})"
+            )
+        if state["mechanism"] != MECHANISM:
+            raise LedgerError(
+                f"ledger accounts mechanism {state['mechanism']!r}, expected {MECHANISM!r}"
+            )
+        body = {k: v for k, v in state.items() if k != "digest"}
+        if state["digest"] != digest(body):
+            raise LedgerError(
+                "ledger digest mismatch: the stored ledger was altered or corrupted"
+            )
+        if dataset is not None and state["dataset"] != dataset:
+            raise LedgerError(
+                f"ledger is for dataset {str(state['dataset'])[:16]!r}, expected {dataset[:16]!r}"
+            )
+        events = state["events"]
+        if not isinstance(events, list):
+            raise LedgerError("ledger events must be a list")
+        try:
+            return cls(
+                dataset=state["dataset"],
+                node_id=state["node_id"],
+                events=[PrivacyEvent.from_dict(e) for e in events],
+            )
+        except LedgerError:
+            raise
+        except ValueError as e:
+            raise LedgerError(f"invalid ledger: {e}") from e
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, dataset: str | None = None) -> PrivacyLedger:
+        """Inverse of :meth:`to_bytes`; see :meth:`from_state_dict` for the checks.
+
+        Raises:
+            LedgerError: not UTF-8 JSON, or any check of :meth:`from_state_dict`.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LedgerError(f"ledger bytes expected; got {type(data).__name__}")
+        try:
+            state = json.loads(
+                bytes(data).decode("utf-8"), parse_constant=_reject_constant
+            )
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+            raise LedgerError(f"ledger is not valid UTF-8 JSON: {e}") from e
+        return cls.from_state_dict(state, dataset=dataset)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} in ledger")

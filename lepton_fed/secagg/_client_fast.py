@@ -1,0 +1,136 @@
+"""Fast-mode client steps: the masked input with one encrypted b-share per neighbour,
+and the unmask reply (:class:`~lepton_fed.secagg.client.SecAggClient` dispatches)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from lepton_fed.errors import ProtocolAbort
+from lepton_fed.secagg import keys as K
+from lepton_fed.secagg._client_checks import (
+    check_unmask_request,
+    open_round,
+    verified_peer_keys,
+)
+from lepton_fed.secagg._client_shares import open_share, seal_share
+from lepton_fed.secagg._client_state import ClientState, PendingRound
+from lepton_fed.secagg.masking import apply_masks, pairwise_sign
+from lepton_fed.secagg.messages import (
+    SERVER_ID,
+    MaskedInputReply,
+    MaskedInputRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from lepton_fed.secagg.prg import SEED_BYTES
+from lepton_fed.secagg.shamir import (
+    decode_share_value,
+    encode_share_value,
+    split_secret,
+)
+
+__all__ = ["masked_input", "unmask_reply"]
+
+
+def masked_input(
+    st: ClientState,
+    rng_bytes: Callable[[int], bytes],
+    request: bytes,
+    *,
+    delta: np.ndarray,
+    weight: float,
+) -> bytes:
+    """:meth:`SecAggClient.masked_input` for a fast-mode ``MaskedInputRequest``.
+
+    Masks ``[weight * delta, weight]`` with a fresh self-mask seed b and the pairwise
+    seeds, and encrypts one Shamir share of b to each neighbour. Nothing is consumed
+    when the request is refused.
+    """
+    req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
+    next_phase, private, neighbours, encoding = open_round(st, req)
+    if np.ndim(delta) != 1 or len(delta) != req.dim:
+        raise ProtocolAbort(
+            f"server asked for dim {req.dim}, input has shape {np.shape(delta)}"
+        )
+    peer_keys = verified_peer_keys(req, neighbours, st)
+    shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
+    y = encoding.encode(np.asarray(delta), weight, rng_bytes=rng_bytes)
+
+    # From here on the round key is consumed: delete it and every older one, so a
+    # second masked input under the same pairwise masks is impossible.
+    st.consume_round_key(req.round)
+
+    me, run, r = st.node_id, st.run_id, req.round
+    b = rng_bytes(SEED_BYTES)
+    jobs = [(K.self_mask_seed(b, run_id=run, round=r, node_id=me), 1)]
+    seeds: dict[int, bytes] = {}
+    recv_keys: dict[int, bytes] = {}
+    cts = []
+    values = split_secret(
+        b,
+        xs=[j + 1 for j in neighbours],
+        threshold=req.threshold,
+        rng_bytes=rng_bytes,
+    )
+    for j, value in zip(neighbours, values, strict=True):
+        seeds[j] = K.pairwise_seed(shared[j], run_id=run, round=r, a=me, b=j)
+        jobs.append((seeds[j], pairwise_sign(owner=me, peer=j)))
+        recv_keys[j], ct = seal_share(
+            shared[j],
+            encode_share_value(value),
+            rng_bytes=rng_bytes,
+            run_id=run,
+            round=r,
+            sender=me,
+            receiver=j,
+        )
+        cts.append(ct)
+    apply_masks(y, jobs, bits=encoding.bits)
+    encoding.reduce(y)
+    st.pending = PendingRound(
+        round=r,
+        threshold=req.threshold,
+        neighbours=neighbours,
+        seeds=seeds,
+        recv_keys=recv_keys,
+    )
+    st.phase = next_phase
+    return MaskedInputReply(
+        run_id=run,
+        round=r,
+        sender=me,
+        commitment=K.self_mask_commitment(b, run_id=run, round=r, node_id=me),
+        masked=y.astype("<u4", copy=False).tobytes(),
+        ciphertexts=tuple(cts),
+    ).to_bytes()
+
+
+def unmask_reply(st: ClientState, req: UnmaskRequest, pending: PendingRound) -> bytes:
+    """Checks ``req`` (:func:`check_unmask_request`), then returns the b-shares the
+    survivors sent (decrypted) and the pairwise seeds of the dropped neighbours.
+
+    Raises:
+        ProtocolAbort: a refused request; a ciphertext that fails authentication or
+            holds no share value.
+    """
+    check_unmask_request(req, pending)
+    me, run = st.node_id, st.run_id
+    shares = []
+    for c in sorted(req.ciphertexts, key=lambda c: c.peer):
+        plain = open_share(
+            pending.recv_keys[c.peer], c, run_id=run, round=req.round, receiver=me
+        )
+        try:
+            decode_share_value(plain)
+        except ValueError as exc:
+            raise ProtocolAbort(f"malformed share from node {c.peer}") from exc
+        shares.append((c.peer, plain))
+    return UnmaskReply(
+        run_id=run,
+        round=req.round,
+        sender=me,
+        self_mask_shares=tuple(shares),
+        pairwise_seeds=tuple((i, pending.seeds[i]) for i in req.dropped),
+    ).to_bytes()

@@ -1,0 +1,320 @@
+"""Messages of the advertisement and of fast mode: ADVERTISE, MASKED_INPUT, UNMASK."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from lepton_fed.secagg._wire import Reader, Writer
+from lepton_fed.secagg.keys import KEY_BYTES, SIGNATURE_BYTES
+from lepton_fed.secagg.messages._codec import (
+    MAX_COHORT,
+    MAX_ROUNDS_PER_ADVERT,
+    REPLY,
+    REQUEST,
+    SERVER_ID,
+    U32,
+    U64,
+    Message,
+    Slow,
+    ids_bytes,
+    masked_vector,
+    take_records,
+    take_two,
+    two_raw_blocks,
+)
+from lepton_fed.secagg.messages._records import (
+    CT_DTYPE,
+    NEIGHBOUR_KEY,
+    ROUND_KEY,
+    SEED,
+    SEED_DTYPE,
+    SHARE,
+    SHARE_DTYPE,
+    NeighbourKey,
+    RoundKey,
+    ShareCiphertext,
+    check_sizes,
+    read_cts,
+    read_pairs,
+    write_cts,
+)
+from lepton_fed.secagg.shamir import SHARE_BYTES
+from lepton_fed.secagg.stages import Stage
+
+__all__ = [
+    "AdvertiseReply",
+    "AdvertiseRequest",
+    "MaskedInputReply",
+    "MaskedInputRequest",
+    "UnmaskReply",
+    "UnmaskRequest",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvertiseRequest(Message):
+    """Server -> node: advertise round keys for rounds ``round .. round+num_rounds-1``."""
+
+    STAGE = Stage.ADVERTISE
+    KIND = REQUEST
+    recipient: int
+    num_rounds: int
+
+    def _write_body(self, w: Writer) -> None:
+        w.u64(self.recipient)
+        w.u32(self.num_rounds)
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        return {"recipient": r.u64(), "num_rounds": r.u32()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvertiseReply(Message):
+    """Node -> server: identity public key and one signed X25519 key per round."""
+
+    STAGE = Stage.ADVERTISE
+    KIND = REPLY
+    identity_key: bytes
+    round_keys: tuple[RoundKey, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.fixed(self.identity_key, KEY_BYTES)
+        for k in self.round_keys:
+            check_sizes((k.public_key, KEY_BYTES), (k.signature, SIGNATURE_BYTES))
+        w.records(ROUND_KEY, [(k.public_key, k.signature) for k in self.round_keys])
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        ident = r.fixed(KEY_BYTES)
+        keys = tuple(
+            RoundKey(public_key=pk, signature=sig)
+            for pk, sig in r.records(ROUND_KEY, MAX_ROUNDS_PER_ADVERT)
+        )
+        return {"identity_key": ident, "round_keys": keys}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskedInputRequest(Message):
+    """Server -> node: the round's cohort, graph, thresholds, encoding and neighbour keys."""
+
+    STAGE = Stage.MASKED_INPUT
+    KIND = REQUEST
+    recipient: int
+    cohort: tuple[int, ...]
+    graph_seed: bytes
+    neighbours: int
+    threshold: int
+    clip: float
+    bits: int
+    dim: int
+    neighbour_keys: tuple[NeighbourKey, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.u64(self.recipient)
+        w.ids(self.cohort)
+        w.fixed(self.graph_seed, KEY_BYTES)
+        w.u32(self.neighbours)
+        w.u32(self.threshold)
+        w.f64(self.clip)
+        w.u8(self.bits)
+        w.u64(self.dim)
+        for k in self.neighbour_keys:
+            check_sizes(
+                (k.identity_key, KEY_BYTES),
+                (k.public_key, KEY_BYTES),
+                (k.signature, SIGNATURE_BYTES),
+            )
+        w.records(
+            NEIGHBOUR_KEY,
+            [
+                (k.node_id, k.identity_key, k.public_key, k.signature)
+                for k in self.neighbour_keys
+            ],
+        )
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        recipient = r.u64()
+        cohort = r.ids()
+        seed = r.fixed(KEY_BYTES)
+        k, t, clip, bits, dim = r.u32(), r.u32(), r.f64(), r.u8(), r.u64()
+        nks = tuple(
+            NeighbourKey(node_id=nid, identity_key=ik, public_key=pk, signature=sig)
+            for nid, ik, pk, sig in r.records(NEIGHBOUR_KEY, MAX_COHORT)
+        )
+        return {
+            "recipient": recipient,
+            "cohort": cohort,
+            "graph_seed": seed,
+            "neighbours": k,
+            "threshold": t,
+            "clip": clip,
+            "bits": bits,
+            "dim": dim,
+            "neighbour_keys": nks,
+        }
+
+
+def _masked_input_body(body: memoryview) -> tuple[bytes, np.ndarray, np.ndarray]:
+    if len(body) < KEY_BYTES + 4:
+        raise Slow
+    (size,) = U32.unpack_from(body, KEY_BYTES)
+    pos = KEY_BYTES + 4 + size
+    if pos > len(body) or size % 4:
+        raise Slow
+    cts, end = take_records(body, pos, CT_DTYPE)
+    if end != len(body):
+        raise Slow
+    vector = np.frombuffer(body[KEY_BYTES + 4 : pos], dtype="<u4")
+    return bytes(body[:KEY_BYTES]), vector, cts
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskedInputReply(Message):
+    """Node -> server: masked vector, commitment to b, one encrypted b-share per neighbour."""
+
+    STAGE = Stage.MASKED_INPUT
+    KIND = REPLY
+    commitment: bytes
+    masked: bytes | memoryview
+    ciphertexts: tuple[ShareCiphertext, ...]
+
+    def vector(self) -> np.ndarray:
+        """The masked vector as a read-only ``uint32`` array (no copy).
+
+        After ``from_bytes`` ``masked`` is a view into the received buffer, so a
+        100k-parameter vector is never copied on the server before it is summed.
+        """
+        return masked_vector(self.masked)
+
+    def _write_body(self, w: Writer) -> None:
+        w.fixed(self.commitment, KEY_BYTES)
+        w.blob(self.masked)
+        write_cts(w, self.ciphertexts)
+
+    @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """Server-side reader: ``(commitment, masked uint32 vector, CT_DTYPE records)``.
+
+        Same acceptance as :meth:`from_bytes`; nothing is copied.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        return cls._fast_read(
+            data, _masked_input_body, run_id=run_id, round=round, sender=sender
+        )
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        return {
+            "commitment": r.fixed(KEY_BYTES),
+            "masked": r.blob_view(),
+            "ciphertexts": read_cts(r),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmaskRequest(Message):
+    """Server -> node: which neighbours survived/dropped, and the shares addressed to it."""
+
+    STAGE = Stage.UNMASK
+    KIND = REQUEST
+    recipient: int
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    ciphertexts: tuple[ShareCiphertext, ...]
+
+    def _write_body(self, w: Writer) -> None:
+        w.u64(self.recipient)
+        w.ids(self.survivors)
+        w.ids(self.dropped)
+        write_cts(w, self.ciphertexts)
+
+    @classmethod
+    def encode_records(
+        cls,
+        *,
+        run_id: int,
+        round: int,
+        recipient: int,
+        survivors: Sequence[int],
+        dropped: Sequence[int],
+        records: np.ndarray,
+    ) -> bytes:
+        """``to_bytes`` of the request whose ciphertexts are ``records`` (CT_DTYPE)."""
+        return b"".join(
+            (
+                cls.header_bytes(run_id=run_id, round=round, sender=SERVER_ID),
+                U64.pack(recipient),
+                ids_bytes(survivors),
+                ids_bytes(dropped),
+                U32.pack(len(records)),
+                records.tobytes(),
+            )
+        )
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        return {
+            "recipient": r.u64(),
+            "survivors": r.ids(),
+            "dropped": r.ids(),
+            "ciphertexts": read_cts(r),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmaskReply(Message):
+    """Node -> server: b-shares of surviving neighbours, pairwise seeds of dropped ones."""
+
+    STAGE = Stage.UNMASK
+    KIND = REPLY
+    self_mask_shares: tuple[tuple[int, bytes], ...]
+    pairwise_seeds: tuple[tuple[int, bytes], ...]
+
+    def _write_body(self, w: Writer) -> None:
+        check_sizes(*[(v, SHARE_BYTES) for _, v in self.self_mask_shares])
+        check_sizes(*[(v, KEY_BYTES) for _, v in self.pairwise_seeds])
+        w.records(SHARE, self.self_mask_shares)
+        w.records(SEED, self.pairwise_seeds)
+
+    @classmethod
+    def records_from_bytes(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Server-side reader: ``(SHARE_DTYPE records, (peer, seed) records)``.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        parse = partial(take_two, first=SHARE_DTYPE, second=SEED_DTYPE)
+        return cls._fast_read(data, parse, run_id=run_id, round=round, sender=sender)
+
+    @classmethod
+    def raw_records(
+        cls, data: bytes, *, run_id: int, round: int, sender: int
+    ) -> tuple[bytes, int, bytes, int]:
+        """Server-side reader: the share block (41-byte records) and its count, the
+        seed block (40-byte records) and its count, as bytes.
+
+        Raises:
+            ProtocolAbort: as :meth:`from_bytes`.
+        """
+        parse = partial(two_raw_blocks, first=SHARE.size, second=SEED.size)
+        return cls._fast_read(data, parse, run_id=run_id, round=round, sender=sender)
+
+    @classmethod
+    def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        return {
+            "self_mask_shares": read_pairs(r, SHARE),
+            "pairwise_seeds": read_pairs(r, SEED),
+        }
