@@ -32,8 +32,21 @@ app = ServerApp()
 
 @app.main()
 def _deployed(grid: Grid, context: Context) -> None:
-    """Deployment entry: the config travels as YAML in the run config."""
-    cfg = OmegaConf.create(str(context.run_config["config-yaml"]))
-    assert isinstance(cfg, DictConfig)
-    run_dir = str(context.run_config.get("run-dir", "outputs/federation"))
+    """Entry for Flower's own runtime (``flwr run``, a SuperLink).
+
+    The run config carries either ``config-yaml`` (a full resolved config) or
+    ``config-overrides`` (Hydra overrides, space-separated, composed from ``conf/``),
+    plus ``run-dir``. Every config problem is reported before any node is contacted.
+    """
+    from lepton_fed.config.compose import precheck
+    from lepton_fed.config.validate import raise_if, validate
+
+    rc = context.run_config
+    if str(rc.get("config-yaml", "")).strip():
+        cfg = OmegaConf.create(str(rc["config-yaml"]))
+        assert isinstance(cfg, DictConfig)
+        raise_if(validate(cfg))
+    else:
+        cfg = precheck(str(rc.get("config-overrides", "")).split())[0]
+    run_dir = str(rc.get("run-dir", "outputs/federation"))
     run_federation(grid, cfg, RunWriter(run_dir))
