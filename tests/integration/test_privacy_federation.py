@@ -150,3 +150,26 @@ def test_sitting_out_spends_nothing_and_no_one_overspends(compose_cfg, tmp_path)
         n_events = len(PrivacyLedger.from_bytes(st["dp-ledger"])) if "dp-ledger" in st else 0
         assert n_events == sampled.get(nid, 0)
     assert sum(sampled.values()) == 12 and len(sampled) > 3  # partial participation happened
+
+
+def test_ledger_file_survives_a_new_run_so_spend_cannot_reset(compose_cfg, tmp_path):
+    cfg = compose_cfg("privacy=dpsgd", "privacy.epsilon=1.0", "federation.rounds=3",
+                      "federation.num_clients=3", "federation.clients_per_round=3")
+    ledgers = tmp_path / "ledgers"
+
+    def run(d):
+        grid = InProcessGrid(app, 3)
+        for ctx in grid.contexts.values():  # a real node's ledger directory
+            ctx.node_config["ledger-dir"] = str(ledgers / str(ctx.node_id))
+        return run_federation(grid, cfg, RunWriter(d))
+
+    first = run(tmp_path / "run1")
+    assert first["rounds_completed"] == 3
+    assert max(first["privacy"]["per_client"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert sorted(p.name for p in ledgers.iterdir()) == ["1", "2", "3"]
+    # a new run on the same data (fresh Contexts, as after a node restart) cannot spend more
+    second = run(tmp_path / "run2")
+    rows = [json.loads(x) for x in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["declined"] == 3 and rows[0]["clients"] == 0
+    assert second["rounds_completed"] == 0
+    assert max(second["privacy"]["per_client"].values()) <= 1.0 + 1e-9
