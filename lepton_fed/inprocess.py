@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 __all__ = ["InProcessGrid"]
 
@@ -59,11 +60,11 @@ class InProcessGrid(Grid):
         self.seen: list[Message] = []  # every reply the server received, for audits
 
     @property
-    def run(self):  # type: ignore[override]  # noqa: D102
+    def run(self) -> None:  # type: ignore[override]  # noqa: D102  # no Flower Run in-process
         return None
 
-    def set_run(self, run_id: int) -> None:  # noqa: D102
-        self.run_id = run_id
+    def set_run(self, run_id: Run | int) -> None:  # noqa: D102
+        self.run_id = run_id.run_id if isinstance(run_id, Run) else run_id
 
     def get_node_ids(self) -> Iterable[int]:  # noqa: D102
         return list(self.contexts)

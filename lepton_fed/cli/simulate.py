@@ -49,7 +49,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: D103
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: D103
     p = sub.add_parser("simulate", help="run a simulation (Hydra overrides; -m for sweeps)",
                        add_help=False)
     p.add_argument("overrides", nargs=argparse.REMAINDER)

@@ -12,8 +12,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from lepton_fed.client.node import NodeState, node_train_data
@@ -48,10 +56,12 @@ def train(msg: Message, context: Context) -> Message:
     node = NodeState(context)
     extra = msg.content.get("lepton")
     if extra is not None and "scaler-mean" in extra:
-        node.set("scaler-mean", list(extra["scaler-mean"]))
-        node.set("scaler-scale", list(extra["scaler-scale"]))
-    request = bytes(msg.content["secagg"]["request"]) if "secagg" in msg.content else None
-    record, metrics = run_train_round(node, msg.content["arrays"], msg.content["config"],
+        node.set("scaler-mean", list(cast(list[float], extra["scaler-mean"])))
+        node.set("scaler-scale", list(cast(list[float], extra["scaler-scale"])))
+    request = (bytes(cast(bytes, msg.content["secagg"]["request"]))
+               if "secagg" in msg.content else None)
+    record, metrics = run_train_round(node, cast(ArrayRecord, msg.content["arrays"]),
+                                      cast(ConfigRecord, msg.content["config"]),
                                       secagg_request=request)
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if isinstance(record, ConfigRecord):
@@ -85,6 +95,6 @@ def _secagg_step(
     """Runs one secure-aggregation step on the node's saved client state."""
     node = NodeState(context)
     client = load_client(node)
-    reply = step(client, bytes(msg.content["secagg"]["request"]))
+    reply = step(client, bytes(cast(bytes, msg.content["secagg"]["request"])))
     save_client(node, client)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

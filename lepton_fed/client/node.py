@@ -82,7 +82,7 @@ def node_train_data(cfg: DictConfig, context: Context) -> TabularData:
     if "data-path" in nc:
         from lepton_fed.data.datasets import load_dataset
 
-        opts = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()  # type: ignore[union-attr]
+        opts = {str(k): v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()  # type: ignore[union-attr]
                 if k not in ("name", "test_fraction", "path") and v is not None}
         return load_dataset(cfg.data.name, path=str(nc["data-path"]), **opts)
     raise RuntimeError("node_config has neither 'partition-id' (simulation) nor 'data-path'")

@@ -10,7 +10,7 @@ Order of operations (each step's guarantee depends on the previous one):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ def run_train_round(
     # one intra-op thread per CPU given to the client: torch's default (all cores) is
     # up to 100x slower for these small models when clients share the cores
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
-    rnd = int(config["server-round"])
+    rnd = int(cast(int, config["server-round"]))
     pid = node.partition_id
     data = node_train_data(cfg, node.context)
     scaler = node.scaler
@@ -84,7 +84,7 @@ def run_train_round(
         model, X, data.y,
         epochs=cfg.client.epochs, batch_size=cfg.client.batch_size, lr=cfg.client.lr,
         momentum=cfg.client.momentum, optimizer=cfg.client.optimizer,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
         device=resolve_device(cfg.device), seed=seed, dp=dp,
     )
     metrics["train-loss"] = float(res.loss) if np.isfinite(res.loss) else 0.0
@@ -107,7 +107,7 @@ def run_train_round(
         from lepton_fed.client.secure import masked_reply
 
         reply = masked_reply(node, secagg_request, delta, secagg_weight(cfg, len(data.y)))
-        kept = {k: metrics[k] for k in ("declined", "epsilon") if k in metrics}
+        kept: dict[str, Any] = {k: metrics[k] for k in ("declined", "epsilon") if k in metrics}
         return ConfigRecord({"reply": reply}), kept
     codec = cfg.compression["update"]
     if codec != "none":

@@ -73,7 +73,7 @@ def train_local(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
-    loader: DataLoader = DataLoader(ds, batch_size=bs, shuffle=True, generator=gen)
+    loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(ds, batch_size=bs, shuffle=True, generator=gen)
     model.to(device)
     model.train()
     opt = _optimizer(model, optimizer, lr, momentum)

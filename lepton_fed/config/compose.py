@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,7 +56,7 @@ def precheck(overrides: list[str], *, multirun: bool = False) -> list[DictConfig
             problems.append(f"[{' '.join(combo)}] {prob}" if len(combos) > 1 else prob)
 
     for combo in combos:
-        good = _drop_unknown_keys(combo, lambda prob, c=combo: add(prob, c))
+        good = _drop_unknown_keys(combo, partial(add, combo=combo))
         try:
             cfg = compose(good)
         except Exception as exc:  # noqa: BLE001 - Hydra's message names the key
@@ -94,7 +96,7 @@ def _drop_unknown_keys(overrides: list[str], report: Callable[[str], None]) -> l
         if isinstance(node, DictConfig) and leaf in node:
             good.append(raw)
         else:
-            keys = sorted(node.keys()) if isinstance(node, DictConfig) else []
+            keys = sorted(cast(Iterable[str], node.keys())) if isinstance(node, DictConfig) else []
             report(f"{key}: no such setting" + (f"; settings under {parent or 'the top level'} are {keys}" if keys else ""))
     return good
 

@@ -78,7 +78,8 @@ class Scaler:
         return Scaler(np.zeros(n, np.float32), np.ones(n, np.float32))
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
-        return ((np.asarray(X, np.float32) - self.mean) / self.scale).astype(np.float32)
+        out: np.ndarray = ((np.asarray(X, np.float32) - self.mean) / self.scale).astype(np.float32)
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:  # noqa: D102
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}

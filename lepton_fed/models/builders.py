@@ -24,7 +24,8 @@ class LogisticRegression(nn.Module):
         self.linear = nn.Linear(num_features, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        return self.linear(x)
+        out: Tensor = self.linear(x)
+        return out
 
 
 class MLP(nn.Module):
@@ -43,7 +44,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        return self.net(x)
+        out: Tensor = self.net(x)
+        return out
 
 
 class CNN(nn.Module):
@@ -86,4 +88,5 @@ class CNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         x = x.reshape(x.shape[0], *self.input_shape)
-        return self.head(self.features(x).flatten(1))
+        out: Tensor = self.head(self.features(x).flatten(1))
+        return out

@@ -69,7 +69,8 @@ class RawShares:
         for h in holders:
             off = pos[h][owner] * _SHARE_RECORD + 8
             ys.append(int.from_bytes(blocks[h][off : off + SHARE_BYTES], "big"))
-        return sum(map(operator.mul, coeffs, ys)) % FIELD_PRIME
+        total: int = sum(map(operator.mul, coeffs, ys))  # operator.mul is typed Any
+        return total % FIELD_PRIME
 
     def points(self, owner: int, holders: Sequence[int]) -> list[tuple[int, int]]:
         """(x, y) shares of ``owner`` (x = holder + 1)."""

@@ -10,10 +10,10 @@ applies its server rule (plain mean, or FedAdam/FedYogi/FedAdagrad) to that mean
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from lepton_fed.models import flatten_state, unflatten_state
 from lepton_fed.utils.records import from_array_record, to_array_record
@@ -28,8 +28,11 @@ def reply_update(
     if codec != "none":
         from lepton_fed.client.wire import decode_update
 
-        return decode_update(content["arrays"], codec, flatten_state(global_state).size)
-    return flatten_state(from_array_record(content["arrays"])) - flatten_state(global_state)
+        return decode_update(cast(ArrayRecord, content["arrays"]), codec,
+                             flatten_state(global_state).size)
+    local = flatten_state(from_array_record(cast(ArrayRecord, content["arrays"])))
+    update: np.ndarray = local - flatten_state(global_state)
+    return update
 
 
 def sum_updates(
@@ -64,7 +67,8 @@ def decode_replies(
     g = flatten_state(global_state)
     for m in replies:
         w = unflatten_state(g + reply_update(m.content, global_state, codec), global_state)
-        metrics = {k: v for k, v in m.content["metrics"].items() if k != "encoded"}
+        metrics = {k: v for k, v in cast(MetricRecord, m.content["metrics"]).items()
+                   if k != "encoded"}
         content = RecordDict({"arrays": to_array_record(w), "metrics": MetricRecord(metrics)})
         out.append(_synthetic(content))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -14,7 +15,7 @@ from lepton_fed.server.rounds import run_federation
 __all__ = ["app", "make_server_app"]
 
 
-def make_server_app(cfg: DictConfig, run_dir: str | Path, results: dict | None = None) -> ServerApp:
+def make_server_app(cfg: DictConfig, run_dir: str | Path, results: dict[str, Any] | None = None) -> ServerApp:
     """A ServerApp bound to a composed config and a run directory (simulation)."""
     server = ServerApp()
 

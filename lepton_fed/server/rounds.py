@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -97,9 +97,9 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
                      dst_node_id=nid, message_type="query.setup") for nid in node_ids]
     ok, err, down, up = _exchange(grid, setup, fed.round_timeout)
     if not ok:
-        reasons = "; ".join(sorted({e.error.reason[:300] for e in err}))
+        reasons = "; ".join(sorted({cast(str, e.error.reason)[:300] for e in err}))
         raise RunFailed(f"no node answered the setup message: {reasons}")
-    stats = [FeatureStats(int(r.content["metrics"]["count"]),
+    stats = [FeatureStats(int(cast(int, r.content["metrics"]["count"])),
                           np.asarray(r.content["metrics"]["sum"]),
                           np.asarray(r.content["metrics"]["sumsq"])) for r in ok]
     scaler = Scaler.from_stats(stats, per_feature=data.input_shape is None)
@@ -153,8 +153,8 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
                 ok = []
         else:
             ok_all, err, down, up = _exchange(grid, msgs, fed.round_timeout)
-            declined = [r for r in ok_all if int(r.content["metrics"].get("declined", 0))]
-            ok = [r for r in ok_all if not int(r.content["metrics"].get("declined", 0))]
+            declined = [r for r in ok_all if int(cast(int, r.content["metrics"].get("declined", 0)))]
+            ok = [r for r in ok_all if not int(cast(int, r.content["metrics"].get("declined", 0)))]
             agg_reply = None
             if ok and cfg.privacy.mode == "central":
                 total, m = sum_updates(ok, gstate, codec)
@@ -166,7 +166,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
             eps = r.content["metrics"].get("epsilon")
             if eps is not None:
                 cid = str(r.metadata.src_node_id)
-                per_client_eps[cid] = max(per_client_eps.get(cid, 0.0), float(eps))
+                per_client_eps[cid] = max(per_client_eps.get(cid, 0.0), float(cast(float, eps)))
         for r in declined:
             stopped.setdefault(str(r.metadata.src_node_id), rnd)
         for e in err:
@@ -186,12 +186,12 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
         set_state(model, gstate)
         every = max(1, int(fed.get("evaluate_every", 1) or 1))
         if rnd % every == 0 or rnd == fed.rounds or new_arrays is None:
-            ev = evaluate_model(model, Xte, test.y, device)
+            ev: dict[str, Any] = evaluate_model(model, Xte, test.y, device)
             last_eval = (rnd, ev)
         else:
             ev = {k: None for k in last_eval[1]}
         eps_now = privacy.epsilon(per_client_eps)
-        row = {"round": rnd, **ev, "clients": len(ok), "failed": len(err),
+        row: dict[str, Any] = {"round": rnd, **ev, "clients": len(ok), "failed": len(err),
                "declined": len(declined), "epsilon": eps_now,
                "bytes_up": up, "bytes_down": down, "seconds": time.monotonic() - t0}
         if secure_info is not None:
@@ -243,7 +243,7 @@ def _secagg_summary(cfg: DictConfig, rows: list[dict[str, Any]]) -> dict[str, An
     out: dict[str, Any] = {"enabled": bool(cfg.secagg.enabled)}
     if cfg.secagg.enabled:
         per_round = [r["secagg"] for r in rows if r.get("secagg")]
-        first = next((p for p in per_round if "neighbours" in p), {})
+        first: dict[str, Any] = next((p for p in per_round if "neighbours" in p), {})
         out |= {
             "neighbours": first.get("neighbours"), "threshold": first.get("threshold"),
             "clip": update_clip(cfg), "field_bits": 32, "max_weight": cfg.secagg.max_weight,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -95,7 +95,7 @@ class SecureAggregator:
             res.bytes_up += content_bytes(r.content)
             ok.append(r)
             if "secagg" in r.content:
-                out[r.metadata.src_node_id] = bytes(r.content["secagg"]["reply"])
+                out[r.metadata.src_node_id] = bytes(cast(bytes, r.content["secagg"]["reply"]))
         return out, ok
 
     def round(self, grid: Grid, rnd: int, msgs: list[Message],
@@ -117,8 +117,8 @@ class SecureAggregator:
             train = {m.metadata.dst_node_id: m.content for m in msgs
                      if m.metadata.dst_node_id in reqs}
             masked, ok = self._exchange(grid, reqs, "train", res, extra=train)
-            res.declined = [r for r in ok if int(r.content["metrics"].get("declined", 0))]
-            res.ok = [r for r in ok if not int(r.content["metrics"].get("declined", 0))]
+            res.declined = [r for r in ok if int(cast(int, r.content["metrics"].get("declined", 0)))]
+            res.ok = [r for r in ok if not int(cast(int, r.content["metrics"].get("declined", 0)))]
             reqs = self.server.collect_masked_inputs(masked)
             shares, _ = self._exchange(grid, reqs, "query.secagg_unmask", res)
             missing = {n: q for n, q in reqs.items() if n not in shares}
