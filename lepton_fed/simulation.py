@@ -26,6 +26,23 @@ def _quiet_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def _preflight(cfg: DictConfig) -> None:
+    """Load the data and build the model before Ray starts (both are cached for the
+    server), so an unusable model is refused in seconds, naming the layer."""
+    if cfg.privacy.mode != "dpsgd":
+        return
+    from lepton_fed.data.federated import federated_split
+    from lepton_fed.models import build_model
+    from lepton_fed.models.spec import model_spec
+    from lepton_fed.privacy.dpsgd import dp_ready
+
+    data = federated_split(cfg).data
+    spec = model_spec(cfg.model, num_features=data.num_features,
+                      num_classes=data.num_classes, input_shape=data.input_shape)
+    dp_ready(build_model(spec), grad_sample_mode=str(cfg.privacy.grad_sample_mode),
+             model_name=str(cfg.model.name), num_features=data.num_features)
+
+
 def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Validate ``cfg``, run it on Flower's Ray simulation engine, return summary.json.
 
@@ -34,6 +51,7 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         RunFailed: the run could not complete (e.g. no client succeeded in a round).
     """
     raise_if(validate(cfg))
+    _preflight(cfg)
     _quiet_env()
     for noisy in ("alembic", "sqlalchemy", "ray", "filelock", "matplotlib", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

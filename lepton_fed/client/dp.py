@@ -16,24 +16,9 @@ from lepton_fed.client.node import NodeState
 from lepton_fed.client.train import DPSettings, LocalResult
 from lepton_fed.privacy.accounting import FileLedger, PrivacyEvent, PrivacyLedger
 from lepton_fed.privacy.analysis import local_schedule, noise_multiplier_for
+from lepton_fed.privacy.dpsgd import choose_grad_sample_mode
 
-__all__ = ["choose_grad_sample_mode", "dp_settings_or_decline", "record_round"]
-
-
-def choose_grad_sample_mode(mode: str, *, model: str, num_features: int) -> str:
-    """Resolve ``privacy.grad_sample_mode=auto`` by model family, from measurements here
-    (benchmarks/dp_modes.py, benchmarks/privacy_utility.py; all modes give the same
-    accuracy, they differ only in speed):
-
-    - ``ew`` for narrow MLPs and the CNN (digits MLP 64-128-128: ew 3.4x plain, ghost
-      4.3x, hooks 4.1x, functorch 7.6x; small CNN: ew 2.5x, ghost 3.7x);
-    - ``ghost`` (fast gradient clipping) for logistic regression and any model whose
-      input is wide (>= 256 features): it never materialises per-example gradients
-      (MNIST MLP 784-128-10: ghost 2.5 s vs ew 11.7 s; digits logreg ~3x faster).
-    """
-    if mode != "auto":
-        return mode
-    return "ghost" if model == "logreg" or num_features >= 256 else "ew"
+__all__ = ["dp_settings_or_decline", "record_round"]
 
 
 def _target(cfg: DictConfig) -> float:

@@ -58,6 +58,11 @@ def run_train_round(
     spec = model_spec(cfg.model, num_features=data.num_features,
                       num_classes=len(data.class_names), input_shape=data.input_shape)
     model = build_model(spec)
+    if cfg.privacy.mode == "dpsgd":
+        from lepton_fed.privacy.dpsgd import dp_ready
+
+        model = dp_ready(model, grad_sample_mode=str(cfg.privacy.grad_sample_mode),
+                         model_name=str(cfg.model.name), num_features=data.num_features)
     global_state = from_array_record(arrays)
     set_state(model, global_state)
     seed = derive_seed(cfg.seed, "train", rnd, pid)

@@ -115,6 +115,11 @@ def validate(cfg: DictConfig) -> list[str]:
         p.append(f"partition=natural on heart_disease has 4 hospitals: set federation.num_clients=4 (got {n})")
     if cfg.partition.name == "natural" and d.name == "csv" and not d.silo_column:
         p.append("partition=natural with data=csv needs data.silo_column")
+    from lepton_fed.models.registry import available_models
+
+    if cfg.model.name not in available_models():
+        p.append(f"model.name={cfg.model.name}: unknown model; registered models are "
+                 f"{available_models()}")
     if cfg.model.name == "cnn" and d.name in ("breast_cancer", "csv", "heart_disease"):
         p.append(f"model=cnn needs image data (digits, mnist); data={d.name} is tabular")
 

@@ -45,7 +45,9 @@ __all__ = [
     "InsecureRNGWarning",
     "PrivateTraining",
     "SecureModeUnavailable",
+    "choose_grad_sample_mode",
     "dp_loss_step",
+    "dp_ready",
     "local_schedule",
     "make_private",
     "validate_model",
@@ -433,3 +435,35 @@ def dp_loss_step(
     loss.backward()
     optimizer.step()
     return float(loss.item()) * n
+
+
+def choose_grad_sample_mode(mode: str, *, model: str, num_features: int) -> str:
+    """Resolve ``privacy.grad_sample_mode=auto`` by model family, from measurements here
+    (benchmarks/dp_modes.py, benchmarks/privacy_utility.py; all modes give the same
+    accuracy, they differ only in speed):
+
+    - ``ew`` for narrow MLPs and the CNN (digits MLP 64-128-128: ew 3.4x plain, ghost
+      4.3x, hooks 4.1x, functorch 7.6x; small CNN: ew 2.5x, ghost 3.7x);
+    - ``ghost`` (fast gradient clipping) for logistic regression and any model whose
+      input is wide (>= 256 features): it never materialises per-example gradients
+      (MNIST MLP 784-128-10: ghost 2.5 s vs ew 11.7 s; digits logreg ~3x faster).
+    """
+    if mode != "auto":
+        return mode
+    return "ghost" if model == "logreg" or num_features >= 256 else "ew"
+
+
+def dp_ready(
+    model: nn.Module, *, grad_sample_mode: str, model_name: str, num_features: int
+) -> nn.Module:
+    """The run's model made DP-SGD-ready (server and clients call it alike).
+
+    Resolves ``auto`` with :func:`choose_grad_sample_mode`, then
+    :func:`validate_model`: fixable layers are replaced (with a warning), others raise
+    :class:`~lepton_fed.errors.IncompatibleModelError` naming the layer.
+    """
+    mode = choose_grad_sample_mode(grad_sample_mode, model=model_name,
+                                   num_features=num_features)
+    fixed, _ = validate_model(model, grad_sample_mode=mode)
+    return fixed
+

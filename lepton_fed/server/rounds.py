@@ -86,6 +86,11 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     spec = model_spec(cfg.model, num_features=data.num_features,
                       num_classes=data.num_classes, input_shape=data.input_shape)
     model = build_model(spec)
+    if cfg.privacy.mode == "dpsgd":  # refuse an unusable model before any node is contacted
+        from lepton_fed.privacy.dpsgd import dp_ready
+
+        model = dp_ready(model, grad_sample_mode=str(cfg.privacy.grad_sample_mode),
+                         model_name=str(cfg.model.name), num_features=data.num_features)
     gstate: OrderedDict[str, np.ndarray] = get_state(model)
     strategy = _strategy(cfg)
     yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
