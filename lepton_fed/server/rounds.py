@@ -102,7 +102,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
                      dst_node_id=nid, message_type="query.setup") for nid in node_ids]
     ok, err, down, up = _exchange(grid, setup, fed.round_timeout)
     if not ok:
-        reasons = "; ".join(sorted({cast(str, e.error.reason)[:300] for e in err}))
+        reasons = "; ".join(sorted({(e.error.reason or "?")[:300] for e in err}))
         raise RunFailed(f"no node answered the setup message: {reasons}")
     stats = [FeatureStats(int(cast(int, r.content["metrics"]["count"])),
                           np.asarray(r.content["metrics"]["sum"]),
