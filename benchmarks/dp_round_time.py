@@ -314,7 +314,7 @@ def profile_section(rounds: int, modes: list[str]) -> dict[str, Any]:
         for (fname, line, func), (_cc, nc, _tt, ct, _c) in st.stats.items():  # type: ignore[attr-defined]
             f = fname.replace("\\", "/")
             if "/opacus/" in f or "lepton_fed/privacy/" in f or f.endswith("lepton_fed/client/dp.py"):
-                top.append((ct, nc, f"{f.split('site-packages/')[-1].split('/work/main/')[-1]}:{line}({func})"))
+                top.append((ct, nc, f"{f.split('site-packages/')[-1].split(str(ROOT) + '/')[-1]}:{line}({func})"))
         top.sort(reverse=True)
         print(f"Top DP-code functions by cumulative time ({mode}), ms per client round:")
         for ct, nc, where in top[:15]:

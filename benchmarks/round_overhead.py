@@ -534,7 +534,8 @@ def profile(clients: int, rounds: int, repeats: int) -> dict[str, Any]:
         if (
             "lepton_fed" in fname or "/strategies/" in fname
         ) and "inprocess.py" not in fname:
-            rel = fname.split("/work/main/")[-1] if "/work/main/" in fname else fname
+            root = str(Path(__file__).resolve().parents[1]) + "/"
+            rel = fname.split(root)[-1] if root in fname else fname
             top.append(
                 {
                     "where": f"{rel}:{func}",
