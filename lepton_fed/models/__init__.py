@@ -7,14 +7,12 @@ from lepton_fed.models.params import (
     unflatten_state,
 )
 from lepton_fed.models.registry import (
-    ModelSpec,
     available_models,
     build_model,
     register_model,
 )
 
 __all__ = [
-    "ModelSpec",
     "available_models",
     "build_model",
     "flatten_state",

@@ -9,7 +9,7 @@ from torch import nn
 
 from lepton_fed.models.builders import CNN, MLP, LogisticRegression
 
-__all__ = ["ModelSpec", "available_models", "build_model", "register_model"]
+__all__ = ["available_models", "build_model", "register_model"]
 
 Builder = Callable[..., nn.Module]
 
@@ -58,14 +58,8 @@ register_model("mlp", _mlp)
 register_model("cnn", _cnn)
 
 
-class ModelSpec(dict[str, Any]):
-    """Everything needed to rebuild a model: ``name``, ``num_features``,
-    ``num_classes``, ``input_shape`` and builder keyword arguments. JSON-serialisable.
-    """
-
-
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
-    """Build the model a :class:`ModelSpec`-like mapping describes.
+    """Build the model a spec mapping describes (see :func:`lepton_fed.models.spec.model_spec`).
 
     Raises:
         ValueError: unknown model name (the valid names are listed).

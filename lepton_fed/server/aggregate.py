@@ -37,12 +37,12 @@ def reply_update(
 
 def sum_updates(
     replies: list[Message], global_state: OrderedDict[str, np.ndarray], codec: str
-) -> tuple[np.ndarray, int]:
-    """Sum of the replies' updates (uniform weights) and their count."""
+) -> np.ndarray:
+    """Sum of the replies' updates (uniform weights)."""
     total = np.zeros(flatten_state(global_state).size)
     for m in replies:
         total += reply_update(m.content, global_state, codec)
-    return total, len(replies)
+    return total
 
 
 def mean_update_reply(

@@ -41,10 +41,10 @@ class ServerPrivacy:
             self.accountant = CentralAccountant(
                 delta=float(self.delta), population_size=int(cfg.federation.num_clients))
 
-    def noisy_mean(self, total: np.ndarray, m: int, rnd: int) -> np.ndarray:
+    def noisy_mean(self, total: np.ndarray, rnd: int) -> np.ndarray:
         """Noised sum of clipped updates divided by the PLANNED cohort size.
 
-        Dividing by the planned ``clients_per_round`` (not the ``m`` that replied) keeps
+        Dividing by the planned ``clients_per_round`` (not the number that replied) keeps
         the sensitivity at ``clip / clients_per_round`` whatever dropped out.
         """
         from lepton_fed.privacy.central import add_gaussian_noise
@@ -54,7 +54,6 @@ class ServerPrivacy:
         rng = np.random.default_rng(seed)
         noisy = add_gaussian_noise(total, noise_multiplier=float(self.noise_multiplier or 0.0),
                                    clip=float(self.cfg.privacy.clip), rng=rng)
-        del m
         return noisy / int(self.cfg.federation.clients_per_round)
 
     def account_release(self, num_clients: int) -> None:

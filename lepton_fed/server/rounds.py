@@ -135,6 +135,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
     failures_total = 0
     completed = 0
     codec = cfg.compression["update"]
+    every = max(1, int(fed.get("evaluate_every", 1) or 1))
     for rnd in range(1, fed.rounds + 1):
         t0 = time.monotonic()
         arrays = to_array_record(gstate)
@@ -162,8 +163,8 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
             ok = [r for r in ok_all if not int(cast(int, r.content["metrics"].get("declined", 0)))]
             agg_reply = None
             if ok and cfg.privacy.mode == "central":
-                total, m = sum_updates(ok, gstate, codec)
-                agg_reply = mean_update_reply(gstate, privacy.noisy_mean(total, m, rnd))
+                total = sum_updates(ok, gstate, codec)
+                agg_reply = mean_update_reply(gstate, privacy.noisy_mean(total, rnd))
         bytes_up += up
         bytes_down += down
         failures_total += len(err)
@@ -189,7 +190,6 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, 
             if cfg.privacy.mode == "central":
                 privacy.account_release(len(ok))
         set_state(model, gstate)
-        every = max(1, int(fed.get("evaluate_every", 1) or 1))
         if rnd % every == 0 or rnd == fed.rounds or new_arrays is None:
             ev: dict[str, Any] = evaluate_model(model, Xte, test.y, device)
             last_eval = (rnd, ev)

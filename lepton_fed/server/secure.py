@@ -133,7 +133,7 @@ class SecureAggregator:
             return res
         m = len(result.contributors)
         if self.cfg.privacy.mode == "central":
-            mean = privacy.noisy_mean(result.sum, m, rnd)
+            mean = privacy.noisy_mean(result.sum, rnd)
         else:
             mean = result.sum / max(result.total_weight, 1e-12)
         res.aggregate = mean_update_reply(gstate, mean)
