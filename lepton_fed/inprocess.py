@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -35,6 +36,8 @@ class InProcessGrid(Grid):
         num_nodes: nodes 1..num_nodes get ``partition-id`` 0..num_nodes-1.
         drop: optional predicate ``(node_id, message) -> bool``; True makes that node
             not answer that message (a dropout, as a timeout looks to the server).
+        node_configs: optional node_config per node (e.g. a real node's ``data-path``),
+            replacing the simulated ``partition-id``.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class InProcessGrid(Grid):
         *,
         run_id: int = 1,
         drop: Callable[[int, Message], bool] | None = None,
+        node_configs: list[dict[str, Any]] | None = None,
     ) -> None:
         self.app = client_app
         self.run_id = run_id
@@ -51,7 +55,8 @@ class InProcessGrid(Grid):
         _set_identity(run_id)
         self.contexts = {
             nid: Context(run_id=run_id, node_id=nid,
-                         node_config={"partition-id": nid - 1, "num-partitions": num_nodes},
+                         node_config=dict(node_configs[nid - 1]) if node_configs else
+                         {"partition-id": nid - 1, "num-partitions": num_nodes},
                          state=RecordDict(), run_config={})
             for nid in range(1, num_nodes + 1)
         }

@@ -83,21 +83,33 @@ def test_missing_data_path_and_label(tmp_path):
         precheck(["data=csv", f"data.path={csv}", "data.label=target"])
 
 
-def test_unavailable_hardware_and_secure_mode_reported():
-    import importlib.util
-
+def test_unavailable_hardware_reported_and_secure_mode_accepted():
     import torch
 
-    ov = ["privacy=dpsgd", "privacy.secure_mode=true", "device=cuda"]
-    if torch.cuda.is_available() and importlib.util.find_spec("torchcsprng"):
-        pytest.skip("both CUDA and torchcsprng are present here")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
     with pytest.raises(ConfigError) as ei:
-        precheck(ov)
+        precheck(["privacy=dpsgd", "privacy.secure_mode=true", "device=cuda"])
     text = str(ei.value)
-    if not torch.cuda.is_available():
-        assert "device=cuda but CUDA is not available" in text
-    if importlib.util.find_spec("torchcsprng") is None:
-        assert "privacy.secure_mode=true needs torchcsprng" in text
+    assert "device=cuda but CUDA is not available" in text
+    assert "secure_mode" not in text  # CSPRNG noise works on torch 2.x (no torchcsprng)
+    precheck(["privacy=dpsgd", "privacy.secure_mode=true"])
+
+
+def test_coordinator_without_data_needs_a_schema(tmp_path):
+    with pytest.raises(ConfigError, match="data.schema: a federation whose coordinator holds no"):
+        precheck(["data=csv", "data.label=y", "evaluation.server_data=false"])
+    bad = tmp_path / "schema.yaml"
+    bad.write_text("label: y\nclasses: [a]\nfeatures: [x, x]\n")
+    with pytest.raises(ConfigError) as ei:
+        precheck(["data=csv", "data.label=y", "evaluation.server_data=false",
+                  f"data.schema={bad}", "evaluation.federated=maybe",
+                  "federation.min_clients=9"])
+    text = str(ei.value)
+    assert "feature names must be unique" in text and "at least 2 distinct" in text
+    assert "evaluation.federated='maybe'" in text and "min_clients (9) cannot exceed" in text
+    # the bundled datasets imply their schema: no file needed, no data on the server
+    precheck(["evaluation.server_data=false"])
 
 
 def test_strategy_settings_checked_against_the_class():

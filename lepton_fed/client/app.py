@@ -1,18 +1,25 @@
 """The Flower ClientApp: wiring only. Message types it answers:
 
-- ``query.setup``: stores the run config; replies with feature sums/counts for the scaler.
+- ``query.setup``: checks the run config against the NODE POLICY (declines with a code if
+  it is outside it), checks the node's file against the federation's schema, stores the
+  config; replies with feature sums/counts of its training rows for the shared scaler.
 - ``train``: one local round; replies with weights (or an encoded update) and metrics,
-  or a ``declined`` reply when the node's privacy budget cannot pay for the round.
-  With secure aggregation the request carries a masked-input request and the reply
-  carries only the masked vector.
-- ``query.secagg_advertise`` / ``query.secagg_share_keys`` / ``query.secagg_unmask``: the other secure-aggregation
+  or a ``decline`` {code, detail} reply (privacy budget, policy, missing secure
+  aggregation, a node that restarted and needs the setup again). With secure aggregation
+  the request carries a masked-input request and the reply carries only the masked vector.
+- ``evaluate``: the global model on the node's held-out rows; replies with sums only.
+- ``query.secagg_advertise`` / ``query.secagg_unmask``: the other secure-aggregation
   stages (see :mod:`lepton_fed.server.secure`).
+
+Everything the server sends is untrusted input. Any exception becomes an error reply
+carrying a reason code only (:mod:`lepton_fed.client.codes`); details stay in the node's log.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from flwr.app import (
     ArrayRecord,
@@ -24,77 +31,156 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from lepton_fed.client.node import NodeState, node_train_data
-from lepton_fed.client.round import run_train_round
-from lepton_fed.client.secure import load_client, save_client
+from lepton_fed.client import codes
+from lepton_fed.client.local_data import node_data
+from lepton_fed.client.node import NodeState, parse_config
+from lepton_fed.client.node_policy import node_policy
+from lepton_fed.client.round import run_evaluate, run_train_round
 from lepton_fed.data.preprocess import FeatureStats
-from lepton_fed.secagg import SecAggClient
 
 __all__ = ["app"]
 
 app = ClientApp()
 
+Handler = Callable[[Message, Context], Message]
+
+
+def _coded(fn: Handler) -> Handler:
+    """Turn every exception into a coded error reply (nothing from the data leaks)."""
+
+    @functools.wraps(fn)
+    def wrapper(msg: Message, context: Context) -> Message:
+        try:
+            return fn(msg, context)
+        except Exception as exc:  # noqa: BLE001 - the reply carries a code, the log the rest
+            return codes.error_reply(msg, exc, _name(context))
+
+    return wrapper
+
+
+def _name(context: Context) -> str:
+    """The node's name: its roster name on a real node, ``partition-<i>`` in simulation."""
+    nc = context.node_config
+    return str(nc.get("node-name", "") or "") or (
+        f"partition-{nc['partition-id']}" if "partition-id" in nc else "")
+
+
+def _policy_decline(msg: Message, node: NodeState, cfg: Any) -> Message | None:
+    from lepton_fed.policy import check_request
+
+    declines = check_request(node_policy(node.context), cfg)
+    if not declines:
+        return None
+    first = declines[0]
+    detail = "; ".join(f"{d.code}: {d.detail}" for d in declines)
+    return codes.decline_reply(msg, first.code, detail, node_name=_name(node.context))
+
 
 @app.query("setup")
+@_coded
 def setup(msg: Message, context: Context) -> Message:
-    """Store the run config; reply with this node's feature statistics."""
+    """Check the run config against the policy, store it; reply with feature statistics."""
     node = NodeState(context)
-    node.set("config-yaml", str(msg.content["config"]["config-yaml"]))
-    data = node_train_data(node.cfg, context)
+    yaml_text = str(msg.content["config"]["config-yaml"])
+    cfg = parse_config(yaml_text)
+    declined = _policy_decline(msg, node, cfg)
+    if declined is not None:
+        return declined
+    data = node_data(cfg, context).train
+    node.set("config-yaml", yaml_text)
     st = FeatureStats.of(data.X)
+    name = _name(context)
     return Message(
-        RecordDict({"metrics": MetricRecord({
-            "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist(),
-        })}),
+        RecordDict({
+            "metrics": MetricRecord({
+                "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist(),
+            }),
+            "node": ConfigRecord({"name": name}),
+        }),
         reply_to=msg,
     )
 
 
+def _configured(msg: Message, node: NodeState) -> Message | None:
+    """A NEEDS_SETUP decline when this node has no run config (it restarted)."""
+    if node.get("config-yaml") is None:
+        return codes.decline_reply(msg, codes.NEEDS_SETUP, node_name=_name(node.context))
+    return None
+
+
+def _take_scaler(msg: Message, node: NodeState) -> None:
+    """Store the federation's scaler when the message carries it (first contact)."""
+    extra = msg.content.get("lepton")
+    if extra is not None and "scaler-mean" in extra:
+        node.set("scaler-mean", [float(v) for v in cast(list[float], extra["scaler-mean"])])
+        node.set("scaler-scale", [float(v) for v in cast(list[float], extra["scaler-scale"])])
+
+
 @app.train()
+@_coded
 def train(msg: Message, context: Context) -> Message:
     """One local training round."""
     node = NodeState(context)
-    extra = msg.content.get("lepton")
-    if extra is not None and "scaler-mean" in extra:
-        node.set("scaler-mean", list(cast(list[float], extra["scaler-mean"])))
-        node.set("scaler-scale", list(cast(list[float], extra["scaler-scale"])))
+    if (need := _configured(msg, node)) is not None:
+        return need
+    cfg = node.cfg
+    if (declined := _policy_decline(msg, node, cfg)) is not None:
+        return declined
+    if (cfg.secagg.enabled or node_policy(context).require_secagg) and "secagg" not in msg.content:
+        return codes.decline_reply(msg, codes.SECAGG_REQUIRED, node_name=_name(context))
+    _take_scaler(msg, node)
     request = (bytes(cast(bytes, msg.content["secagg"]["request"]))
                if "secagg" in msg.content else None)
-    record, metrics = run_train_round(node, cast(ArrayRecord, msg.content["arrays"]),
-                                      cast(ConfigRecord, msg.content["config"]),
-                                      secagg_request=request)
-    content = RecordDict({"metrics": MetricRecord(metrics)})
-    if isinstance(record, ConfigRecord):
-        content["secagg"] = record
-    elif record is not None:
-        content["arrays"] = record
+    out = run_train_round(node, cast(ArrayRecord, msg.content["arrays"]),
+                          cast(ConfigRecord, msg.content["config"]),
+                          secagg_request=request)
+    if out.decline is not None:
+        return codes.decline_reply(msg, out.decline, out.detail, out.metrics, _name(context))
+    content = RecordDict({"metrics": MetricRecord(out.metrics)})
+    if isinstance(out.record, ConfigRecord):
+        content["secagg"] = out.record
+    elif out.record is not None:
+        content["arrays"] = out.record
     return Message(content, reply_to=msg)
 
 
+@app.evaluate()
+@_coded
+def evaluate(msg: Message, context: Context) -> Message:
+    """The global model on this node's held-out rows: sums only."""
+    node = NodeState(context)
+    if (need := _configured(msg, node)) is not None:
+        return need
+    _take_scaler(msg, node)
+    out = run_evaluate(node, cast(ArrayRecord, msg.content["arrays"]))
+    if out.decline is not None:
+        return codes.decline_reply(msg, out.decline, out.detail, node_name=_name(context))
+    return Message(RecordDict({"metrics": MetricRecord(out.metrics)}), reply_to=msg)
+
+
 @app.query("secagg_advertise")
+@_coded
 def secagg_advertise(msg: Message, context: Context) -> Message:
     """Secure aggregation, once per run: signed round keys for the next rounds."""
-    return _secagg_step(msg, context, SecAggClient.advertise)
-
-
-@app.query("secagg_share_keys")
-def secagg_share_keys(msg: Message, context: Context) -> Message:
-    """Secure aggregation, robust mode: encrypted key shares for the neighbours."""
-    return _secagg_step(msg, context, SecAggClient.share_keys)
+    return _secagg_step(msg, context, "advertise")
 
 
 @app.query("secagg_unmask")
+@_coded
 def secagg_unmask(msg: Message, context: Context) -> Message:
     """Secure aggregation: shares that remove the masks of this round."""
-    return _secagg_step(msg, context, SecAggClient.unmask)
+    return _secagg_step(msg, context, "unmask")
 
 
-def _secagg_step(
-    msg: Message, context: Context, step: Callable[[SecAggClient, bytes], bytes]
-) -> Message:
-    """Runs one secure-aggregation step on the node's saved client state."""
+def _secagg_step(msg: Message, context: Context, step: str) -> Message:
+    """Runs one secure-aggregation step (``advertise``/``unmask``) on the node's saved
+    client state."""
+    from lepton_fed.client.secure import load_client, save_client
+
     node = NodeState(context)
+    if (need := _configured(msg, node)) is not None:
+        return need
     client = load_client(node)
-    reply = step(client, bytes(cast(bytes, msg.content["secagg"]["request"])))
+    reply = getattr(client, step)(bytes(cast(bytes, msg.content["secagg"]["request"])))
     save_client(node, client)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

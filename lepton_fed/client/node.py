@@ -1,4 +1,4 @@
-"""A node's persistent state (kept in the Flower Context between messages) and data."""
+"""A node's persistent state (kept in the Flower Context between messages)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from flwr.app import ConfigRecord, Context
 from omegaconf import DictConfig, OmegaConf
 
 from lepton_fed.data.preprocess import Scaler
-from lepton_fed.data.schema import TabularData
 
-__all__ = ["NodeState", "node_train_data"]
+__all__ = ["NodeState", "parse_config"]
 
 STATE_KEY = "lepton"
 
@@ -42,7 +41,7 @@ class NodeState:
         y = self.get("config-yaml")
         if y is None:
             raise RuntimeError("this node has not received the run config (setup message)")
-        return _parse(str(y))
+        return parse_config(str(y))
 
     @property
     def scaler(self) -> Scaler | None:  # noqa: D102
@@ -59,30 +58,25 @@ class NodeState:
         return int(nc.get("partition-id", self.context.node_id))
 
 
+#: top-level sections every run config must have
+_SECTIONS = ("data", "model", "privacy", "secagg", "federation", "client", "compression")
+
+
 @lru_cache(maxsize=8)
-def _parse(yaml_text: str) -> DictConfig:
-    """Parse a run config once per process (it is read on every message)."""
-    cfg = OmegaConf.create(yaml_text)
-    assert isinstance(cfg, DictConfig)
+def parse_config(yaml_text: str) -> DictConfig:
+    """Parse a run config the server sent (untrusted) once per process, read-only.
+
+    Raises:
+        ValueError: not a mapping, or a section missing.
+    """
+    try:
+        cfg = OmegaConf.create(yaml_text)
+    except Exception as exc:  # noqa: BLE001 - malformed input from the server
+        raise ValueError("the run config is not valid YAML") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ValueError("the run config must be a mapping")
+    missing = [k for k in _SECTIONS if not isinstance(cfg.get(k), DictConfig)]
+    if missing:
+        raise ValueError(f"the run config lacks section(s) {missing}")
     OmegaConf.set_readonly(cfg, True)
     return cfg
-
-
-def node_train_data(cfg: DictConfig, context: Context) -> TabularData:
-    """This node's training rows.
-
-    In simulation: the partition ``node_config["partition-id"]`` of the run's dataset.
-    On a real node: the file/directory ``node_config["data-path"]`` (every row of it).
-    """
-    nc = context.node_config
-    if "partition-id" in nc:
-        from lepton_fed.data.federated import federated_split
-
-        return federated_split(cfg).client(int(nc["partition-id"]))
-    if "data-path" in nc:
-        from lepton_fed.data.datasets import load_dataset
-
-        opts = {str(k): v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()  # type: ignore[union-attr]
-                if k not in ("name", "test_fraction", "path") and v is not None}
-        return load_dataset(cfg.data.name, path=str(nc["data-path"]), **opts)
-    raise RuntimeError("node_config has neither 'partition-id' (simulation) nor 'data-path'")

@@ -1,4 +1,4 @@
-"""One client training round, independent of Flower's message plumbing.
+"""One client training or evaluation round, independent of Flower's message plumbing.
 
 Order of operations (each step's guarantee depends on the previous one):
 1. budget check (DP-SGD): decline before touching the data if the round cannot be paid;
@@ -10,13 +10,16 @@ Order of operations (each step's guarantee depends on the previous one):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
-from lepton_fed.client.node import NodeState, node_train_data
+from lepton_fed.client.local_data import node_data
+from lepton_fed.client.node import NodeState
+from lepton_fed.client.node_policy import node_policy
 from lepton_fed.client.train import train_local
 from lepton_fed.config.derived import secagg_weight, update_clip
 from lepton_fed.models import (
@@ -31,20 +34,50 @@ from lepton_fed.utils.device import resolve_device
 from lepton_fed.utils.records import from_array_record, to_array_record
 from lepton_fed.utils.seed import derive_seed
 
-__all__ = ["run_train_round"]
+__all__ = ["BUDGET_EXHAUSTED", "Outcome", "run_evaluate", "run_train_round"]
+
+#: decline code: the node's privacy ledger cannot pay for the round
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+#: decline code: the node's policy does not let it send evaluation sums in the clear
+METRICS_NOT_ALLOWED = "METRICS_NOT_ALLOWED"
+
+#: reply fields that are protocol, not data: never filtered
+_PROTOCOL_METRICS = frozenset({"declined", "unit-weight", "encoded"})
+
+
+@dataclass
+class Outcome:
+    """What a round produced: a reply ``record`` and ``metrics``, or a ``decline`` code."""
+
+    record: ArrayRecord | ConfigRecord | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    decline: str | None = None
+    detail: str = ""
+
+
+def _clear(node: NodeState, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Only the metrics the node's policy lets it send in the clear. ``num-examples``,
+    when not allowed, becomes 1 (the server then weights this node like every other)."""
+    from lepton_fed.policy import filter_metrics
+
+    out = filter_metrics(node_policy(node.context), metrics) | {
+        k: v for k, v in metrics.items() if k in _PROTOCOL_METRICS}
+    if "num-examples" in metrics and "num-examples" not in out:
+        out["num-examples"] = 1
+    return out
 
 
 def run_train_round(
     node: NodeState, arrays: ArrayRecord, config: ConfigRecord,
     secagg_request: bytes | None = None,
-) -> tuple[ArrayRecord | ConfigRecord | None, dict[str, Any]]:
+) -> Outcome:
     """Train one round.
 
     Returns:
-        ``(record, metrics)``: the reply weights (ArrayRecord), or with secure
-        aggregation the masked vector (ConfigRecord ``{"reply": bytes}``), or None when
-        the round is declined. With secure aggregation the metrics carry nothing
-        per-client but ``declined`` and ``epsilon`` (no example count, no loss).
+        The reply weights (ArrayRecord), or with secure aggregation the masked vector
+        (ConfigRecord ``{"reply": bytes}``), or a decline code. With secure aggregation
+        the metrics carry nothing per-client but ``declined`` and ``epsilon`` (no example
+        count, no loss); without it, only what the node's policy allows in the clear.
     """
     cfg = node.cfg
     # one intra-op thread per CPU given to the client: torch's default (all cores) is
@@ -52,7 +85,7 @@ def run_train_round(
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     rnd = int(cast(int, config["server-round"]))
     pid = node.partition_id
-    data = node_train_data(cfg, node.context)
+    data = node_data(cfg, node.context).train
     scaler = node.scaler
     X = scaler.transform(data.X) if scaler is not None else data.X
     spec = model_spec(cfg.model, num_features=data.num_features,
@@ -82,8 +115,7 @@ def run_train_round(
                                                 fingerprint=fingerprint, round_=rnd,
                                                 num_features=data.num_features)
         if dp is None:
-            metrics.update({"declined": 1, "epsilon": eps_so_far, "num-examples": 0})
-            return None, metrics
+            return Outcome(decline=BUDGET_EXHAUSTED, metrics=_clear(node, {"epsilon": eps_so_far}))
 
     res = train_local(
         model, X, data.y,
@@ -113,11 +145,32 @@ def run_train_round(
 
         reply = masked_reply(node, secagg_request, delta, secagg_weight(cfg, len(data.y)))
         kept: dict[str, Any] = {k: metrics[k] for k in ("declined", "epsilon") if k in metrics}
-        return ConfigRecord({"reply": reply}), kept
+        return Outcome(ConfigRecord({"reply": reply}), _clear(node, kept))
     codec = cfg.compression["update"]
     if codec != "none":
         from lepton_fed.client.wire import encode_update
 
-        return encode_update(node, codec, delta, cfg, seed), metrics | {"encoded": 1}
-    return to_array_record(unflatten_state(gvec + delta, global_state)), metrics
+        return Outcome(encode_update(node, codec, delta, cfg, seed),
+                       _clear(node, metrics | {"encoded": 1}))
+    return Outcome(to_array_record(unflatten_state(gvec + delta, global_state)),
+                   _clear(node, metrics))
+
+
+def run_evaluate(node: NodeState, arrays: ArrayRecord) -> Outcome:
+    """The global model ``arrays`` on this node's held-out rows: sums only."""
+    from lepton_fed.client.evaluate import eval_sums
+    from lepton_fed.policy import filter_metrics
+
+    if not filter_metrics(node_policy(node.context), {"evaluation": 1}):
+        return Outcome(decline=METRICS_NOT_ALLOWED)
+    cfg = node.cfg
+    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
+    test = node_data(cfg, node.context).test
+    scaler = node.scaler
+    X = scaler.transform(test.X) if scaler is not None else test.X
+    spec = model_spec(cfg.model, num_features=test.num_features,
+                      num_classes=len(test.class_names), input_shape=test.input_shape)
+    model = build_model(spec)
+    set_state(model, from_array_record(arrays))
+    return Outcome(metrics=dict(eval_sums(model, X, test.y, resolve_device(cfg.device))))
 

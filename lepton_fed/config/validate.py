@@ -101,7 +101,22 @@ def validate(cfg: DictConfig) -> list[str]:
         p.append(f"seed must be an integer, got {cfg.seed!r}")
 
     d = cfg.data
-    p += check_source(d.name, d.path, d.label)
+    server_data = _num(cfg, "evaluation.server_data")
+    server_data = True if server_data is None else server_data
+    if server_data:
+        p += check_source(d.name, d.path, d.label)
+    p += _contract_problems(cfg, bool(server_data))
+    fe = _num(cfg, "evaluation.federated")
+    if fe is not None and str(fe).lower() not in ("auto", "true", "false"):
+        p.append(f"evaluation.federated={fe!r}: choose one of ['auto', 'false', 'true']")
+    nw = _num(cfg, "federation.node_wait")
+    if nw is not None and (isinstance(nw, bool) or not isinstance(nw, int | float) or nw <= 0):
+        p.append(f"federation.node_wait must be a positive number of seconds or null, got {nw}")
+    mc = _num(cfg, "federation.min_clients")
+    if mc is not None and (not isinstance(mc, int) or mc < 1):
+        p.append(f"federation.min_clients must be a positive integer, got {mc}")
+    elif mc is not None and isinstance(k, int) and mc > k:
+        p.append(f"federation.min_clients ({mc}) cannot exceed federation.clients_per_round ({k})")
     if not 0 < d.test_fraction < 1:
         p.append(f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
     if cfg.partition.name == "dirichlet" and not cfg.partition.alpha > 0:
@@ -137,15 +152,6 @@ def validate(cfg: DictConfig) -> list[str]:
             p.append("privacy=dpsgd needs privacy.epsilon (a target) or privacy.noise_multiplier")
         if pr.max_grad_norm is None or not pr.max_grad_norm > 0:
             p.append(f"privacy.max_grad_norm must be > 0, got {pr.max_grad_norm}")
-        if pr.secure_mode:
-            import importlib.util
-
-            if importlib.util.find_spec("torchcsprng") is None:
-                p.append(
-                    "privacy.secure_mode=true needs torchcsprng (Opacus's secure RNG), which "
-                    "is not installed (it has no release for torch 2.x); set "
-                    "privacy.secure_mode=false for simulations"
-                )
         if pr.grad_sample_mode not in GRAD_SAMPLE_MODES:
             p.append(
                 f"privacy.grad_sample_mode={pr.grad_sample_mode!r}: choose one of {list(GRAD_SAMPLE_MODES)}"
@@ -171,8 +177,9 @@ def validate(cfg: DictConfig) -> list[str]:
             )
         if isinstance(k, int) and k < 3:
             p.append(f"secagg=on needs at least 3 clients per round, got {k}")
-        if sa.mode not in ("fast", "robust"):
-            p.append(f"secagg.mode={sa.mode!r}: choose one of ['fast', 'robust']")
+        if sa.get("mode", "fast") not in (None, "fast"):
+            p.append(f"secagg.mode={sa.mode!r}: the robust mode was removed (it trusted the "
+                     "server to report dropouts honestly); remove the setting")
         if sa.clip is not None and not sa.clip > 0:
             p.append(f"secagg.clip must be > 0, got {sa.clip}")
         if cfg.compression["update"] != "none":
@@ -186,6 +193,25 @@ def validate(cfg: DictConfig) -> list[str]:
     if not 0 < cfg.compression.topk_fraction <= 1:
         p.append(f"compression.topk_fraction must be in (0, 1], got {cfg.compression.topk_fraction}")
     return p
+
+
+def _contract_problems(cfg: DictConfig, server_data: bool) -> list[str]:
+    """The federation's declared schema: valid when given, present when the server has no
+    data (only the bundled datasets imply theirs)."""
+    from lepton_fed.data.contract import load_schema
+
+    src = OmegaConf.select(cfg, "data.schema", default=None)
+    if src is None:
+        if server_data or cfg.data.name in ("breast_cancer", "digits"):
+            return []
+        return ["data.schema: a federation whose coordinator holds no data "
+                "(evaluation.server_data=false) needs a declared schema: a YAML file with "
+                "label, classes and features (docs/deploy.md)"]
+    try:
+        load_schema(src if isinstance(src, str) else OmegaConf.to_container(src, resolve=True))  # type: ignore[arg-type]
+    except ValueError as exc:
+        return [f"data.schema: {exc}"]
+    return []
 
 
 def _strategy_problems(cfg: DictConfig) -> list[str]:

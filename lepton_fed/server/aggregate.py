@@ -26,22 +26,33 @@ def reply_update(
 ) -> np.ndarray:
     """The flat update ``w_local - w_global`` a reply carries (decoding if encoded)."""
     if codec != "none":
-        from lepton_fed.client.wire import decode_update
+        from lepton_fed.compression.wire import decode_payload
 
-        return decode_update(cast(ArrayRecord, content["arrays"]), codec,
-                             flatten_state(global_state).size)
+        return decode_payload(from_array_record(cast(ArrayRecord, content["arrays"])), codec,
+                              flatten_state(global_state).size)
     local = flatten_state(from_array_record(cast(ArrayRecord, content["arrays"])))
     update: np.ndarray = local - flatten_state(global_state)
     return update
 
 
 def sum_updates(
-    replies: list[Message], global_state: OrderedDict[str, np.ndarray], codec: str
+    replies: list[Message], global_state: OrderedDict[str, np.ndarray], codec: str,
+    clip: float | None = None,
 ) -> np.ndarray:
-    """Sum of the replies' updates (uniform weights)."""
+    """Sum of the replies' updates (uniform weights), each re-clipped to L2 norm ``clip``.
+
+    Central DP's sensitivity is ``clip``; the node clips before encoding, but a codec's
+    decoded update can be longer (top-k with error feedback sends residual mass from
+    earlier rounds), so the server clips every DECODED update again before summing.
+    """
     total = np.zeros(flatten_state(global_state).size)
     for m in replies:
-        total += reply_update(m.content, global_state, codec)
+        u = reply_update(m.content, global_state, codec)
+        if clip is not None:
+            norm = float(np.sqrt(np.sum(u * u)))
+            if norm > clip:
+                u *= clip / norm
+        total += u
     return total
 
 

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
+from lepton_fed.models.predict import predict_proba
+
 __all__ = ["evaluate_model", "predict_proba"]
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, X: np.ndarray, device: str = "cpu", batch: int = 4096) -> np.ndarray:
-    """Class probabilities, shape (n, num_classes)."""
-    model.eval()
-    model.to(device)
-    outs = []
-    for i in range(0, len(X), batch):
-        xb = torch.as_tensor(X[i : i + batch], dtype=torch.float32, device=device)
-        outs.append(torch.softmax(model(xb), dim=1).cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 0))
 
 
 def evaluate_model(model: nn.Module, X: np.ndarray, y: np.ndarray, device: str = "cpu") -> dict[str, float]:

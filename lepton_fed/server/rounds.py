@@ -1,18 +1,22 @@
-"""The server's round loop: sampling, exchanges, aggregation, evaluation, outputs.
+"""The server's round loop: setup, rounds, finish.
 
 It owns the loop instead of ``Strategy.start()`` because secure aggregation needs several
-send/receive exchanges per round, privacy accounting needs the replies' metrics, and a
-declined or failed client must be recorded rather than abort the run. Strategies supply
-``configure_train`` (node sampling, round config) and ``aggregate_train``.
+send/receive exchanges per round, privacy accounting needs the replies' metrics, a
+declined or failed node must be recorded rather than abort the run, nodes may join or
+restart mid-run, and waiting for nodes must be bounded. Strategies supply
+``configure_train`` (the round config for the nodes THIS loop sampled) and
+``aggregate_train``. Observers (:class:`RoundObserver`) see every round's row and the
+final summary (the run directory writer is one; dashboards and benchmarks add theirs).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import OrderedDict
-from typing import Any, cast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -20,228 +24,373 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
 
 from lepton_fed.config.derived import update_clip
-from lepton_fed.data.federated import federated_split
-from lepton_fed.data.preprocess import FeatureStats, Preprocessor, Scaler
+from lepton_fed.data.preprocess import Preprocessor, Scaler
 from lepton_fed.errors import RunFailed
 from lepton_fed.models import build_model, get_state, set_state
-from lepton_fed.models.spec import model_spec
 from lepton_fed.server.aggregate import decode_replies, mean_update_reply, sum_updates
+from lepton_fed.server.bootstrap import Bootstrap, bootstrap
 from lepton_fed.server.evaluate import evaluate_model
+from lepton_fed.server.exchange import decline_code, error_code, exchange
+from lepton_fed.server.fedeval import federated_evaluate
 from lepton_fed.server.outputs import RunWriter, plot_metrics
+from lepton_fed.server.registry import NodeRegistry
+from lepton_fed.server.setup import no_node_accepted, setup_nodes, wait_for_nodes
 from lepton_fed.utils.device import resolve_device
-from lepton_fed.utils.records import content_bytes, from_array_record, to_array_record
+from lepton_fed.utils.records import from_array_record, to_array_record
 from lepton_fed.utils.seed import derive_seed, seed_everything
 
-__all__ = ["run_federation"]
+__all__ = ["RoundObserver", "RoundOutcome", "run_federation"]
 
 log = logging.getLogger("lepton_fed")
+
+#: decline code of a node whose privacy budget cannot pay for a round
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+
+
+class RoundObserver(Protocol):
+    """Sees each finished round's metrics row and the run's summary."""
+
+    def on_round(self, row: dict[str, Any]) -> None: ...  # noqa: D102
+
+    def on_finish(self, summary: dict[str, Any]) -> None: ...  # noqa: D102
+
+
+@dataclass
+class RoundOutcome:
+    """What one round's exchanges produced, whichever path (plain, central DP, secagg)."""
+
+    ok: list[Message] = field(default_factory=list)
+    declined: list[Message] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (node, code)
+    aggregate: Message | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    secagg: dict[str, Any] | None = None
+    node_of: dict[str, int] = field(default_factory=dict)
+
+    def node(self, reply: Message) -> int:  # noqa: D102
+        return self.node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+
+class _Sampled:
+    """A view of the grid whose node list is the nodes this loop sampled (the strategy
+    then only builds their messages: its own sampling would wait for nodes forever and
+    follow Flower's random node ids)."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return list(self.nodes)
 
 
 def _strategy(cfg: DictConfig) -> Any:
     from hydra.utils import instantiate
 
-    k = cfg.federation.clients_per_round
-    n = cfg.federation.num_clients
     kwargs = {k2: v for k2, v in OmegaConf.to_container(cfg.strategy, resolve=True).items()  # type: ignore[union-attr]
               if k2 != "name"}
     weight = "unit-weight" if cfg.privacy.mode == "central" else "num-examples"
-    extra: dict[str, Any] = dict(fraction_train=k / n, min_train_nodes=k, min_available_nodes=k,
+    extra: dict[str, Any] = dict(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1,
                                  fraction_evaluate=0.0, weighted_by_key=weight)
     return instantiate(kwargs | extra, _convert_="all")
 
 
-def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
-    t0 = time.monotonic()
-    while len(ids := sorted(grid.get_node_ids())) < n:
-        if time.monotonic() - t0 > timeout:
-            raise RunFailed(f"only {len(ids)} of {n} nodes connected within {timeout:.0f} s")
-        time.sleep(0.2)
-    return ids
+def _federated_eval_on(cfg: DictConfig) -> bool:
+    ev = cfg.get("evaluation")
+    if ev is None:
+        return False
+    mode = str(ev.federated).lower()
+    return mode == "true" or (mode == "auto" and not bool(ev.server_data))
 
 
-def _exchange(grid: Grid, msgs: list[Message], timeout: float) -> tuple[list[Message], list[Message], int, int]:
-    """Send and receive; returns (ok replies, error replies, bytes down, bytes up)."""
-    down = sum(content_bytes(m.content) for m in msgs)
-    replies = list(grid.send_and_receive(msgs, timeout=timeout))
-    ok = [r for r in replies if not r.has_error()]
-    err = [r for r in replies if r.has_error()]
-    up = sum(content_bytes(r.content) for r in ok)
-    return ok, err, down, up
+class _Run:
+    """State of one run shared by the setup, round and finish steps."""
 
+    def __init__(self, grid: Grid, cfg: DictConfig, writer: RunWriter,
+                 observers: Sequence[RoundObserver]) -> None:
+        self.grid, self.cfg, self.writer, self.observers = grid, cfg, writer, list(observers)
+        self.fed = cfg.federation
+        self.t_start = time.monotonic()
+        self.device = resolve_device(cfg.device)
+        self.boot: Bootstrap = bootstrap(cfg)
+        model = build_model(self.boot.spec)
+        if cfg.privacy.mode == "dpsgd":  # refuse an unusable model before any node is contacted
+            from lepton_fed.privacy.dpsgd import dp_ready
 
-def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter) -> dict[str, Any]:
-    """Run ``cfg.federation.rounds`` rounds and write the run directory.
+            model = dp_ready(model, grad_sample_mode=str(cfg.privacy.grad_sample_mode),
+                             model_name=str(cfg.model.name),
+                             num_features=int(self.boot.spec["num_features"]))
+        self.model = model
+        self.gstate: OrderedDict[str, np.ndarray] = get_state(model)
+        self.strategy = _strategy(cfg)
+        self.reg = NodeRegistry()
+        self.wait_s = float(self.fed.get("node_wait", None) or self.fed.round_timeout)
+        self.min_cohort = int(self.fed.get("min_clients", None) or 1)
+        if cfg.secagg.enabled:
+            self.min_cohort = max(self.min_cohort, int(cfg.secagg.get("min_cohort", 3) or 3))
+        self.rows: list[dict[str, Any]] = []
+        self.per_client_eps: dict[str, float] = {}
+        self.stopped: dict[str, int] = {}
+        self.completed = 0
+        self.failures = 0
+        self.bytes_up = self.bytes_down = 0
+        self.every = max(1, int(self.fed.get("evaluate_every", 1) or 1))
+        self.fed_eval = _federated_eval_on(cfg)
+        self.last_eval: tuple[int, dict[str, Any]] = (0, {})
+        self.stop_reason: str | None = None
 
-    Raises:
-        RunFailed: no node answered the setup, or no client succeeded in a round for a
-            reason other than an exhausted privacy budget.
-    """
-    t_start = time.monotonic()
-    fed = cfg.federation
-    seed_everything(cfg.seed)
-    random.seed(derive_seed(cfg.seed, "sampling"))
-    device = resolve_device(cfg.device)
-    split = federated_split(cfg)
-    data = split.data
-    spec = model_spec(cfg.model, num_features=data.num_features,
-                      num_classes=data.num_classes, input_shape=data.input_shape)
-    model = build_model(spec)
-    if cfg.privacy.mode == "dpsgd":  # refuse an unusable model before any node is contacted
-        from lepton_fed.privacy.dpsgd import dp_ready
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg, fed = self.cfg, self.fed
+        from lepton_fed.server.privacy import ServerPrivacy
 
-        model = dp_ready(model, grad_sample_mode=str(cfg.privacy.grad_sample_mode),
-                         model_name=str(cfg.model.name), num_features=data.num_features)
-    gstate: OrderedDict[str, np.ndarray] = get_state(model)
-    strategy = _strategy(cfg)
-    yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
-    writer.config(yaml_text)
+        self.writer.config(OmegaConf.to_yaml(cfg, resolve=True))
+        wait_for_nodes(self.grid, int(fed.num_clients), self.wait_s,
+                       minimum=max(self.min_cohort, 1))
+        res = setup_nodes(self.grid, self.reg, self.reg.unknown(self.grid), self.boot.node_yaml,
+                          float(fed.round_timeout), int(self.boot.spec["num_features"]))
+        self.bytes_up, self.bytes_down = res.bytes_up, res.bytes_down
+        if not res.stats:
+            raise no_node_accepted(self.reg)
+        self.scaler = Scaler.from_stats(res.stats, per_feature=self.boot.input_shape is None)
+        self.scaler_rec = ConfigRecord({"scaler-mean": self.scaler.mean.tolist(),
+                                        "scaler-scale": self.scaler.scale.tolist()})
+        test = self.boot.test
+        self.Xte = None
+        if test is not None:
+            self.Xte = self.scaler.transform(test.X)
+            self.writer.heldout(self.Xte, test.y)
+        prep = Preprocessor(self.boot.features, self.scaler, self.boot.class_names,
+                            self.boot.spec,
+                            "binary" if len(self.boot.class_names) == 2 else "multiclass")
+        self.writer.json("preprocess.json", prep.to_dict())
+        self.privacy = ServerPrivacy(cfg)
+        self.secure = None
+        if cfg.secagg.enabled:
+            from lepton_fed.server.secure import SecureAggregator, run_id_for
 
-    # --- setup: every node gets the config and returns feature statistics --------
-    node_ids = _wait_for_nodes(grid, fed.num_clients, fed.round_timeout)
-    setup = [Message(RecordDict({"config": ConfigRecord({"config-yaml": yaml_text})}),
-                     dst_node_id=nid, message_type="query.setup") for nid in node_ids]
-    ok, err, down, up = _exchange(grid, setup, fed.round_timeout)
-    if not ok:
-        reasons = "; ".join(sorted({(e.error.reason or "?")[:300] for e in err}))
-        raise RunFailed(f"no node answered the setup message: {reasons}")
-    stats = [FeatureStats(int(cast(int, r.content["metrics"]["count"])),
-                          np.asarray(r.content["metrics"]["sum"]),
-                          np.asarray(r.content["metrics"]["sumsq"])) for r in ok]
-    scaler = Scaler.from_stats(stats, per_feature=data.input_shape is None)
-    bytes_up, bytes_down = up, down
-    test = split.test()
-    Xte = scaler.transform(test.X)
-    writer.heldout(Xte, test.y)
-    prep = Preprocessor(data.features, scaler, data.class_names, spec,
-                        "binary" if data.num_classes == 2 else "multiclass")
-    writer.json("preprocess.json", prep.to_dict())
-    scaler_sent: set[int] = set()
+            self.secure = SecureAggregator(cfg, run_id_for(cfg, self.grid))
+        ev0 = self.evaluate(0)
+        self.last_eval = (0, ev0)
+        acc = ev0.get("accuracy")
+        print(f"[lepton-fed] setup done ({len(res.stats)} nodes, scaler from their feature sums)"
+              + (f"; round 0: acc {acc:.4f} loss {ev0['loss']:.4f}" if acc is not None else ""),
+              flush=True)
 
-    from lepton_fed.server.privacy import ServerPrivacy
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        """Server-side figures (when the server holds test rows) and federated ones."""
+        ev: dict[str, Any] = {"loss": None, "accuracy": None}
+        if self.Xte is not None and self.boot.test is not None:
+            set_state(self.model, self.gstate)
+            ev = dict(evaluate_model(self.model, self.Xte, self.boot.test.y, self.device))
+        if self.fed_eval:
+            connected = set(self.grid.get_node_ids())
+            nodes = sorted(self.reg.ready & connected)
+            fed, ex = federated_evaluate(self.grid, self.reg, to_array_record(self.gstate), nodes,
+                                         self.scaler_rec, float(self.fed.round_timeout))
+            self.bytes_up += ex.bytes_up
+            self.bytes_down += ex.bytes_down
+            ev["federated"] = fed
+            if self.Xte is None and fed is not None:
+                ev |= {k: fed[k] for k in ("loss", "accuracy", "auc") if k in fed}
+        return ev
 
-    privacy = ServerPrivacy(cfg)
-    secure = None
-    if cfg.secagg.enabled:
-        from lepton_fed.server.secure import SecureAggregator, run_id_for
+    # ------------------------------------------------------------------ one round
+    def join_late_nodes(self) -> None:
+        """Setup for nodes that connected (or restarted) since; their stats are unused."""
+        late = self.reg.unknown(self.grid)
+        if late:
+            res = setup_nodes(self.grid, self.reg, late, self.boot.node_yaml,
+                              float(self.fed.round_timeout), len(self.scaler.mean))
+            self.bytes_up += res.bytes_up
+            self.bytes_down += res.bytes_down
+            if res.stats:
+                log.info("%d node(s) joined", len(res.stats))
 
-        secure = SecureAggregator(cfg, run_id_for(cfg, grid))
-    rows: list[dict[str, Any]] = []
-    ev0 = evaluate_model(model, Xte, test.y, device)
-    print(f"[lepton-fed] setup done ({len(ok)} nodes, scaler from their feature sums); "
-          f"round 0: acc {ev0['accuracy']:.4f} loss {ev0['loss']:.4f}", flush=True)
-    last_eval: tuple[int, dict[str, Any]] = (0, ev0)
-    per_client_eps: dict[str, float] = {}
-    stopped: dict[str, int] = {}
-    failures_total = 0
-    completed = 0
-    codec = cfg.compression["update"]
-    every = max(1, int(fed.get("evaluate_every", 1) or 1))
-    for rnd in range(1, fed.rounds + 1):
-        t0 = time.monotonic()
-        arrays = to_array_record(gstate)
-        planned = list(strategy.configure_train(rnd, arrays, ConfigRecord({}), grid))
+    def train_messages(self, rnd: int, nodes: list[int]) -> list[Message]:
+        arrays = to_array_record(self.gstate)
+        planned = list(self.strategy.configure_train(rnd, arrays, ConfigRecord({}),
+                                                     cast(Grid, _Sampled(nodes))))
         msgs = []
         for m in planned:
             nid = m.metadata.dst_node_id
             content = RecordDict({"arrays": m.content["arrays"], "config": m.content["config"]})
-            if nid not in scaler_sent:
-                content["lepton"] = ConfigRecord({"scaler-mean": scaler.mean.tolist(),
-                                                  "scaler-scale": scaler.scale.tolist()})
-                scaler_sent.add(nid)
+            if nid not in self.reg.scaler_sent:
+                content["lepton"] = self.scaler_rec
             msgs.append(Message(content, dst_node_id=nid, message_type="train"))
-        secure_info = None
-        if secure is not None:
-            result = secure.round(grid, rnd, msgs, gstate, privacy)
-            ok, err, declined = result.ok, result.errors, result.declined
-            down, up = result.bytes_down, result.bytes_up
-            agg_reply, secure_info = result.aggregate, result.info
-            if result.aggregate is None:
-                ok = []
-        else:
-            ok_all, err, down, up = _exchange(grid, msgs, fed.round_timeout)
-            declined = [r for r in ok_all if int(cast(int, r.content["metrics"].get("declined", 0)))]
-            ok = [r for r in ok_all if not int(cast(int, r.content["metrics"].get("declined", 0)))]
-            agg_reply = None
-            if ok and cfg.privacy.mode == "central":
-                total = sum_updates(ok, gstate, codec)
-                agg_reply = mean_update_reply(gstate, privacy.noisy_mean(total, rnd))
-        bytes_up += up
-        bytes_down += down
-        failures_total += len(err)
-        for r in ok + declined:
+        return msgs
+
+    def exchange_round(self, rnd: int, msgs: list[Message]) -> RoundOutcome:
+        """The round's exchanges on the plain, central-DP or secure path."""
+        cfg = self.cfg
+        if self.secure is not None:
+            r = self.secure.round(self.grid, rnd, msgs, self.gstate, self.privacy)
+            return RoundOutcome(
+                ok=r.ok if r.aggregate is not None else [], declined=r.declined,
+                errors=[(e.metadata.src_node_id, error_code(e)) for e in r.errors],
+                aggregate=r.aggregate, bytes_up=r.bytes_up, bytes_down=r.bytes_down,
+                secagg=r.info)
+        ex = exchange(self.grid, msgs, float(self.fed.round_timeout), self.reg.learn_name)
+        out = RoundOutcome(ok=ex.ok, declined=ex.declined,
+                           errors=[(ex.node(e), error_code(e)) for e in ex.errors]
+                           + [(n, "NO_REPLY") for n in ex.missing],
+                           bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, node_of=ex.node_of)
+        if ex.ok and cfg.privacy.mode == "central":
+            total = sum_updates(ex.ok, self.gstate, cfg.compression["update"],
+                                clip=update_clip(cfg))
+            out.aggregate = mean_update_reply(self.gstate, self.privacy.noisy_mean(total, rnd))
+        return out
+
+    def record(self, rnd: int, out: RoundOutcome) -> None:
+        """Book-keeping of declines, failures, budgets and names."""
+        reg = self.reg
+        for r in out.ok:
+            reg.scaler_sent.add(out.node(r))
+        for r in out.declined:
+            nid = out.node(r)
+            code = decline_code(r) if "decline" in r.content else BUDGET_EXHAUSTED
+            reg.record_decline(nid, code)
+            if code == BUDGET_EXHAUSTED:
+                self.stopped.setdefault(reg.name(nid), rnd)
+        for r in out.ok + out.declined:
             eps = r.content["metrics"].get("epsilon")
             if eps is not None:
-                cid = str(r.metadata.src_node_id)
-                per_client_eps[cid] = max(per_client_eps.get(cid, 0.0), float(cast(float, eps)))
-        for r in declined:
-            stopped.setdefault(str(r.metadata.src_node_id), rnd)
-        for e in err:
-            log.warning("round %d: node %d failed: %s", rnd, e.metadata.src_node_id,
-                        e.error.reason.splitlines()[-1][:300] if e.error.reason else "?")
-        if agg_reply is not None:
-            new_arrays, _ = strategy.aggregate_train(rnd, [agg_reply])
-        elif ok:
-            new_arrays, _ = strategy.aggregate_train(rnd, decode_replies(ok, gstate, codec))
-        else:
-            new_arrays = None
-        if new_arrays is not None:
-            gstate = OrderedDict((k, v.astype(gstate[k].dtype)) for k, v in from_array_record(new_arrays).items())
-            completed = rnd
-            if cfg.privacy.mode == "central":
-                privacy.account_release(len(ok))
-        set_state(model, gstate)
-        if rnd % every == 0 or rnd == fed.rounds or new_arrays is None:
-            ev: dict[str, Any] = evaluate_model(model, Xte, test.y, device)
-            last_eval = (rnd, ev)
-        else:
-            ev = {k: None for k in last_eval[1]}
-        eps_now = privacy.epsilon(per_client_eps)
-        row: dict[str, Any] = {"round": rnd, **ev, "clients": len(ok), "failed": len(err),
-               "declined": len(declined), "epsilon": eps_now,
-               "bytes_up": up, "bytes_down": down, "seconds": time.monotonic() - t0}
-        if secure_info is not None:
-            row["secagg"] = secure_info
-        rows.append(row)
-        writer.round(row)
-        evs = (f"acc {ev['accuracy']:.4f} loss {ev['loss']:.4f}"
-               + (f" auc {ev['auc']:.4f}" if ev.get("auc") is not None else "")
-               if ev["accuracy"] is not None else "(not evaluated)")
-        eps_s = f" eps {eps_now:.3f}" if eps_now is not None else ""
-        print(f"[lepton-fed] round {rnd}/{fed.rounds}: {evs}{eps_s} clients {len(ok)} "
-              f"failed {len(err)} declined {len(declined)} ({row['seconds']:.2f}s)", flush=True)
-        if secure_info is not None and "abandoned" in secure_info:
-            continue
-        if not ok and agg_reply is None:
-            if declined and not err:
-                log.warning("round %d: every sampled client declined (privacy budget); stopping", rnd)
-                if len(stopped) >= fed.num_clients or fed.clients_per_round == fed.num_clients:
-                    break
-                continue
-            if err:
-                reasons = "; ".join(sorted({(e.error.reason or "?").splitlines()[-1][:200] for e in err}))
-                writer.model(gstate)
-                raise RunFailed(f"round {rnd}: no client succeeded ({len(err)} failed): {reasons}")
+                name = reg.name(out.node(r))
+                self.per_client_eps[name] = max(self.per_client_eps.get(name, 0.0),
+                                                float(cast(float, eps)))
+        for nid, code in out.errors:
+            reg.record_failure(nid, code)
+            log.warning("round %d: node %s failed: %s", rnd, reg.name(nid), code)
+        self.failures += len(out.errors)
 
-    writer.model(gstate)
-    plots = plot_metrics(rows, writer.dir / "plots")
-    final = last_eval[1]  # the model has not changed since its last evaluation
-    summary = {
-        "rounds_completed": completed,
-        "rounds_planned": int(fed.rounds),
-        "num_clients": int(fed.num_clients),
-        "clients_per_round": int(fed.clients_per_round),
-        "final": final,
-        "privacy": privacy.summary(per_client_eps, stopped),
-        "secagg": _secagg_summary(cfg, rows),
-        "bytes": {"up": bytes_up, "down": bytes_down},
-        "failures": failures_total,
-        "wall_seconds": time.monotonic() - t_start,
-        "model": "model.safetensors",
-        "plots": [f"plots/{p}" for p in plots],
-        "device": device,
-    }
-    writer.json("summary.json", summary)
-    return summary
+    def aggregate(self, rnd: int, out: RoundOutcome) -> bool:
+        """Apply the round to the global model; False when nothing could be aggregated."""
+        codec = self.cfg.compression["update"]
+        if out.aggregate is not None:
+            new_arrays, _ = self.strategy.aggregate_train(rnd, [out.aggregate])
+        elif out.ok:
+            new_arrays, _ = self.strategy.aggregate_train(
+                rnd, decode_replies(out.ok, self.gstate, codec))
+        else:
+            return False
+        if new_arrays is None:
+            return False
+        self.gstate = OrderedDict((k, v.astype(self.gstate[k].dtype))
+                                  for k, v in from_array_record(new_arrays).items())
+        self.completed = rnd
+        if self.cfg.privacy.mode == "central":
+            self.privacy.account_release(len(out.ok))
+        return True
+
+    def round(self, rnd: int) -> bool:
+        """One round; False when the run must stop."""
+        fed = self.fed
+        t0 = time.monotonic()
+        self.join_late_nodes()
+        nodes = self.reg.sample(self.grid, int(fed.clients_per_round),
+                                derive_seed(self.cfg.seed, "sampling", rnd),
+                                minimum=self.min_cohort, wait_s=self.wait_s)
+        if not nodes:
+            self.stop_reason = (f"round {rnd}: fewer than {self.min_cohort} eligible nodes "
+                                f"within {self.wait_s:.0f} s")
+            log.warning("%s; ending the run", self.stop_reason)
+            return False
+        out = self.exchange_round(rnd, self.train_messages(rnd, nodes))
+        self.bytes_up += out.bytes_up
+        self.bytes_down += out.bytes_down
+        self.record(rnd, out)
+        changed = self.aggregate(rnd, out)
+        if rnd % self.every == 0 or rnd == fed.rounds or not changed:
+            ev = self.evaluate(rnd)
+            self.last_eval = (rnd, ev)
+        else:
+            ev = {k: None for k in self.last_eval[1]}
+        eps_now = self.privacy.epsilon(self.per_client_eps)
+        row: dict[str, Any] = {
+            "round": rnd, **ev, "clients": len(out.ok), "failed": len(out.errors),
+            "declined": len(out.declined), "epsilon": eps_now, "bytes_up": out.bytes_up,
+            "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0}
+        if out.secagg is not None:
+            row["secagg"] = out.secagg
+        self.rows.append(row)
+        self.writer.round(row)
+        for o in self.observers:
+            o.on_round(row)
+        _print_row(row, int(fed.rounds))
+        if out.secagg is not None and "abandoned" in out.secagg:
+            return True
+        if not out.ok and out.aggregate is None:
+            budget = [r for r in out.declined
+                      if "decline" not in r.content or decline_code(r) == BUDGET_EXHAUSTED]
+            if out.declined and not out.errors:
+                if budget:
+                    log.warning("round %d: every sampled client declined (privacy budget)", rnd)
+                if len(self.stopped) >= fed.num_clients or fed.clients_per_round == fed.num_clients:
+                    self.stop_reason = "every node declined"
+                    return False
+                return True
+            if out.errors:
+                codes = sorted({c for _, c in out.errors})
+                self.writer.model(self.gstate)
+                raise RunFailed(f"round {rnd}: no client succeeded ({len(out.errors)} failed): "
+                                + ", ".join(codes))
+        return True
+
+    # ------------------------------------------------------------------ finish
+    def finish(self) -> dict[str, Any]:
+        self.writer.model(self.gstate)
+        plots = plot_metrics(self.rows, self.writer.dir / "plots")
+        fed = self.fed
+        summary = {
+            "rounds_completed": self.completed,
+            "rounds_planned": int(fed.rounds),
+            "num_clients": int(fed.num_clients),
+            "clients_per_round": int(fed.clients_per_round),
+            "final": self.last_eval[1],  # the model has not changed since its last evaluation
+            "privacy": self.privacy.summary(self.per_client_eps, self.stopped),
+            "secagg": _secagg_summary(self.cfg, self.rows),
+            "nodes": self.reg.summary(),
+            "evaluation": {"server_data": self.Xte is not None, "federated": self.fed_eval},
+            "bytes": {"up": self.bytes_up, "down": self.bytes_down},
+            "failures": self.failures,
+            "stopped": self.stop_reason,
+            "wall_seconds": time.monotonic() - self.t_start,
+            "model": "model.safetensors",
+            "plots": [f"plots/{p}" for p in plots],
+            "device": self.device,
+        }
+        self.writer.json("summary.json", summary)
+        for o in self.observers:
+            o.on_finish(summary)
+        return summary
+
+
+def _print_row(row: dict[str, Any], rounds: int) -> None:
+    acc = row.get("accuracy")
+    evs = (f"acc {acc:.4f} loss {row['loss']:.4f}"
+           + (f" auc {row['auc']:.4f}" if row.get("auc") is not None else "")
+           if acc is not None else "(not evaluated)")
+    eps = row.get("epsilon")
+    eps_s = f" eps {eps:.3f}" if eps is not None else ""
+    print(f"[lepton-fed] round {row['round']}/{rounds}: {evs}{eps_s} clients {row['clients']} "
+          f"failed {row['failed']} declined {row['declined']} ({row['seconds']:.2f}s)", flush=True)
+
+
+def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter,
+                   observers: Sequence[RoundObserver] = ()) -> dict[str, Any]:
+    """Run ``cfg.federation.rounds`` rounds and write the run directory.
+
+    Raises:
+        RunFailed: no node accepted the setup, too few nodes connected in time, or no
+            client succeeded in a round for a reason other than a decline.
+    """
+    seed_everything(cfg.seed)
+    run = _Run(grid, cfg, writer, observers)
+    run.setup()
+    for rnd in range(1, int(cfg.federation.rounds) + 1):
+        if not run.round(rnd):
+            break
+    return run.finish()
 
 
 def _secagg_summary(cfg: DictConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,6 +400,7 @@ def _secagg_summary(cfg: DictConfig, rows: list[dict[str, Any]]) -> dict[str, An
         first: dict[str, Any] = next((p for p in per_round if "neighbours" in p), {})
         out |= {
             "neighbours": first.get("neighbours"), "threshold": first.get("threshold"),
+            "security_bits": first.get("security_bits"),
             "clip": update_clip(cfg), "field_bits": 32, "max_weight": cfg.secagg.max_weight,
             "timeout_s": cfg.secagg.timeout,
             "abandoned_rounds": [p["round"] for p in per_round if "abandoned" in p],

@@ -45,7 +45,7 @@ def test_dpsgd_epsilon_is_whole_run_and_recomputes(compose_cfg, tmp_path):
         ledger = PrivacyLedger.from_bytes(st["dp-ledger"])
         assert len(ledger) == 4  # one event per round
         indep = _independent_rdp_epsilon(ledger.history, 1e-5)
-        reported = s["privacy"]["per_client"][str(nid)]
+        reported = s["privacy"]["per_client"][f"partition-{nid - 1}"]
         # dp-accounting's fractional-order RDP is a slight over-estimate (~1%); the
         # recomputation must agree closely and never be below what we report by more
         # than numerical noise
