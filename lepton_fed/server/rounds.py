@@ -341,13 +341,16 @@ class _Run:
         self.writer.model(self.gstate)
         plots = plot_metrics(self.rows, self.writer.dir / "plots")
         fed = self.fed
+        privacy = self.privacy.summary(self.per_client_eps, self.stopped)
+        if self.cfg.privacy.mode == "central":  # who enforces the sensitivity bound
+            privacy["server_reclips_decoded_updates"] = not bool(self.cfg.secagg.enabled)
         summary = {
             "rounds_completed": self.completed,
             "rounds_planned": int(fed.rounds),
             "num_clients": int(fed.num_clients),
             "clients_per_round": int(fed.clients_per_round),
             "final": self.last_eval[1],  # the model has not changed since its last evaluation
-            "privacy": self.privacy.summary(self.per_client_eps, self.stopped),
+            "privacy": privacy,
             "secagg": _secagg_summary(self.cfg, self.rows),
             "nodes": self.reg.summary(),
             "evaluation": {"server_data": self.Xte is not None, "federated": self.fed_eval},
