@@ -1,92 +1,278 @@
 """DP-SGD bookkeeping for one node: sigma calibrated once per run, a ledger across rounds.
 
-In simulation the ledger lives in the node's Context state; on a real node
-(``node_config["ledger-dir"]``) it is a :class:`~lepton_fed.privacy.FileLedger` keyed by
-the dataset's fingerprint, so restarting the node or starting a new run cannot reset
-what that data has already spent.
+Each round is paid in two steps on the node's ledger: :func:`reserve_dp_round` checks
+the budget and records the planned event as a pending reservation in one step (under
+an exclusive file lock on a real node) before any training; :func:`record_round`
+settles it to what the round actually spent (never more) before the update leaves.
+
+Where the ledger lives and what keys it (:func:`ledger_key`):
+
+* a real node (``node_config["data-path"]``) must have ``node_config["ledger-dir"]``
+  (else the round is declined with ``LEDGER_REQUIRED``); its
+  :class:`~lepton_fed.privacy.FileLedger` is keyed by the raw bytes of the data source
+  (:func:`~lepton_fed.privacy.fingerprint.source_fingerprint`), or by the operator's
+  ``node_config["ledger-key"]``, never by anything the server's config chooses;
+* a simulated node keys by its partition's rows, in any row and column order
+  (:func:`~lepton_fed.privacy.fingerprint.dataset_fingerprint` with column names), and
+  keeps its ledger in the Context state unless ``ledger-dir`` is set.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
 from lepton_fed.client.node import NodeState
 from lepton_fed.client.train import DPSettings, LocalResult
-from lepton_fed.privacy.accounting import FileLedger, PrivacyEvent, PrivacyLedger
-from lepton_fed.privacy.analysis import local_schedule, noise_multiplier_for
+from lepton_fed.data.schema import TabularData
+from lepton_fed.errors import PrivacyBudgetExhausted
+from lepton_fed.policy.codes import BUDGET_EXHAUSTED, LEDGER_REQUIRED
+from lepton_fed.privacy.accounting import (
+    FileLedger,
+    LedgerError,
+    PrivacyEvent,
+    PrivacyLedger,
+    dataset_fingerprint,
+    source_fingerprint,
+)
+from lepton_fed.privacy.analysis import (
+    epsilon_for_history,
+    local_schedule,
+    noise_multiplier_for,
+)
 from lepton_fed.privacy.dpsgd import choose_grad_sample_mode
 
-__all__ = ["dp_settings_or_decline", "record_round"]
+__all__ = [
+    "DPDecision",
+    "dp_settings_or_decline",
+    "is_real_node",
+    "ledger_key",
+    "record_round",
+    "reserve_dp_round",
+]
+
+_RESERVATION = "dp-reservation"  # node state: "<ledger key> <reservation id>"
+
+
+@dataclass(frozen=True)
+class DPDecision:
+    """What :func:`reserve_dp_round` decided for one round.
+
+    Attributes:
+        settings: DP-SGD settings to train with; None when the round is declined.
+        epsilon: epsilon already counted on this data (settled rounds and other
+            pending reservations, not this round's) at ``privacy.delta``.
+        decline: None, or ``BUDGET_EXHAUSTED`` / ``LEDGER_REQUIRED``
+            (:data:`lepton_fed.policy.codes.DECLINE_CODES`).
+        detail: why, in one sentence naming settings and limits, never data.
+        ledger_key: the key of the ledger charged (None when declined before one).
+        reservation: id of this round's pending reservation (None when declined).
+    """
+
+    settings: DPSettings | None
+    epsilon: float
+    decline: str | None = None
+    detail: str = ""
+    ledger_key: str | None = None
+    reservation: str | None = None
+
+
+def is_real_node(node: NodeState) -> bool:
+    """A node that reads its own data (``node_config["data-path"]``), not a partition."""
+    return "data-path" in node.context.node_config
+
+
+def _ledger_dir(node: NodeState) -> str | None:
+    d = node.context.node_config.get("ledger-dir")
+    return str(d) if d else None
+
+
+def ledger_key(node: NodeState, data: TabularData | None) -> str:
+    """The key of this node's ledger (cached in the node state for the run).
+
+    Real node: ``node_config["ledger-key"]`` if the operator set one, else the
+    :func:`~lepton_fed.privacy.fingerprint.source_fingerprint` of ``data-path``
+    (skipping ``ledger-dir`` if it lies inside). Simulation: the partition rows
+    ``data`` (required then), independent of row and column order.
+
+    Raises:
+        ValueError: ``ledger-key`` is not a safe name, or a simulated node without
+            ``data``.
+    """
+    cached = node.get("ledger-key")
+    if cached is not None:
+        return str(cached)
+    nc = node.context.node_config
+    if is_real_node(node):
+        if nc.get("ledger-key"):
+            key = str(nc["ledger-key"])
+            FileLedger.check_key(key)
+        else:
+            ld = _ledger_dir(node)
+            key = source_fingerprint(str(nc["data-path"]), exclude=[ld] if ld else [])
+    else:
+        if data is None:
+            raise ValueError("a simulated node's ledger key needs its partition's data")
+        key = _rows_key(data)
+    node.set("ledger-key", key)
+    return key
+
+
+def _rows_key(data: TabularData) -> str:
+    names: list[str] = []
+    for f in data.features:
+        names += [f"{f.name}={lv}" for lv in f.levels] if f.kind == "categorical" else [f.name]
+    if data.X.ndim == 2 and len(names) == data.X.shape[1] and len(set(names)) == len(names):
+        return dataset_fingerprint(data.X, data.y, columns=names)
+    return dataset_fingerprint(data.X, data.y)
 
 
 def _target(cfg: DictConfig) -> float:
     return float(cfg.privacy.epsilon) if cfg.privacy.epsilon is not None else math.inf
 
 
-def _ledger(node: NodeState, fingerprint: str) -> PrivacyLedger:
-    ledger_dir = node.context.node_config.get("ledger-dir")
-    if ledger_dir:
-        return FileLedger(str(ledger_dir), node_id=str(node.context.node_id)).load(fingerprint)
+def _state_ledger(node: NodeState, key: str) -> PrivacyLedger:
     raw = node.get("dp-ledger")
     if raw:
-        return PrivacyLedger.from_bytes(raw, dataset=fingerprint)
-    return PrivacyLedger(dataset=fingerprint, node_id=str(node.context.node_id))
+        return PrivacyLedger.from_bytes(raw, dataset=key)
+    return PrivacyLedger(dataset=key, node_id=str(node.context.node_id))
 
 
-def _save(node: NodeState, ledger: PrivacyLedger) -> None:
-    ledger_dir = node.context.node_config.get("ledger-dir")
-    if ledger_dir:
-        FileLedger(str(ledger_dir), node_id=str(node.context.node_id)).save(ledger)
+def _store(node: NodeState) -> FileLedger | None:
+    d = _ledger_dir(node)
+    return FileLedger(d, node_id=str(node.context.node_id)) if d else None
+
+
+def _eps(ledger: PrivacyLedger, delta: float, *, without: str | None = None) -> float:
+    h = [e.as_tuple() for e in ledger.events if without is None or e.reservation != without]
+    return epsilon_for_history(h, delta=delta) if h else 0.0
+
+
+def _sigma(node: NodeState, cfg: DictConfig, sample_rate: float, steps: int) -> float:
+    sigma = node.get("dp-sigma")
+    if sigma is None:
+        pr = cfg.privacy
+        if pr.noise_multiplier is not None:
+            sigma = float(pr.noise_multiplier)
+        else:
+            sigma = noise_multiplier_for(
+                target_epsilon=float(pr.epsilon), delta=float(pr.delta),
+                sample_rate=sample_rate, steps=int(cfg.federation.rounds) * steps)
+        node.set("dp-sigma", float(sigma))
+    return float(sigma)
+
+
+def reserve_dp_round(
+    node: NodeState, cfg: DictConfig, data: TabularData, *, round_: int
+) -> DPDecision:
+    """DP settings for this round with the budget reserved, or a decline with its code.
+
+    Order: a real node without ``ledger-dir`` is declined (``LEDGER_REQUIRED``) before
+    anything else; sigma is calibrated ONCE per run for the worst case (this client
+    sampled in every round: ``rounds x local steps``) and cached in the node state;
+    then the planned event is reserved (budget check and record in one locked step
+    against everything the ledger holds, pending reservations of other processes
+    included) or the round is declined (``BUDGET_EXHAUSTED``; nothing recorded).
+    The reservation is remembered in the node state for :func:`record_round`.
+    """
+    return _reserve(node, cfg, n=len(data.y), key=None, data=data, round_=round_,
+                    num_features=data.num_features)
+
+
+def _reserve(
+    node: NodeState, cfg: DictConfig, *, n: int, key: str | None, data: TabularData | None,
+    round_: int, num_features: int,
+) -> DPDecision:
+    pr = cfg.privacy
+    delta = float(pr.delta)
+    store = _store(node)
+    if is_real_node(node) and store is None:
+        return DPDecision(None, 0.0, LEDGER_REQUIRED,
+                          "node_config has data-path but no ledger-dir: this node's "
+                          "privacy spend would not survive a restart")
+    if key is None or is_real_node(node):
+        key = ledger_key(node, data)
+    sch = local_schedule(num_examples=n, batch_size=int(cfg.client.batch_size),
+                         epochs=int(cfg.client.epochs))
+    sigma = _sigma(node, cfg, sch.sample_rate, sch.steps)
+    planned = PrivacyEvent(noise_multiplier=sigma, sample_rate=sch.sample_rate,
+                           steps=sch.steps, round=round_)
+    try:
+        if store is not None:
+            ledger, held = store.reserve(key, planned, target_epsilon=_target(cfg), delta=delta)
+        else:
+            ledger = _state_ledger(node, key)
+            held = ledger.reserve(planned, target_epsilon=_target(cfg), delta=delta)
+            node.set("dp-ledger", ledger.to_bytes())
+    except PrivacyBudgetExhausted:
+        spent = store.load(key) if store is not None else _state_ledger(node, key)
+        return DPDecision(None, _eps(spent, delta), BUDGET_EXHAUSTED,
+                          f"this round would take the ledger above privacy.epsilon="
+                          f"{pr.epsilon} at privacy.delta={pr.delta}", key)
+    assert held.reservation is not None
+    node.set(_RESERVATION, f"{key} {held.reservation}")
+    settings = DPSettings(
+        noise_multiplier=sigma, max_grad_norm=float(pr.max_grad_norm),
+        grad_sample_mode=choose_grad_sample_mode(
+            str(pr.grad_sample_mode), model=str(cfg.model.name), num_features=num_features),
+        secure_mode=bool(pr.secure_mode),
+        reproducible=bool(pr.get("reproducible", False)),
+    )
+    return DPDecision(settings, _eps(ledger, delta, without=held.reservation), None, "",
+                      key, held.reservation)
+
+
+def record_round(
+    node: NodeState, cfg: DictConfig, dp: DPSettings | DPDecision, res: LocalResult, *,
+    round_: int, fingerprint: str | None = None,
+) -> float:
+    """Settle this round's reservation to what it actually spent; return epsilon.
+
+    Call after training and before the update leaves the node. ``res.steps == 0``
+    drops the reservation (nothing was spent). Returns the epsilon now counted on
+    the data (pending reservations of other processes included).
+
+    Args:
+        fingerprint: ignored (the reservation knows its ledger); kept for callers of
+            the transitional API.
+
+    Raises:
+        LedgerError: no reservation (reserve first), or a round that spent more than
+            it reserved; the update must not be released then (the reservation stays
+            counted).
+    """
+    held = node.get(_RESERVATION)
+    if not held:
+        raise LedgerError("record_round without a reservation: call reserve_dp_round first")
+    key, reservation = str(held).split(" ", 1)
+    settings = dp.settings if isinstance(dp, DPDecision) else dp
+    if settings is None:
+        raise LedgerError("record_round: the round was declined; nothing to record")
+    actual = (PrivacyEvent(noise_multiplier=settings.noise_multiplier,
+                           sample_rate=res.sample_rate, steps=res.steps, round=round_)
+              if res.steps > 0 else None)
+    store = _store(node)
+    if store is not None:
+        ledger = store.settle(key, reservation, actual)
     else:
+        ledger = _state_ledger(node, key)
+        ledger.settle(reservation, actual)
         node.set("dp-ledger", ledger.to_bytes())
+    node.set(_RESERVATION, "")
+    return _eps(ledger, float(cfg.privacy.delta))
 
 
 def dp_settings_or_decline(
     node: NodeState, cfg: DictConfig, *, n: int, fingerprint: str, round_: int,
     num_features: int = 0,
 ) -> tuple[DPSettings | None, float]:
-    """DP settings for this round, or ``(None, epsilon_so_far)`` if it cannot be paid.
+    """Transitional form of :func:`reserve_dp_round`: ``(settings or None, epsilon)``.
 
-    Sigma is calibrated ONCE per run for the worst case (this client sampled in every
-    round: ``rounds x local steps``) and cached in the node state; the budget check uses
-    the ledger (every event already spent on this dataset) plus this round's planned
-    event, so a node never exceeds its target even across runs.
+    Same checks and reservation (a real node keys its ledger by its data source, not
+    by ``fingerprint``); the decline code is lost. Use :func:`reserve_dp_round`.
     """
-    pr = cfg.privacy
-    sch = local_schedule(num_examples=n, batch_size=int(cfg.client.batch_size),
-                         epochs=int(cfg.client.epochs))
-    sigma = node.get("dp-sigma")
-    if sigma is None:
-        if pr.noise_multiplier is not None:
-            sigma = float(pr.noise_multiplier)
-        else:
-            sigma = noise_multiplier_for(
-                target_epsilon=float(pr.epsilon), delta=float(pr.delta),
-                sample_rate=sch.sample_rate, steps=int(cfg.federation.rounds) * sch.steps)
-        node.set("dp-sigma", float(sigma))
-    ledger = _ledger(node, fingerprint)
-    planned = PrivacyEvent(noise_multiplier=float(sigma), sample_rate=sch.sample_rate,
-                           steps=sch.steps, round=round_)
-    if not ledger.can_afford(planned, target_epsilon=_target(cfg), delta=float(pr.delta)):
-        return None, ledger.epsilon(delta=float(pr.delta)) if len(ledger) else 0.0
-    settings = DPSettings(noise_multiplier=float(sigma), max_grad_norm=float(pr.max_grad_norm),
-                          grad_sample_mode=choose_grad_sample_mode(
-                              str(pr.grad_sample_mode), model=str(cfg.model.name),
-                              num_features=num_features),
-                          secure_mode=bool(pr.secure_mode))
-    return settings, ledger.epsilon(delta=float(pr.delta)) if len(ledger) else 0.0
-
-
-def record_round(
-    node: NodeState, cfg: DictConfig, dp: DPSettings, res: LocalResult, *,
-    fingerprint: str, round_: int
-) -> float:
-    """Record what the round actually spent (before the reply leaves); return epsilon."""
-    ledger = _ledger(node, fingerprint)
-    if res.steps > 0:
-        ledger.record(PrivacyEvent(noise_multiplier=dp.noise_multiplier,
-                                   sample_rate=res.sample_rate, steps=res.steps, round=round_))
-    _save(node, ledger)
-    return ledger.epsilon(delta=float(cfg.privacy.delta)) if len(ledger) else 0.0
+    d = _reserve(node, cfg, n=n, key=fingerprint, data=None, round_=round_,
+                 num_features=num_features)
+    return d.settings, d.epsilon

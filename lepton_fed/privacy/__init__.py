@@ -14,6 +14,7 @@ from lepton_fed.privacy.accounting import (
     PrivacyEvent,
     PrivacyLedger,
     dataset_fingerprint,
+    source_fingerprint,
 )
 from lepton_fed.privacy.analysis import (
     LocalSchedule,
@@ -51,6 +52,7 @@ __all__ = [
     "local_schedule",
     "make_private",
     "noise_multiplier_for",
+    "source_fingerprint",
     "validate_model",
 ]
 

@@ -1,5 +1,11 @@
 """File storage of privacy ledgers: one JSON file per dataset key, written atomically
-under an exclusive lock, never losing an event already stored."""
+under an exclusive lock, never losing an event already stored.
+
+Every read-check-write (:meth:`FileLedger.reserve`, :meth:`FileLedger.settle`,
+:meth:`FileLedger.charge`, :meth:`FileLedger.save`) holds an exclusive ``fcntl.flock``
+on ``<directory>/.<key>.lock`` for its whole duration, so processes sharing a ledger
+directory (two runs, two node processes) can never spend more than the budget together.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +29,19 @@ class FileLedger:
     ``load(key)`` returns the stored ledger (or a new empty one); ``save(ledger)``
     writes a temp file, fsyncs it and ``os.replace``-s it over the old one, under an
     exclusive lock, and refuses to drop any event already on disk (so two processes
-    on the same data cannot lose each other's spend). :meth:`charge` does
-    load -> budget check -> record -> save in one locked step; use it on real nodes.
+    on the same data cannot lose each other's spend).
+
+    A training round uses :meth:`reserve` (load -> budget check -> record the planned
+    event as pending -> save, in one locked step) before it touches the data, and
+    :meth:`settle` (replace the reservation by what was spent, never more) before its
+    update leaves the node. A crash in between leaves the reservation counted.
+    :meth:`charge` is the one-step form for work already done.
+
+    Guarantee: with every writer going through these methods, the stored epsilon of a
+    key never exceeds the ``target_epsilon`` of the reservations and charges that
+    wrote it (each checked against everything stored, pending included, at the time).
+    Needs POSIX ``fcntl`` and a file system whose ``flock`` is honoured by every
+    process that shares the directory (a local disk; not every network file system).
 
     The digest detects corruption and hand edits, not a determined local attacker:
     the directory must be writable only by the node's operator, who is the data
@@ -42,8 +59,9 @@ class FileLedger:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.node_id = node_id
 
-    def path_for(self, key: str) -> Path:
-        """``<directory>/<key>.json``; ``key`` is a fingerprint or a safe name.
+    @staticmethod
+    def check_key(key: str) -> str:
+        """``key`` if it is a valid ledger key (a fingerprint or a safe name).
 
         Raises:
             ValueError: ``key`` is not ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``.
@@ -52,7 +70,15 @@ class FileLedger:
             raise ValueError(
                 f"ledger key must match {_KEY_RE.pattern} (e.g. a dataset fingerprint); got {key!r}"
             )
-        return self.directory / f"{key}.json"
+        return key
+
+    def path_for(self, key: str) -> Path:
+        """``<directory>/<key>.json``; ``key`` is a fingerprint or a safe name.
+
+        Raises:
+            ValueError: ``key`` is not ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``.
+        """
+        return self.directory / f"{self.check_key(key)}.json"
 
     def keys(self) -> list[str]:
         """Sorted keys of every stored ledger."""
@@ -89,6 +115,53 @@ class FileLedger:
         with self._locked(ledger.dataset):
             self._save_unlocked(ledger)
 
+    def reserve(
+        self,
+        key: str,
+        event: PrivacyEvent,
+        *,
+        target_epsilon: float,
+        delta: float,
+    ) -> tuple[PrivacyLedger, PrivacyEvent]:
+        """Check the budget and record ``event`` as a pending reservation, locked.
+
+        Returns:
+            ``(ledger, reserved)``: the stored ledger after the reservation and the
+            pending event (``reserved.reservation`` is the id for :meth:`settle`).
+
+        Raises:
+            PrivacyBudgetExhausted: the event does not fit; nothing is written.
+            LedgerError: the stored ledger fails a check.
+        """
+        with self._locked(key):
+            ledger = self._read(key) or PrivacyLedger(dataset=key, node_id=self.node_id)
+            reserved = ledger.reserve(event, target_epsilon=target_epsilon, delta=delta)
+            self._write(ledger)
+            return ledger, reserved
+
+    def settle(
+        self, key: str, reservation: str, actual: PrivacyEvent | None
+    ) -> PrivacyLedger:
+        """Replace reservation ``reservation`` by ``actual`` (None: nothing spent), locked.
+
+        Returns:
+            The stored ledger after settling.
+
+        Raises:
+            LedgerError: no such pending reservation on disk, ``actual`` spends more
+                than was reserved (nothing is written; the reservation stays
+                counted), or the stored ledger fails a check.
+        """
+        with self._locked(key):
+            ledger = self._read(key)
+            if ledger is None:
+                raise LedgerError(
+                    f"no stored ledger {key[:16]} to settle reservation {reservation!r} in"
+                )
+            ledger.settle(reservation, actual)
+            self._write(ledger)
+            return ledger
+
     def charge(
         self,
         key: str,
@@ -110,20 +183,21 @@ class FileLedger:
             ledger = self._read(key) or PrivacyLedger(dataset=key, node_id=self.node_id)
             ledger.require(event, target_epsilon=target_epsilon, delta=delta)
             ledger.record(event)
-            self._save_unlocked(ledger)
+            self._write(ledger)
             return ledger
 
     def _save_unlocked(self, ledger: PrivacyLedger) -> None:
-        path = self.path_for(ledger.dataset)
         stored = self._read(ledger.dataset)
-        if stored is not None:
-            n = len(stored)
-            if ledger.events[:n] != stored.events:
-                raise LedgerError(
-                    f"refusing to save ledger {ledger.dataset[:16]}: the stored copy has "
-                    f"{n} events that this one does not start with (would lose spend); "
-                    "load it again and record the new round on top"
-                )
+        if stored is not None and not ledger.keeps_spend_of(stored):
+            raise LedgerError(
+                f"refusing to save ledger {ledger.dataset[:16]}: the stored copy has "
+                f"events or reservations that this one drops or alters (would lose "
+                "spend); load it again and record the new round on top"
+            )
+        self._write(ledger)
+
+    def _write(self, ledger: PrivacyLedger) -> None:
+        path = self.path_for(ledger.dataset)
         fd, tmp = tempfile.mkstemp(
             dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp"
         )
@@ -144,11 +218,11 @@ class FileLedger:
         lock_path = self.directory / f".{self.path_for(key).stem}.lock"
         try:
             import fcntl
-        except ImportError:
-            # Not POSIX: the atomic replace still holds, but there is no
-            # cross-process lock around the read-check-write.
-            yield
-            return
+        except ImportError as e:  # not POSIX: fail closed rather than race
+            raise LedgerError(
+                "FileLedger needs POSIX fcntl file locks to keep concurrent processes "
+                "within the budget; this platform has none"
+            ) from e
         with open(lock_path, "a+b") as lf:
             fcntl.flock(lf.fileno(), fcntl.LOCK_EX)
             try:

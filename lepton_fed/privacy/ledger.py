@@ -1,6 +1,12 @@
 """One node's privacy ledger for one dataset: :class:`PrivacyEvent` (one local DP-SGD
 round) and :class:`PrivacyLedger` (the history, epsilon over all of it, the budget
-check, and a strict, digest-protected serialisation).
+check, reservations, and a strict, digest-protected serialisation).
+
+A round is paid in two steps: :meth:`PrivacyLedger.reserve` checks the budget and
+records the planned event as *pending* in one step (before any training);
+:meth:`PrivacyLedger.settle` replaces it with what the round actually spent, which may
+never exceed the reservation. A pending reservation counts in full, so a node that
+crashes between the two has overcounted, never undercounted.
 
 See :mod:`lepton_fed.privacy.accounting` for how the ledger is used and stored.
 """
@@ -8,6 +14,8 @@ See :mod:`lepton_fed.privacy.accounting` for how the ledger is used and stored.
 from __future__ import annotations
 
 import json
+import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,22 +36,26 @@ __all__ = [
     "LEDGER_FORMAT",
     "LEDGER_VERSION",
     "MECHANISM",
+    "READABLE_VERSIONS",
     "LedgerError",
     "PrivacyEvent",
     "PrivacyLedger",
 ]
 
 LEDGER_FORMAT = "lepton-fed/privacy-ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+#: Versions this code reads (version 1 had no reservations; it is upgraded on save).
+READABLE_VERSIONS = (1, 2)
 #: The only mechanism a ledger accounts: Poisson-subsampled Gaussian steps (DP-SGD),
 #: composed with RDP. A ledger claiming anything else is refused on load.
 MECHANISM = "dpsgd/poisson-subsampled-gaussian/rdp"
 _TOP_KEYS = frozenset(
     {"format", "version", "mechanism", "dataset", "node_id", "events", "digest"}
 )
-_EVENT_KEYS = frozenset(
+_EVENT_KEYS_V1 = frozenset(
     {"noise_multiplier", "sample_rate", "steps", "round", "run_id", "recorded_at"}
 )
+_EVENT_KEYS = _EVENT_KEYS_V1 | {"reservation", "pending"}
 _REL_TOL = 1e-9  # can_afford tolerance, relative to the target
 
 
@@ -68,6 +80,10 @@ class PrivacyEvent:
         round: server round number, for the audit trail (>= 0, optional).
         run_id: the run that spent it, for the audit trail (optional).
         recorded_at: UTC ISO-8601 time stamped by :meth:`PrivacyLedger.record`.
+        reservation: id of the reservation the event came from
+            (:meth:`PrivacyLedger.reserve`), None for events recorded directly.
+        pending: True while the reservation is not settled; a pending event counts
+            in full.
     """
 
     noise_multiplier: float
@@ -76,6 +92,8 @@ class PrivacyEvent:
     round: int | None = None
     run_id: str | None = None
     recorded_at: str | None = None
+    reservation: str | None = None
+    pending: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -87,10 +105,14 @@ class PrivacyEvent:
             object.__setattr__(
                 self, "round", _check_int("round", self.round, minimum=0)
             )
-        for name in ("run_id", "recorded_at"):
+        for name in ("run_id", "recorded_at", "reservation"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"{name} must be a string or None; got {v!r}")
+        if not isinstance(self.pending, bool):
+            raise ValueError(f"pending must be true or false; got {self.pending!r}")
+        if self.pending and not self.reservation:
+            raise ValueError("a pending event needs a reservation id")
 
     def as_tuple(self) -> tuple[float, float, int]:
         """``(noise_multiplier, sample_rate, steps)``, the accounting-relevant part."""
@@ -105,19 +127,35 @@ class PrivacyEvent:
             "round": self.round,
             "run_id": self.run_id,
             "recorded_at": self.recorded_at,
+            "reservation": self.reservation,
+            "pending": self.pending,
         }
 
+    def within(self, reserved: PrivacyEvent) -> bool:
+        """Whether this event spends no more than ``reserved``: sigma at least, q and
+        steps at most (the subsampled Gaussian's RDP is monotone in each)."""
+        return (
+            self.noise_multiplier >= reserved.noise_multiplier
+            and self.sample_rate <= reserved.sample_rate
+            and self.steps <= reserved.steps
+        )
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PrivacyEvent:
+    def from_dict(cls, d: Mapping[str, Any], *, version: int = LEDGER_VERSION) -> PrivacyEvent:
         """Strict inverse of :meth:`to_dict` (exact keys, checked types and ranges).
+
+        Args:
+            d: the stored event.
+            version: the ledger version it was stored under (1: no reservations).
 
         Raises:
             LedgerError: unknown/missing keys or invalid values.
         """
-        if not isinstance(d, Mapping) or set(d) != _EVENT_KEYS:
+        keys = _EVENT_KEYS_V1 if version == 1 else _EVENT_KEYS
+        if not isinstance(d, Mapping) or set(d) != keys:
             got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
             raise LedgerError(
-                f"ledger event must have keys {sorted(_EVENT_KEYS)}; got {got}"
+                f"ledger event must have keys {sorted(keys)}; got {got}"
             )
         try:
             return cls(**dict(d))
@@ -161,6 +199,9 @@ class PrivacyLedger:
             if not isinstance(e, PrivacyEvent):
                 raise ValueError(f"events must be PrivacyEvent objects; got {e!r}")
             self._events.append(e)
+        ids = [e.reservation for e in self._events if e.reservation is not None]
+        if len(ids) != len(set(ids)):
+            raise ValueError("reservation ids must be unique within a ledger")
 
     # ---------------------------------------------------------------- views
 
@@ -178,6 +219,11 @@ class PrivacyLedger:
     def events(self) -> tuple[PrivacyEvent, ...]:
         """Every recorded event, oldest first."""
         return tuple(self._events)
+
+    @property
+    def pending(self) -> tuple[PrivacyEvent, ...]:
+        """Reservations not settled yet (each counts in full)."""
+        return tuple(e for e in self._events if e.pending)
 
     @property
     def history(self) -> list[tuple[float, float, int]]:
@@ -253,10 +299,94 @@ class PrivacyLedger:
         """
         if not isinstance(event, PrivacyEvent):
             raise ValueError(f"event must be a PrivacyEvent; got {event!r}")
+        if event.pending or event.reservation is not None:
+            raise ValueError("record() takes a plain event; use reserve() and settle()")
         if event.recorded_at is None:
-            event = replace(event, recorded_at=datetime.now(UTC).isoformat())
+            event = replace(event, recorded_at=_now())
         self._events.append(event)
         return event
+
+    def reserve(
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+    ) -> PrivacyEvent:
+        """Check the budget for ``event`` and record it as a pending reservation.
+
+        The reservation counts in full until :meth:`settle` replaces it. Reserve before
+        training; on a shared ledger do it under the store's lock
+        (:meth:`~lepton_fed.privacy.file_ledger.FileLedger.reserve`).
+
+        Returns:
+            The stored pending event; its ``reservation`` is the id to settle.
+
+        Raises:
+            PrivacyBudgetExhausted: the event does not fit; nothing is recorded.
+        """
+        if not isinstance(event, PrivacyEvent):
+            raise ValueError(f"event must be a PrivacyEvent; got {event!r}")
+        self.require(event, target_epsilon=target_epsilon, delta=delta)
+        stored = replace(event, reservation=uuid.uuid4().hex, pending=True,
+                         recorded_at=_now())
+        self._events.append(stored)
+        return stored
+
+    def settle(self, reservation: str, actual: PrivacyEvent | None) -> PrivacyEvent | None:
+        """Replace the pending reservation ``reservation`` by what was actually spent.
+
+        Args:
+            reservation: the id :meth:`reserve` returned.
+            actual: the event that really ran (its round/run id default to the
+                reservation's), or None if nothing was spent (the reservation is
+                dropped).
+
+        Returns:
+            The settled event, or None when dropped.
+
+        Raises:
+            LedgerError: no pending reservation with that id, or ``actual`` spends more
+                than was reserved (the reservation then stays counted in full).
+        """
+        idx = next((i for i, e in enumerate(self._events)
+                    if e.pending and e.reservation == reservation), None)
+        if idx is None:
+            raise LedgerError(
+                f"ledger {self._dataset[:16]} has no pending reservation {reservation!r}"
+            )
+        held = self._events[idx]
+        if actual is None:
+            del self._events[idx]
+            return None
+        if not actual.within(held):
+            raise LedgerError(
+                f"round spent more than its reservation (sigma {actual.noise_multiplier:.4g}"
+                f" vs {held.noise_multiplier:.4g}, q {actual.sample_rate:.4g} vs "
+                f"{held.sample_rate:.4g}, steps {actual.steps} vs {held.steps}); the "
+                "reservation stays counted and the update must not be released"
+            )
+        settled = replace(
+            actual,
+            round=actual.round if actual.round is not None else held.round,
+            run_id=actual.run_id if actual.run_id is not None else held.run_id,
+            recorded_at=_now(), reservation=reservation, pending=False,
+        )
+        self._events[idx] = settled
+        return settled
+
+    def keeps_spend_of(self, stored: PrivacyLedger) -> bool:
+        """Whether this ledger keeps everything ``stored`` counts: each settled event
+        (exactly) and each pending reservation (unchanged, or settled within it)."""
+        mine = Counter(self._events)
+        by_id: dict[str | None, PrivacyEvent] = {
+            e.reservation: e for e in self._events if e.reservation is not None
+        }
+        for e, n in Counter(stored.events).items():
+            if not e.pending:
+                if mine[e] < n:
+                    return False
+                continue
+            now = by_id.get(e.reservation)
+            if now is None or not (now == e or (not now.pending and now.within(e))):
+                return False
+        return True
 
     # ---------------------------------------------------------- serialisation
 
@@ -304,10 +434,11 @@ class PrivacyLedger:
             raise LedgerError(
                 f"not a lepton-fed privacy ledger (format={state['format']!r})"
             )
-        if state["version"] != LEDGER_VERSION or isinstance(state["version"], bool):
+        version = state["version"]
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise LedgerError(
-                f"unsupported ledger version {state['version']!r} (this code reads "
-                f"{LEDGER_VERSION})"
+                f"unsupported ledger version {version!r} (this code reads "
+                f"{list(READABLE_VERSIONS)})"
             )
         if state["mechanism"] != MECHANISM:
             raise LedgerError(
@@ -329,7 +460,7 @@ class PrivacyLedger:
             return cls(
                 dataset=state["dataset"],
                 node_id=state["node_id"],
-                events=[PrivacyEvent.from_dict(e) for e in events],
+                events=[PrivacyEvent.from_dict(e, version=version) for e in events],
             )
         except LedgerError:
             raise
@@ -352,6 +483,10 @@ class PrivacyLedger:
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
             raise LedgerError(f"ledger is not valid UTF-8 JSON: {e}") from e
         return cls.from_state_dict(state, dataset=dataset)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _reject_constant(name: str) -> float:

@@ -209,7 +209,8 @@ def _edit(data: bytes, fn, *, fix_digest: bool = False) -> bytes:
     [
         (lambda s: s["events"][0].update(steps=1), False, "digest mismatch"),
         (lambda s: s["events"].pop(), False, "digest mismatch"),
-        (lambda s: s.update(version=2), True, "version"),
+        (lambda s: s.update(version=99), True, "version"),
+        (lambda s: s.update(version=True), True, "version"),
         (lambda s: s.update(mechanism="central/gaussian"), True, "mechanism"),
         (lambda s: s.update(format="other"), True, "format"),
         (lambda s: s.update(extra=1), True, "keys"),
@@ -334,3 +335,124 @@ def test_fingerprint_rejects_bad_inputs():
         dataset_fingerprint(np.zeros((3, 2)), np.zeros(4))
     with pytest.raises(ValueError, match="dtype"):
         dataset_fingerprint(np.array([[object()]], dtype=object), np.zeros(1))
+
+
+# ------------------------------------------------------------------ reservations
+
+
+def test_reserve_counts_in_full_until_settled_and_settle_never_raises_spend():
+    ledger = PrivacyLedger(dataset="k")
+    ev = PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=10, round=1)
+    held = ledger.reserve(ev, target_epsilon=50.0, delta=DELTA)
+    assert held.pending and held.reservation and ledger.pending == (held,)
+    recorded = PrivacyLedger(dataset="k", events=[ev])
+    assert ledger.epsilon(delta=DELTA) == recorded.epsilon(delta=DELTA) > 0  # in full
+    for worse in (dict(steps=11), dict(sample_rate=0.11), dict(noise_multiplier=0.99)):
+        actual = PrivacyEvent(**(dict(noise_multiplier=1.0, sample_rate=0.1, steps=10) | worse))
+        with pytest.raises(LedgerError, match="more than its reservation"):
+            ledger.settle(held.reservation, actual)
+    assert ledger.pending == (held,)
+    settled = ledger.settle(held.reservation,
+                            PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=7))
+    assert settled is not None and not settled.pending and settled.round == 1
+    assert ledger.events == (settled,) and not ledger.pending
+    with pytest.raises(LedgerError, match="no pending reservation"):
+        ledger.settle(held.reservation, None)
+    # a round that took no step drops its reservation
+    second = ledger.reserve(ev, target_epsilon=50.0, delta=DELTA)
+    assert ledger.settle(second.reservation, None) is None
+    assert ledger.events == (settled,)
+
+
+def test_reserve_refuses_over_budget_and_records_nothing():
+    ledger = PrivacyLedger(dataset="k")
+    ev = PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=10)
+    with pytest.raises(PrivacyBudgetExhausted):
+        ledger.reserve(ev, target_epsilon=0.5, delta=DELTA)
+    assert len(ledger) == 0
+    with pytest.raises(ValueError, match="reserve"):
+        ledger.record(PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=1,
+                                   reservation="x", pending=True))
+
+
+def test_version_1_ledgers_still_load_and_upgrade(tmp_path):
+    from lepton_fed.privacy._canonical import digest
+
+    new = make_ledger(2)
+    state = new.state_dict()
+    for e in state["events"]:
+        del e["reservation"], e["pending"]
+    state["version"] = 1
+    state["digest"] = digest({k: v for k, v in state.items() if k != "digest"})
+    old = PrivacyLedger.from_bytes(json.dumps(state).encode())
+    assert old == new
+    store = FileLedger(tmp_path)
+    store.path_for(new.dataset).write_bytes(json.dumps(state).encode())
+    store.reserve(new.dataset, PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=1),
+                  target_epsilon=100.0, delta=DELTA)
+    assert json.loads(store.path_for(new.dataset).read_bytes())["version"] == 2
+
+
+def test_file_ledger_save_refuses_to_drop_or_shrink_a_reservation(tmp_path):
+    store = FileLedger(tmp_path)
+    ev = PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=5)
+    before = store.load("k")  # loaded before another process reserved
+    _, held = store.reserve("k", ev, target_epsilon=100.0, delta=DELTA)
+    before.record(ev)
+    with pytest.raises(LedgerError, match="lose spend"):
+        store.save(before)  # would drop the pending reservation
+    on_disk = store.load("k")
+    on_disk.record(ev)
+    store.save(on_disk)  # keeps it: fine
+    assert store.load("k").pending == (held,)
+    store.settle("k", held.reservation, ev)
+    stale = on_disk  # still shows the reservation as pending: saving it would undo
+    with pytest.raises(LedgerError, match="lose spend"):  # the settled event
+        store.save(stale)
+    with pytest.raises(LedgerError, match="no stored ledger"):
+        store.settle("other", held.reservation, None)
+
+
+# ------------------------------------------------------------ source fingerprints
+
+
+def test_source_fingerprint_is_the_bytes_of_the_source(tmp_path):
+    from lepton_fed.privacy import source_fingerprint
+
+    f = tmp_path / "a.csv"
+    f.write_text("x,y\n1,2\n")
+    fp = source_fingerprint(f)
+    g = tmp_path / "renamed.csv"
+    g.write_bytes(f.read_bytes())
+    assert source_fingerprint(g) == fp  # the name does not count
+    g.write_text("x,y\n1,3\n")
+    assert source_fingerprint(g) != fp  # every byte does
+    d = tmp_path / "site"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.data").write_text("1,2\n")
+    (d / "sub" / "b.data").write_text("3,4\n")
+    fd = source_fingerprint(d)
+    (d / ".DS_Store").write_text("junk")
+    (d / "ledgers").mkdir()
+    (d / "ledgers" / "k.json").write_text("{}")
+    assert source_fingerprint(d, exclude=[d / "ledgers"]) == fd  # its own ledger is skipped
+    assert source_fingerprint(d) != fd
+    (d / "sub" / "b.data").rename(d / "sub" / "c.data")
+    assert source_fingerprint(d, exclude=[d / "ledgers"]) != fd  # layout counts
+    with pytest.raises(FileNotFoundError):
+        source_fingerprint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no file"):
+        source_fingerprint(tmp_path / "empty")
+
+
+def test_named_columns_make_the_fingerprint_column_order_free():
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+    fp = dataset_fingerprint(X, y, columns=["a", "b", "c"])
+    assert dataset_fingerprint(X[:, [2, 0, 1]], y, columns=["c", "a", "b"]) == fp
+    assert dataset_fingerprint(X[:, [2, 0, 1]], y, columns=["a", "b", "c"]) != fp
+    assert dataset_fingerprint(X, y, columns=["a", "b", "d"]) != fp  # names count
+    assert dataset_fingerprint(X, y) != fp
+    with pytest.raises(ValueError, match="columns"):
+        dataset_fingerprint(X, y, columns=["a", "a", "b"])
