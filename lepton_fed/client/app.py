@@ -2,7 +2,8 @@
 
 - ``query.setup``: checks the run config against the NODE POLICY (declines with a code if
   it is outside it), checks the node's file against the federation's schema, stores the
-  config; replies with feature sums/counts of its training rows for the shared scaler.
+  config; replies with its name and, when its policy allows ``feature-stats`` in the
+  clear, the feature sums/counts of its training rows for the shared scaler.
 - ``train``: one local round; replies with weights (or an encoded update) and metrics,
   or a ``decline`` {code, detail} reply (privacy budget, policy, missing secure
   aggregation, a node that restarted and needs the setup again). With secure aggregation
@@ -88,17 +89,14 @@ def setup(msg: Message, context: Context) -> Message:
         return declined
     data = node_data(cfg, context).train
     node.set("config-yaml", yaml_text)
-    st = FeatureStats.of(data.X)
-    name = _name(context)
-    return Message(
-        RecordDict({
-            "metrics": MetricRecord({
-                "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist(),
-            }),
-            "node": ConfigRecord({"name": name}),
-        }),
-        reply_to=msg,
-    )
+    content = RecordDict({"node": ConfigRecord({"name": _name(context)})})
+    from lepton_fed.policy import filter_metrics
+
+    if filter_metrics(node_policy(context), {"feature-stats": 1}):  # the policy allows it
+        st = FeatureStats.of(data.X)
+        content["metrics"] = MetricRecord({
+            "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist()})
+    return Message(content, reply_to=msg)
 
 
 def _configured(msg: Message, node: NodeState) -> Message | None:

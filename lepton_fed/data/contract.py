@@ -44,10 +44,17 @@ class FederationSchema:
     features: tuple[FeatureSpec, ...]
     label: str
     class_names: tuple[str, ...]
+    normalization: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
         problems = []
+        numeric = {f.name for f in self.features if f.kind == "numeric"}
+        for name, _mean, scale in self.normalization:
+            if name not in numeric:
+                problems.append(f"schema: normalization names {name!r}, not a numeric feature")
+            elif not scale > 0:
+                problems.append(f"schema: normalization scale of {name!r} must be > 0")
         if not names:
             problems.append("schema: at least one feature is needed")
         if len(set(names)) != len(names):
@@ -70,8 +77,32 @@ class FederationSchema:
         return sum(len(f.levels) if f.kind == "categorical" else 1 for f in self.features)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {"label": self.label, "classes": list(self.class_names),
-                "features": [f.to_dict() for f in self.features]}
+        d: dict[str, Any] = {"label": self.label, "classes": list(self.class_names),
+                             "features": [f.to_dict() for f in self.features]}
+        if self.normalization:
+            d["normalization"] = {n: [m, s] for n, m, s in self.normalization}
+        return d
+
+    def declared_scaler(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, scale) over the encoded columns from ``normalization``, or None.
+
+        A federation may declare its normalization (e.g. clinical reference ranges)
+        so that no node has to send feature statistics; undeclared numeric columns and
+        one-hot columns keep mean 0 and scale 1.
+        """
+        if not self.normalization:
+            return None
+        norm = {n: (m, s) for n, m, s in self.normalization}
+        mean, scale = [], []
+        for f in self.features:
+            if f.kind == "categorical":
+                mean += [0.0] * len(f.levels)
+                scale += [1.0] * len(f.levels)
+            else:
+                m, s = norm.get(f.name, (0.0, 1.0))
+                mean.append(m)
+                scale.append(s)
+        return np.asarray(mean, np.float32), np.asarray(scale, np.float32)
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> FederationSchema:
@@ -93,8 +124,15 @@ class FederationSchema:
                                          tuple(str(v) for v in f.get("levels", ()) or ())))
             else:
                 raise ValueError(f"schema: feature entry {f!r} needs a name")
+        norm = d.get("normalization") or {}
+        if not isinstance(norm, Mapping):
+            raise ValueError("schema: normalization must map feature -> [mean, scale]")
+        try:
+            triples = tuple((str(k), float(v[0]), float(v[1])) for k, v in norm.items())
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError("schema: normalization must map feature -> [mean, scale]") from exc
         return FederationSchema(tuple(feats), str(d["label"]),
-                                tuple(str(c) for c in d["classes"]))
+                                tuple(str(c) for c in d["classes"]), triples)
 
     @staticmethod
     def of(data: TabularData, label: str = "label") -> FederationSchema:

@@ -34,6 +34,7 @@ class Bootstrap:
     input_shape: tuple[int, ...] | None
     node_yaml: str
     test: TabularData | None
+    declared_scaler: tuple[Any, Any] | None = None
 
 
 def _schema(cfg: DictConfig) -> FederationSchema | None:
@@ -65,10 +66,12 @@ def bootstrap(cfg: DictConfig) -> Bootstrap:
         spec = model_spec(cfg.model, num_features=data.num_features,
                           num_classes=data.num_classes, input_shape=data.input_shape)
         return Bootstrap(spec, list(data.features), list(data.class_names), data.input_shape,
-                         OmegaConf.to_yaml(OmegaConf.create(node_cfg)), split.test())
+                         OmegaConf.to_yaml(OmegaConf.create(node_cfg)), split.test(),
+                         schema.declared_scaler() if schema is not None else None)
     if schema is None:  # config validation refuses this before any work starts
         raise ValueError("data.schema is required when evaluation.server_data=false")
     spec = model_spec(cfg.model, num_features=schema.num_encoded,
                       num_classes=len(schema.class_names), input_shape=None)
     return Bootstrap(spec, list(schema.features), list(schema.class_names), None,
-                     OmegaConf.to_yaml(OmegaConf.create(node_cfg)), None)
+                     OmegaConf.to_yaml(OmegaConf.create(node_cfg)), None,
+                     schema.declared_scaler())

@@ -150,9 +150,9 @@ class _Run:
         res = setup_nodes(self.grid, self.reg, self.reg.unknown(self.grid), self.boot.node_yaml,
                           float(fed.round_timeout), int(self.boot.spec["num_features"]))
         self.bytes_up, self.bytes_down = res.bytes_up, res.bytes_down
-        if not res.stats:
+        if not res.accepted:
             raise no_node_accepted(self.reg)
-        self.scaler = Scaler.from_stats(res.stats, per_feature=self.boot.input_shape is None)
+        self.scaler, self.scaler_source = self._scaler(res.stats)
         self.scaler_rec = ConfigRecord({"scaler-mean": self.scaler.mean.tolist(),
                                         "scaler-scale": self.scaler.scale.tolist()})
         test = self.boot.test
@@ -173,9 +173,22 @@ class _Run:
         ev0 = self.evaluate(0)
         self.last_eval = (0, ev0)
         acc = ev0.get("accuracy")
-        print(f"[lepton-fed] setup done ({len(res.stats)} nodes, scaler from their feature sums)"
+        print(f"[lepton-fed] setup done ({res.accepted} nodes, scaler: {self.scaler_source})"
               + (f"; round 0: acc {acc:.4f} loss {ev0['loss']:.4f}" if acc is not None else ""),
               flush=True)
+
+    def _scaler(self, stats: list[Any]) -> tuple[Scaler, str]:
+        """The federation's declared normalization, else the nodes' summed statistics,
+        else none (identity, with a warning)."""
+        declared = self.boot.declared_scaler
+        if declared is not None:
+            return Scaler(*declared), "declared in the schema"
+        if stats:
+            return (Scaler.from_stats(stats, per_feature=self.boot.input_shape is None),
+                    f"from {len(stats)} nodes' feature sums")
+        log.warning("no node sent feature statistics (their policies keep them) and the "
+                    "schema declares no normalization: inputs are not scaled")
+        return Scaler.identity(int(self.boot.spec["num_features"])), "none (identity)"
 
     def evaluate(self, rnd: int) -> dict[str, Any]:
         """Server-side figures (when the server holds test rows) and federated ones."""
@@ -354,6 +367,7 @@ class _Run:
             "secagg": _secagg_summary(self.cfg, self.rows),
             "nodes": self.reg.summary(),
             "evaluation": {"server_data": self.Xte is not None, "federated": self.fed_eval},
+            "scaler": self.scaler_source,
             "bytes": {"up": self.bytes_up, "down": self.bytes_down},
             "failures": self.failures,
             "stopped": self.stop_reason,

@@ -26,9 +26,10 @@ __all__ = ["SetupResult", "no_node_accepted", "setup_nodes", "wait_for_nodes"]
 
 @dataclass
 class SetupResult:
-    """Statistics of the nodes that accepted, and the bytes moved."""
+    """How many nodes accepted, the statistics of those that sent them, the bytes moved."""
 
     stats: list[FeatureStats] = field(default_factory=list)
+    accepted: int = 0
     bytes_down: int = 0
     bytes_up: int = 0
 
@@ -71,6 +72,10 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
         reg.record_failure(nid, error_code(r))
     for r in ex.ok:
         nid = ex.node(r)
+        if "metrics" not in r.content:  # its policy keeps its feature statistics
+            reg.set_up(nid, str(r.content["node"]["name"])[:64] if "node" in r.content else "")
+            res.accepted += 1
+            continue
         try:
             m = r.content["metrics"]
             st = FeatureStats(int(cast(int, m["count"])), np.asarray(m["sum"], np.float64),
@@ -85,6 +90,7 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
             reg.record_failure(nid, "INVALID_REPLY")
             continue
         reg.set_up(nid, name)
+        res.accepted += 1
         res.stats.append(st)
     return res
 

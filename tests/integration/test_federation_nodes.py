@@ -194,3 +194,26 @@ def test_error_replies_carry_codes_not_data(compose_cfg, federation, tmp_path):
     assert reply.error.reason in ("lepton-fed:INVALID_REQUEST node=hospital-a",
                                   "lepton-fed:INTERNAL node=hospital-a")
     assert "123" not in reply.error.reason and "/" not in reply.error.reason
+
+
+def test_feature_statistics_stay_on_nodes_whose_policy_keeps_them(compose_cfg, federation,
+                                                                  tmp_path):
+    files, schema = federation
+    d = yaml.safe_load(schema.read_text())
+    d["normalization"] = {"age": [55, 10], "chol": [230, 35], "bp": [130, 15]}
+    schema.write_text(yaml.safe_dump(d))
+    policy = yaml.safe_load(OPEN_POLICY.read_text())
+    policy["clear_metrics"] = ["evaluation", "num-examples"]  # no feature-stats
+    pp = tmp_path / "policy.yaml"
+    pp.write_text(yaml.safe_dump(policy))
+    cfg = _cfg(compose_cfg, schema)
+    grid = _grid(files, policy=pp)
+    s = run_federation(grid, cfg, RunWriter(tmp_path / "run"))
+    setups = [m for m in grid.seen if m.metadata.message_type == "query.setup"]
+    assert setups and all("metrics" not in m.content for m in setups)
+    assert s["scaler"] == "declared in the schema" and s["rounds_completed"] == 3
+    prep = json.loads((tmp_path / "run" / "preprocess.json").read_text())
+    assert prep["scaler"]["mean"][:3] == [55, 230, 130]
+    trains = [m for m in grid.seen if m.metadata.message_type == "train"]
+    assert all(set(m.content["metrics"]) <= {"num-examples", "declined", "unit-weight"}
+               for m in trains)  # train-loss and update norms stay on the node too
