@@ -10,8 +10,8 @@ not answer in time are listed as missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 from flwr.app import Message

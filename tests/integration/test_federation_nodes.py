@@ -92,8 +92,9 @@ def test_coordinator_without_data_trains_and_evaluates_federated(compose_cfg, fe
     # the scaler is the federation's: built from the nodes' training rows, by NAME
     train_rows = []
     for f in files:
-        from lepton_fed.client.local_data import _file_data
         from omegaconf import OmegaConf
+
+        from lepton_fed.client.local_data import _file_data
 
         nd = _file_data(str(f), OmegaConf.to_yaml(OmegaConf.create(
             yaml.safe_load(schema.read_text()))), None, "name: csv\n", 0.2)
