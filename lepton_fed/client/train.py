@@ -23,12 +23,18 @@ __all__ = ["DPSettings", "LocalResult", "train_local"]
 
 @dataclass(frozen=True)
 class DPSettings:
-    """DP-SGD settings for one local round (sigma is fixed for the whole run)."""
+    """DP-SGD settings for one local round (sigma is fixed for the whole run).
+
+    ``secure_mode``: floating-point-attack-hardened noise (deployment).
+    ``reproducible``: seed the DP noise and Poisson sampling from ``train_local``'s
+    ``seed`` (research simulations only: whoever knows the seed can remove the noise).
+    """
 
     noise_multiplier: float
     max_grad_norm: float
     grad_sample_mode: str = "ew"
     secure_mode: bool = False
+    reproducible: bool = False
 
 
 @dataclass
@@ -64,14 +70,18 @@ def train_local(
 ) -> LocalResult:
     """Train ``model`` in place on ``(X, y)``.
 
-    Without DP, batches are shuffled with a generator seeded from ``seed``. With DP,
-    Opacus's Poisson sampling (rate ``batch_size / n``) and noise are seeded from
-    ``seed`` too; the caller records ``steps`` and ``sample_rate`` in the node's ledger.
+    Without DP, batches are shuffled with a generator seeded from ``seed`` (and the
+    global torch RNG, e.g. for dropout, is seeded from it). With DP, Opacus's Poisson
+    sampling (rate ``1/ceil(n/batch_size)``) and noise come from OS entropy and
+    ``seed`` touches nothing random at all, unless ``dp.reproducible`` (simulation
+    only) derives them from ``seed``. The caller records ``steps`` and
+    ``sample_rate`` in the node's ledger.
     """
     n = len(y)
     bs = min(batch_size, n)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    if dp is None or dp.reproducible:
+        torch.manual_seed(seed)
     ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(ds, batch_size=bs, shuffle=True, generator=gen)
     model.to(device)
@@ -96,7 +106,8 @@ def train_local(
             module=model, optimizer=opt, data_loader=loader,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             grad_sample_mode=dp.grad_sample_mode, secure_mode=dp.secure_mode,
-            seed=seed, criterion=criterion,
+            reproducible=dp.reproducible, seed=seed if dp.reproducible else None,
+            criterion=criterion,
         )
         with warnings.catch_warnings():
             # benign with ghost clipping on a first layer whose inputs need no grad

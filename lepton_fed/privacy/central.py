@@ -19,7 +19,7 @@ reply count. No amplification by client sampling is claimed.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from lepton_fed.privacy.analysis import (
     _check_noise_multiplier,
     _finite,
 )
+
+if TYPE_CHECKING:
+    from lepton_fed.privacy.noise import NoiseSource
 
 __all__ = ["CentralAccountant", "add_gaussian_noise", "clip_update"]
 
@@ -93,17 +96,18 @@ def add_gaussian_noise(
     *,
     noise_multiplier: float,
     clip: float,
-    rng: np.random.Generator,
+    rng: NoiseSource | np.random.Generator,
 ) -> np.ndarray:
     """Add ``N(0, (noise_multiplier·clip)^2)`` to each entry of a sum of clipped updates.
 
     The L2 sensitivity of a sum of updates clipped to ``clip`` under add/remove-one
     client is ``clip``, so this is the Gaussian mechanism with noise multiplier σ.
     Add it exactly once per round, to the sum (divide by the planned client count
-    afterwards). ``rng`` must be secret and unpredictable in deployment: seed it from
-    the OS (``np.random.default_rng(secrets.randbits(128))``); numpy's PCG64 is not a
-    CSPRNG, and float Gaussian sampling is not hardened against floating-point
-    attacks (Mironov 2012), so treat this as research-grade noise.
+    afterwards). ``rng`` must be secret and unpredictable in deployment: pass a
+    :class:`~lepton_fed.privacy.noise.NoiseSource` (``OSNoise()``: CSPRNG keyed from
+    the OS; ``SecureNoise()``: also hardened against floating-point attacks, Mironov
+    2012). A numpy ``Generator`` is accepted for research code and tests only (PCG64
+    is not a CSPRNG and its float Gaussians are not hardened).
 
     Returns:
         A new float64 array (``total`` is not modified).
@@ -113,12 +117,20 @@ def add_gaussian_noise(
     """
     sigma = _check_noise_multiplier(noise_multiplier)
     c = _check_clip(clip)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy Generator; got {type(rng).__name__}")
+    is_source = callable(getattr(rng, "gaussian", None)) and callable(
+        getattr(rng, "uniform", None))
+    if not (is_source or isinstance(rng, np.random.Generator)):
+        raise ValueError(
+            f"rng must be a NoiseSource or a numpy Generator; got {type(rng).__name__}")
     t = np.asarray(total, dtype=np.float64)
     if not np.all(np.isfinite(t)):
         raise ValueError("total has non-finite entries")
-    return t + rng.normal(0.0, sigma * c, size=t.shape)
+    if isinstance(rng, np.random.Generator):
+        return t + rng.normal(0.0, sigma * c, size=t.shape)
+    import torch
+
+    noisy: np.ndarray = t + rng.gaussian(sigma * c, t.shape, dtype=torch.float64).numpy()
+    return noisy
 
 
 class CentralAccountant:

@@ -1,4 +1,5 @@
-"""DP-SGD for one local round on one node: model checks and a seeded Opacus wrap.
+"""DP-SGD for one local round on one node: model checks and an Opacus wrap whose noise
+and Poisson sampling come from OS entropy (:mod:`lepton_fed.privacy.noise`).
 
 The node's :class:`~lepton_fed.privacy.accounting.PrivacyLedger` does the accounting;
 the Opacus engine built here is thrown away after the round (its own accountant is
@@ -9,7 +10,7 @@ per round, is avoided: σ is calibrated once per run with
 Typical round (see the package README for the full client sketch)::
 
     private = make_private(module=model, optimizer=opt, data_loader=loader,
-                           noise_multiplier=sigma, max_grad_norm=1.0, seed=seed)
+                           noise_multiplier=sigma, max_grad_norm=1.0)
     for _ in range(epochs):
         for x, y in private.data_loader:
             dp_loss_step(module=private.module, optimizer=private.optimizer,
@@ -19,11 +20,9 @@ Typical round (see the package README for the full client sketch)::
 
 from __future__ import annotations
 
-import secrets
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +33,7 @@ from lepton_fed.privacy.analysis import (
     _finite,
     local_schedule,
 )
+from lepton_fed.privacy.noise import ReproducibleNoiseWarning, noise_source
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -44,6 +44,7 @@ __all__ = [
     "GRAD_SAMPLE_MODES",
     "InsecureRNGWarning",
     "PrivateTraining",
+    "ReproducibleNoiseWarning",
     "SecureModeUnavailable",
     "choose_grad_sample_mode",
     "dp_loss_step",
@@ -75,18 +76,19 @@ _STEP_COUNTER = "_lepton_fed_steps"
 
 
 class InsecureRNGWarning(UserWarning):
-    """DP-SGD runs in a deployment without Opacus's ``secure_mode``.
+    """DP-SGD runs in a deployment without ``secure_mode``.
 
-    Without it, noise and Poisson sampling come from torch's Mersenne-Twister/Philox
-    generators, whose state an attacker who learns the seed (or enough outputs) can
-    reproduce, and noise sampling is open to floating-point attacks
-    (Mironov 2012; arXiv:2107.10138, arXiv:2112.05307). Turn this into an error with
-    ``warnings.simplefilter("error", InsecureRNGWarning)`` to refuse such runs.
+    The noise is still unpredictable (a CSPRNG keyed from the OS), but each value is a
+    single Gaussian draw, which is open to floating-point attacks on its low-order
+    bits (Mironov 2012; arXiv:2107.10138, arXiv:2112.05307). Turn this into an error
+    with ``warnings.simplefilter("error", InsecureRNGWarning)`` to refuse such runs.
     """
 
 
 class SecureModeUnavailable(ConfigError, ImportError):
-    """``secure_mode=True`` was asked for but Opacus's secure RNG cannot be loaded."""
+    """No longer raised: ``secure_mode`` needs no ``torchcsprng`` any more (it uses
+    :mod:`lepton_fed.privacy.secure_rng`). Kept only while ``lepton_fed.privacy``
+    still exports the name."""
 
 
 # --------------------------------------------------------------------- validation
@@ -189,7 +191,7 @@ class PrivateTraining(NamedTuple):
     optimizer: Any
     """Opacus ``DPOptimizer``: clips per-example gradients and adds the noise."""
     data_loader: Any
-    """Opacus ``DPDataLoader``: Poisson sampling, seeded."""
+    """Poisson-sampling loader (:class:`~lepton_fed.privacy.opacus_noise.PoissonSampler`)."""
 
     @property
     def noise_multiplier(self) -> float:
@@ -199,7 +201,7 @@ class PrivateTraining(NamedTuple):
     @property
     def sample_rate(self) -> float:
         """Poisson rate the loader really uses (``1/ceil(n/batch)``)."""
-        return float(self.data_loader.sample_rate)
+        return float(self.data_loader.batch_sampler.sample_rate)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -234,19 +236,6 @@ def _count_step(optimizer: Any) -> None:
     setattr(optimizer, _STEP_COUNTER, getattr(optimizer, _STEP_COUNTER, 0) + 1)
 
 
-def _generators(
-    seed: int | None, device: torch.device
-) -> tuple[torch.Generator, torch.Generator]:
-    """Independent (noise, sampling) torch generators derived from one seed."""
-    s = secrets.randbits(63) if seed is None else seed
-    noise_ss, sample_ss = np.random.SeedSequence(s).spawn(2)
-    noise = torch.Generator(device=device)
-    noise.manual_seed(int(noise_ss.generate_state(1, np.uint64)[0]))
-    sample = torch.Generator()
-    sample.manual_seed(int(sample_ss.generate_state(1, np.uint64)[0]))
-    return noise, sample
-
-
 def make_private(
     *,
     module: nn.Module,
@@ -256,6 +245,7 @@ def make_private(
     max_grad_norm: float,
     grad_sample_mode: str = "ew",
     secure_mode: bool = False,
+    reproducible: bool = False,
     seed: int | None = None,
     deployment: bool = False,
     criterion: nn.Module | None = None,
@@ -272,13 +262,14 @@ def make_private(
     taken but not recorded, if the data is reused outside DP-SGD (e.g. a non-private
     warm start or metrics computed on it and sent), or if the noise is predictable.
 
-    Randomness: with ``secure_mode=False`` the noise and the Poisson sampling come
-    from two torch generators derived from ``seed``. Derive ``seed`` per (run seed,
-    round, client) *after* building the model: with a shared seed every simulated
-    client draws the same noise, which then fails to average out (measured: accuracy
-    0.53 instead of 0.73). ``seed=None`` draws a fresh seed from the OS.
-    ``secure_mode=True`` uses Opacus's CSPRNG (``torchcsprng``) for both and its
-    floating-point-attack-resistant noise sampling; seeds are refused there.
+    Randomness (:mod:`lepton_fed.privacy.noise`): by default the noise and the
+    Poisson sampling come from a CSPRNG keyed from ``os.urandom``; no seed, config
+    value or global torch state influences them, so the server cannot regenerate the
+    noise. ``secure_mode=True`` also hardens each noise value against
+    floating-point attacks (Opacus's ``secure_mode`` recipe, 4 draws per value).
+    ``reproducible=True`` (research simulations only) derives both from ``seed``
+    instead and warns :class:`ReproducibleNoiseWarning`: derive ``seed`` per (run
+    seed, round, client) *after* building the model, or clients share noise.
 
     Args:
         module: the model (in training mode, Opacus-compatible).
@@ -289,11 +280,13 @@ def make_private(
         noise_multiplier: σ (> 0), fixed for the run.
         max_grad_norm: per-example L2 clipping norm C (> 0).
         grad_sample_mode: one of :data:`GRAD_SAMPLE_MODES`.
-        secure_mode: use Opacus's secure RNG (needs ``torchcsprng``).
-        seed: non-negative integer seed for noise and sampling (not with
-            ``secure_mode``).
-        deployment: this is a real federation, not a simulation; warns loudly
-            (:class:`InsecureRNGWarning`) when ``secure_mode`` is off.
+        secure_mode: floating-point-attack-hardened noise (deployment).
+        reproducible: seed noise and sampling from ``seed`` (simulation only; the
+            privacy guarantee is void against anyone who knows the seed).
+        seed: non-negative integer; required with ``reproducible`` and refused
+            without it.
+        deployment: this is a real federation, not a simulation: ``reproducible`` is
+            refused, and a missing ``secure_mode`` warns (:class:`InsecureRNGWarning`).
         criterion: the loss; only ``ghost`` mode uses it here (default
             ``nn.CrossEntropyLoss()``); pass the same one to :func:`dp_loss_step`.
 
@@ -301,13 +294,14 @@ def make_private(
         :class:`PrivateTraining` ``(module, optimizer, data_loader)``.
 
     Raises:
-        ValueError: an argument is out of range.
+        ValueError: an argument is out of range, or the randomness settings conflict
+            (see :func:`lepton_fed.privacy.noise.noise_source`).
         IncompatibleModelError: a layer Opacus (or the chosen mode) cannot handle.
-        SecureModeUnavailable: ``secure_mode=True`` without ``torchcsprng``.
     """
     from opacus import PrivacyEngine
-    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
     from opacus.validators.errors import UnsupportedError
+
+    from lepton_fed.privacy.opacus_noise import with_noise_source
 
     sigma = _check_noise_multiplier(noise_multiplier)
     clip = _finite("max_grad_norm", max_grad_norm)
@@ -319,36 +313,29 @@ def make_private(
         )
     if seed is not None:
         seed = _check_int("seed", seed, minimum=0)
-        if secure_mode:
-            raise ValueError(
-                "seed must be None with secure_mode=True (seeded noise is predictable)"
-            )
-    if secure_mode:
-        _require_csprng()
-    elif deployment:
-        warnings.warn(
-            "DP-SGD is running in a deployment with secure_mode=False: noise and "
-            "sampling use a seedable, non-cryptographic RNG and noise sampling is "
-            "not hardened against floating-point attacks. The epsilon reported "
-            "assumes the noise is unpredictable. Set privacy.secure_mode=true "
-            "(needs torchcsprng) for production.",
-            InsecureRNGWarning,
-            stacklevel=2,
-        )
     problems = _problems(module, grad_sample_mode)
     if problems:
         raise IncompatibleModelError(
             "model cannot be trained with DP-SGD (see lepton_fed.privacy.dpsgd."
             "validate_model):\n  - " + "\n  - ".join(problems)
         )
-
     device = next(module.parameters()).device
-    noise_gen, sample_gen = (None, None) if secure_mode else _generators(seed, device)
+    source = noise_source(secure_mode=secure_mode, reproducible=reproducible, seed=seed,
+                          device=device, deployment=deployment)
+    if deployment and not secure_mode:
+        warnings.warn(
+            "DP-SGD is running in a deployment with secure_mode=False: the noise is "
+            "unpredictable (OS-keyed CSPRNG) but each value is a single Gaussian draw, "
+            "open to floating-point attacks on its low-order bits. Set "
+            "privacy.secure_mode=true for production.",
+            InsecureRNGWarning,
+            stacklevel=2,
+        )
     with warnings.catch_warnings():
-        # Opacus warns on every engine when secure_mode is off; our policy is the
-        # `deployment` warning above.
+        # Opacus's own secure_mode needs torchcsprng; our noise source replaces it, so
+        # its "Secure RNG turned off" warning does not apply.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant="rdp", secure_mode=secure_mode)
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
     try:
         out = engine.make_private(
             module=module,
@@ -358,34 +345,18 @@ def make_private(
             noise_multiplier=sigma,
             max_grad_norm=clip,
             poisson_sampling=True,
-            noise_generator=noise_gen,
             grad_sample_mode=grad_sample_mode,
         )
     except (UnsupportedError, NotImplementedError) as e:
         raise IncompatibleModelError(f"Opacus refused the model: {e}") from e
-    dp_module, dp_optimizer, dp_loader = out[0], out[1], out[-1]
-    sampler = dp_loader.batch_sampler
-    if not isinstance(sampler, UniformWithReplacementSampler):  # pragma: no cover
-        raise RuntimeError(f"expected Poisson sampling, got {type(sampler).__name__}")
-    if sample_gen is not None:
-        sampler.generator = sample_gen
-    # Our ledger accounts; the engine's accountant hook is replaced by a step counter.
+    dp_module = out[0]
+    # Same optimizer class and arguments, same loader, but every draw from `source`
+    # (Opacus's engine accountant hook stays on the discarded optimizer: our ledger
+    # accounts, from the step counter attached here).
+    dp_optimizer, dp_loader = with_noise_source(out[1], out[-1], source)
     setattr(dp_optimizer, _STEP_COUNTER, 0)
     dp_optimizer.attach_step_hook(_count_step)
     return PrivateTraining(dp_module, dp_optimizer, dp_loader)
-
-
-def _require_csprng() -> None:
-    try:
-        import torchcsprng  # noqa: F401
-    except ImportError as e:
-        raise SecureModeUnavailable(
-            "privacy.secure_mode=true needs Opacus's secure RNG, which requires the "
-            "'torchcsprng' package; it is not installed here (its last release, 0.2.1 "
-            "of 2021, predates torch 2.x and has no build for this torch). Run with "
-            "secure_mode=false and accept a non-cryptographic RNG (see the privacy "
-            "README), or install a torchcsprng build matching your torch."
-        ) from e
 
 
 def dp_loss_step(

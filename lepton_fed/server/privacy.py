@@ -1,17 +1,35 @@
 """Server-side privacy bookkeeping: central-DP noise and accounting, and the run's
-privacy summary (per-client DP-SGD epsilons reported by the nodes' ledgers)."""
+privacy summary (per-client DP-SGD epsilons reported by the nodes' ledgers).
+
+Central-DP noise comes from OS entropy (:class:`~lepton_fed.privacy.noise.OSNoise`;
+``privacy.secure_mode``: :class:`~lepton_fed.privacy.noise.SecureNoise`), never from
+``cfg.seed``, which every member receives with the config. ``privacy.reproducible``
+(simulation only) seeds it per round from ``cfg.seed`` and warns.
+"""
 
 from __future__ import annotations
 
-import os
+import logging
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from lepton_fed.errors import ConfigError
+from lepton_fed.privacy.noise import REPRODUCIBLE_RISK, check_noise_config, noise_source
 from lepton_fed.utils.seed import derive_seed
 
 __all__ = ["ServerPrivacy"]
+
+log = logging.getLogger(__name__)
+
+_NOISE = {
+    "os": "CSPRNG keyed from OS entropy (one Box-Muller Gaussian per value)",
+    "secure": "CSPRNG keyed from OS entropy, floating-point-attack-hardened Gaussians "
+              "(sum of 4 draws / 2)",
+    "seeded": "SEEDED from the run seed (privacy.reproducible): predictable by anyone "
+              "who knows the config; research simulation only",
+}
 
 
 class ServerPrivacy:
@@ -28,6 +46,13 @@ class ServerPrivacy:
         self.delta = cfg.privacy.delta
         self.noise_multiplier: float | None = None
         self.accountant: Any = None
+        problems = check_noise_config(cfg)
+        if problems:
+            raise ConfigError(problems)
+        self.secure_mode = bool(cfg.privacy.get("secure_mode", False))
+        self.reproducible = bool(cfg.privacy.get("reproducible", False))
+        if self.reproducible and self.mode != "none":
+            log.warning(REPRODUCIBLE_RISK)
         if self.mode == "central":
             from lepton_fed.privacy.analysis import central_noise_multiplier_for
             from lepton_fed.privacy.central import CentralAccountant
@@ -49,11 +74,11 @@ class ServerPrivacy:
         """
         from lepton_fed.privacy.central import add_gaussian_noise
 
-        seed = (int.from_bytes(os.urandom(8), "little") if self.cfg.privacy.secure_mode
-                else derive_seed(self.cfg.seed, "central-noise", rnd))
-        rng = np.random.default_rng(seed)
+        source = noise_source(
+            secure_mode=self.secure_mode, reproducible=self.reproducible,
+            seed=derive_seed(self.cfg.seed, "central-noise", rnd) if self.reproducible else None)
         noisy = add_gaussian_noise(total, noise_multiplier=float(self.noise_multiplier or 0.0),
-                                   clip=float(self.cfg.privacy.clip), rng=rng)
+                                   clip=float(self.cfg.privacy.clip), rng=source)
         return noisy / int(self.cfg.federation.clients_per_round)
 
     def account_release(self, num_clients: int) -> None:
@@ -75,7 +100,11 @@ class ServerPrivacy:
         out: dict[str, Any] = {
             "mode": self.mode, "epsilon": self.epsilon(per_client),
             "delta": self.delta, "target_epsilon": self.cfg.privacy.epsilon,
+            "reproducible": self.reproducible,
         }
+        if self.mode != "none":
+            name = "seeded" if self.reproducible else "secure" if self.secure_mode else "os"
+            out |= {"secure_mode": self.secure_mode, "noise": _NOISE[name]}
         if self.mode == "dpsgd":
             out |= {"per_client": dict(sorted(per_client.items())),
                     "stopped_clients": stopped, "max_grad_norm": self.cfg.privacy.max_grad_norm,

@@ -7,11 +7,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant as dpa
 
 from lepton_fed.privacy import CentralAccountant, add_gaussian_noise, clip_update
 from lepton_fed.privacy.analysis import DEFAULT_ORDERS
+from lepton_fed.privacy.noise import OSNoise, SecureNoise
 
 
 def closed_form_epsilon(sigmas, delta):
@@ -72,6 +74,24 @@ def test_noise_std_is_sigma_times_clip_on_the_sum():
         np.ones(5), noise_multiplier=1.0, clip=1.0, rng=np.random.default_rng(4)
     )
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("source", [OSNoise, SecureNoise])
+def test_noise_from_an_os_source_has_the_right_std_and_is_never_repeated(source):
+    # Prepare: the same global seeds before each call (what a member could know)
+    total = np.full(100_000, 2.0)
+    draws = []
+    for _ in range(2):
+        np.random.seed(0)
+        torch.manual_seed(0)
+        draws.append(add_gaussian_noise(total, noise_multiplier=1.5, clip=0.2, rng=source()))
+    # Assert
+    noise = draws[0] - total
+    assert draws[0].dtype == np.float64 and draws[0].shape == total.shape
+    assert np.std(noise) == pytest.approx(0.3, rel=0.02)
+    assert abs(np.mean(noise)) < 0.01
+    assert not np.array_equal(draws[0], draws[1])
+    assert np.all(total == 2.0)  # input untouched
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""DP-SGD wrapper: real (tiny) Opacus runs: seeding, steps, empty batches, model checks."""
+"""DP-SGD wrapper: real (tiny) Opacus runs: randomness, steps, empty batches, model checks."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lepton_fed.errors import ConfigError, IncompatibleModelError
+from lepton_fed.errors import IncompatibleModelError
 from lepton_fed.models import build_model
 from lepton_fed.privacy import PrivacyLedger, local_schedule
 from lepton_fed.privacy.dpsgd import (
     GRAD_SAMPLE_MODES,
     InsecureRNGWarning,
-    SecureModeUnavailable,
+    ReproducibleNoiseWarning,
     dp_loss_step,
     make_private,
     validate_model,
@@ -32,8 +32,10 @@ def tiny_data(n=40, features=8, seed=1):
     )
 
 
-def one_round(mode="ew", seed=0, n=40, batch=8, epochs=1, model=None):
-    """Build the model (same init every time), wrap, train one round; return weights."""
+def one_round(mode="ew", seed=None, n=40, batch=8, epochs=1, model=None, **kw):
+    """Build the model (same init every time), wrap, train one round; return weights.
+
+    ``seed`` given: reproducible (seeded) randomness; otherwise OS entropy."""
     torch.manual_seed(123)  # the model builder's seeding: identical init for every call
     model = model or build_model(
         {"name": "mlp", "num_features": 8, "num_classes": 3, "hidden": [16]}
@@ -47,6 +49,8 @@ def one_round(mode="ew", seed=0, n=40, batch=8, epochs=1, model=None):
         max_grad_norm=1.0,
         grad_sample_mode=mode,
         seed=seed,
+        reproducible=seed is not None,
+        **kw,
     )
     criterion = nn.CrossEntropyLoss()
     for _ in range(epochs):
@@ -63,7 +67,8 @@ def one_round(mode="ew", seed=0, n=40, batch=8, epochs=1, model=None):
 
 
 @pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
-def test_seed_controls_noise_and_sampling(mode):
+@pytest.mark.filterwarnings("ignore::lepton_fed.privacy.noise.ReproducibleNoiseWarning")
+def test_reproducible_seed_controls_noise_and_sampling(mode):
     # Prepare/Execute: the global torch seed is identical in all runs (the measured
     # failure mode); only our per-(run, round, client) seed differs.
     a, _ = one_round(mode, seed=11)
@@ -74,10 +79,83 @@ def test_seed_controls_noise_and_sampling(mode):
     assert not torch.equal(a, c)
 
 
-def test_no_seed_draws_fresh_randomness():
-    a, _ = one_round(seed=None)
-    b, _ = one_round(seed=None)
+@pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
+def test_default_draws_fresh_randomness_whatever_the_global_seed(mode):
+    # one_round re-seeds the global torch RNG identically before each run
+    a, _ = one_round(mode)
+    b, _ = one_round(mode)
     assert not torch.equal(a, b)
+
+
+def test_reproducible_warns_naming_the_risk():
+    with pytest.warns(ReproducibleNoiseWarning, match="regenerate the noise"):
+        one_round(seed=3)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"seed": 3}, "reproducible=False"),  # a seed alone would be ignored: refused
+        ({"reproducible": True}, "needs a seed"),
+        ({"reproducible": True, "seed": 3, "secure_mode": True}, "exclude each other"),
+        ({"reproducible": True, "seed": 3, "deployment": True}, "simulations only"),
+    ],
+)
+def test_randomness_settings_that_conflict_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _private(**kw)
+
+
+@pytest.mark.parametrize("mode", ["ew", "ghost"])
+@pytest.mark.parametrize("secure_mode", [False, True])
+def test_noise_std_is_sigma_times_clip(mode, secure_mode):
+    # Prepare: noise-only steps (empty Poisson batches: the clipped sum is 0), so the
+    # SGD update is -lr * noise / expected_batch_size on each of 8*600+600 parameters.
+    sigma, clip, lr, batch = 1.3, 0.7, 1.0, 8
+    model = nn.Linear(600, 8)
+    private = make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+        data_loader=DataLoader(tiny_data(40, 600), batch_size=batch),
+        noise_multiplier=sigma, max_grad_norm=clip, grad_sample_mode=mode,
+        secure_mode=secure_mode,
+    )
+    draws = []
+    for _ in range(3):
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        dp_loss_step(module=private.module, optimizer=private.optimizer,
+                     criterion=nn.CrossEntropyLoss(), inputs=torch.zeros(0, 600),
+                     targets=torch.zeros(0, dtype=torch.long))
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        draws.append((before - after) * batch / lr)
+    noise = torch.cat(draws).double()  # 14424 draws
+    # Assert: std sigma*C within 3% (sampling sd of the estimate ~0.6%), mean ~0
+    assert noise.std().item() == pytest.approx(sigma * clip, rel=0.03)
+    assert abs(noise.mean().item()) < 0.05 * sigma * clip
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_secure_mode_trains_a_real_model():
+    # Prepare: a separable 2-class problem; a linear model at chance before training
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    torch.manual_seed(0)  # model init only (not DP randomness)
+    model = build_model({"name": "mlp", "num_features": 8, "num_classes": 2, "hidden": [16]})
+    private = make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=40),
+        noise_multiplier=0.5, max_grad_norm=1.0, secure_mode=True, deployment=True,
+    )
+    # Execute
+    for _ in range(5):
+        for xb, yb in private.data_loader:
+            dp_loss_step(module=private.module, optimizer=private.optimizer,
+                         criterion=nn.CrossEntropyLoss(), inputs=xb, targets=yb)
+    # Assert: every step counted, the model learned the rule
+    assert private.steps_taken == 50
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.85
 
 
 @pytest.mark.parametrize(
@@ -96,7 +174,7 @@ def test_realized_event_matches_local_schedule(n, batch, epochs):
 
 @pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
 def test_empty_poisson_batch_still_takes_a_noisy_step(mode):
-    _, private = one_round(mode, seed=5)
+    _, private = one_round(mode)
     model_params = [p.detach().clone() for p in private.module.parameters()]
     steps = private.steps_taken
     loss = dp_loss_step(
@@ -128,7 +206,6 @@ def test_cnn_trains_in_every_mode():
             noise_multiplier=1.0,
             max_grad_norm=1.0,
             grad_sample_mode=mode,
-            seed=1,
         )
         for x, y in private.data_loader:
             dp_loss_step(
@@ -221,29 +298,13 @@ def _private(**kw):
     return make_private(**(args | kw))
 
 
-def test_secure_mode_without_torchcsprng_says_so():
-    try:
-        import torchcsprng  # noqa: F401
-    except ImportError:
-        pass
-    else:  # pragma: no cover
-        pytest.skip("torchcsprng is installed")
-    with pytest.raises(SecureModeUnavailable, match="torchcsprng") as info:
-        _private(secure_mode=True)
-    assert isinstance(info.value, ConfigError) and isinstance(info.value, ImportError)
-
-
-def test_secure_mode_refuses_a_seed():
-    with pytest.raises(ValueError, match="seed"):
-        _private(secure_mode=True, seed=3)
-
-
 def test_deployment_without_secure_mode_warns_loudly_simulation_stays_quiet():
     with pytest.warns(InsecureRNGWarning, match="secure_mode"):
-        _private(deployment=True, seed=1)
+        _private(deployment=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _private(seed=1)
+        _private()
+        _private(deployment=True, secure_mode=True)
     assert not [
         w
         for w in caught
@@ -258,7 +319,7 @@ def test_deployment_without_secure_mode_warns_loudly_simulation_stays_quiet():
         ({"max_grad_norm": 0.0}, "max_grad_norm"),
         ({"max_grad_norm": float("inf")}, "max_grad_norm"),
         ({"grad_sample_mode": "fast"}, "grad_sample_mode"),
-        ({"seed": -1}, "seed"),
+        ({"seed": -1, "reproducible": True}, "seed"),
     ],
 )
 def test_make_private_rejects_bad_values(kw, name):
