@@ -61,6 +61,17 @@ def _encryptor(key: bytes, nonce: bytes, cipher: str) -> CipherContext:
     return Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
 
 
+def _fresh_nonce(cipher: str) -> bytes:
+    """A 16-byte nonce / initial counter block for a fresh key.
+
+    ChaCha20 (cryptography/OpenSSL layout): a 4-byte little-endian block counter,
+    started at 0 so that 2**32 blocks (256 GiB) fit before it would overflow (a random
+    start could overflow after a few bytes), then a 12-byte random nonce. AES-CTR: a
+    random 128-bit counter block (incremented modulo 2**128, no overflow error).
+    """
+    return bytes(4) + os.urandom(12) if cipher == "chacha20" else os.urandom(16)
+
+
 def _default_cipher() -> str:
     from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -91,7 +102,7 @@ class CryptoRandom:
         self._rekey()
 
     def _rekey(self) -> None:
-        self._enc = _encryptor(os.urandom(32), os.urandom(16), self.cipher)
+        self._enc = _encryptor(os.urandom(32), _fresh_nonce(self.cipher), self.cipher)
         self._used = 0
         self._pid = os.getpid()
 

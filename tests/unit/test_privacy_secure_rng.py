@@ -82,6 +82,16 @@ def test_streams_never_repeat_across_instances_or_calls():
     assert x != y and a.random_bytes(64) != x
 
 
+def test_chacha20_block_counter_starts_at_zero():
+    # a random 32-bit start could overflow OpenSSL's counter after a few bytes (seen:
+    # "Exceeded the maximum number of bytes ... for this nonce")
+    nonces = [secure_rng._fresh_nonce("chacha20") for _ in range(3)]
+    assert all(len(n) == 16 and n[:4] == bytes(4) for n in nonces)
+    assert len({n[4:] for n in nonces}) == 3
+    assert len(secure_rng._fresh_nonce("aes256-ctr")) == 16
+    assert secure_rng.REKEY_BYTES <= 2**32 * 64  # a key is retired before the counter ends
+
+
 def test_rekeys_after_the_byte_limit(monkeypatch):
     monkeypatch.setattr(secure_rng, "REKEY_BYTES", 1024)
     r = CryptoRandom()
