@@ -124,8 +124,12 @@ def train(msg: Message, context: Context) -> Message:
     cfg = node.cfg
     if (declined := _policy_decline(msg, node, cfg)) is not None:
         return declined
-    if (cfg.secagg.enabled or node_policy(context).require_secagg) and "secagg" not in msg.content:
-        return codes.decline_reply(msg, codes.SECAGG_REQUIRED, node_name=_name(context))
+    from lepton_fed.policy import check_train_message
+
+    unmasked = check_train_message(node_policy(context), cfg,
+                                   has_secagg_request="secagg" in msg.content)
+    if unmasked:  # a secure-aggregation node never sends a plain update
+        return codes.decline_reply(msg, unmasked[0].code, unmasked[0].detail, node_name=_name(context))
     _take_scaler(msg, node)
     request = (bytes(cast(bytes, msg.content["secagg"]["request"]))
                if "secagg" in msg.content else None)

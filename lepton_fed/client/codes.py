@@ -23,7 +23,6 @@ __all__ = [
     "NEEDS_SETUP",
     "SCHEMA_MISMATCH",
     "SECAGG_ABORT",
-    "SECAGG_REQUIRED",
     "decline_reply",
     "error_reply",
 ]
@@ -32,8 +31,6 @@ log = logging.getLogger("lepton_fed.node")
 
 #: the node has no run config (it restarted): the server should send the setup again
 NEEDS_SETUP = "NEEDS_SETUP"
-#: a secure-aggregation node got a train request without the masked-input request
-SECAGG_REQUIRED = "SECAGG_REQUIRED"
 #: the node's file differs from the federation's schema (columns named in the detail)
 SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
 #: the node's data file is missing or unreadable
@@ -46,7 +43,7 @@ INVALID_REQUEST = "INVALID_REQUEST"
 INTERNAL = "INTERNAL"
 
 #: Flower error codes (``Error.code``) used for each reason; Flower reserves small codes.
-ERROR_CODES = {NEEDS_SETUP: 4101, SECAGG_REQUIRED: 4102, SCHEMA_MISMATCH: 4103,
+ERROR_CODES = {NEEDS_SETUP: 4101, SCHEMA_MISMATCH: 4103,
                DATA_UNAVAILABLE: 4104, SECAGG_ABORT: 4105, INVALID_REQUEST: 4106,
                INTERNAL: 4199}
 

@@ -103,19 +103,13 @@ def run_train_round(
 
     dp = None
     if cfg.privacy.mode == "dpsgd":
-        from lepton_fed.client.dp import dp_settings_or_decline
+        from lepton_fed.client.dp import reserve_dp_round
 
-        fingerprint = node.get("data-fp")
-        if fingerprint is None:
-            from lepton_fed.privacy.accounting import dataset_fingerprint
-
-            fingerprint = dataset_fingerprint(data.X, data.y)
-            node.set("data-fp", fingerprint)
-        dp, eps_so_far = dp_settings_or_decline(node, cfg, n=len(data.y),
-                                                fingerprint=fingerprint, round_=rnd,
-                                                num_features=data.num_features)
-        if dp is None:
-            return Outcome(decline=BUDGET_EXHAUSTED, metrics=_clear(node, {"epsilon": eps_so_far}))
+        decision = reserve_dp_round(node, cfg, data, round_=rnd)
+        if decision.settings is None:
+            return Outcome(decline=decision.decline or BUDGET_EXHAUSTED, detail=decision.detail,
+                           metrics=_clear(node, {"epsilon": decision.epsilon}))
+        dp = decision.settings
 
     res = train_local(
         model, X, data.y,
@@ -128,8 +122,7 @@ def run_train_round(
     if dp is not None:
         from lepton_fed.client.dp import record_round
 
-        metrics["epsilon"] = record_round(node, cfg, dp, res, fingerprint=fingerprint,
-                                          round_=rnd)
+        metrics["epsilon"] = record_round(node, cfg, dp, res, round_=rnd)
 
     local_state = get_state(model)
     gvec = flatten_state(global_state)

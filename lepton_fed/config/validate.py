@@ -188,6 +188,9 @@ def validate(cfg: DictConfig) -> list[str]:
                 "the secure-aggregation field encoding (<= 4 bytes/parameter) is the compression; "
                 "use compression=none"
             )
+    from lepton_fed.policy import check_policy_config
+
+    p += check_policy_config(cfg)
     if cfg.compression["update"] not in UPDATES:
         p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
     if not 0 < cfg.compression.topk_fraction <= 1:

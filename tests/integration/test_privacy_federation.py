@@ -99,8 +99,8 @@ def test_each_client_draws_its_own_noise(tmp_path, compose_cfg):
     ups = []
     for nid in (1, 2):
         node = NodeState(grid.contexts[nid])
-        arr, _ = run_train_round(node, to_array_record(g), ConfigRecord({"server-round": 2}))
-        w = from_array_record(arr)
+        out = run_train_round(node, to_array_record(g), ConfigRecord({"server-round": 2}))
+        w = from_array_record(out.record)
         ups.append(np.concatenate([(w[k] - g[k]).ravel() for k in g]))
     corr = np.corrcoef(ups[0], ups[1])[0, 1]
     assert abs(corr) < 0.9, corr
