@@ -478,7 +478,7 @@ def _components(clients: int, rounds: int) -> dict[str, dict[str, float]]:
     wrap(srounds, "set_state", "server: set_state")
     wrap(srounds, "evaluate_model", "server: evaluate_model")
     wrap(RunWriter, "round", "server: RunWriter.round (metrics.jsonl)")
-    import strategies
+    from lepton_fed import strategies
 
     wrap(strategies.FedAvg, "configure_train", "server: strategy.configure_train")
     wrap(strategies.FedAvg, "aggregate_train", "server: strategy.aggregate_train")

@@ -1,6 +1,6 @@
 """``lepton-fed simulate`` entry point: compose -> validate -> simulate -> metric.
 
-Run directly too: ``python -m simulations.run [overrides]`` (``-m`` for sweeps).
+Run directly too: ``python -m lepton_fed.simulations.run [overrides]`` (``-m`` for sweeps).
 Returns the final accuracy, which a Hydra sweeper can optimise.
 """
 

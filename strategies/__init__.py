@@ -1,7 +1,7 @@
 """Aggregation strategies, reached from ``conf/strategy/*.yaml`` through ``_target_``."""
 
-from strategies.fedavg_family import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
-from strategies.robust import Krum, Median, TrimmedMean
+from .fedavg_family import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
+from .robust import Krum, Median, TrimmedMean
 
 __all__ = [
     "FedAdagrad",

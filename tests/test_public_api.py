@@ -1,12 +1,18 @@
-"""Every __all__ is a sorted list of strings that resolve (order: ruff RUF022)."""
+"""Every __all__ is a sorted list of strings that resolve (order: ruff RUF022); the wheel
+ships every package of the source tree, under lepton_fed only."""
 
 import importlib
 import pkgutil
+import tomllib
+from pathlib import Path
 
 import pytest
 
 import lepton_fed
-import strategies
+import lepton_fed.simulations
+import lepton_fed.strategies
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _isort_key(n: str) -> tuple[int, str]:
@@ -15,7 +21,9 @@ def _isort_key(n: str) -> tuple[int, str]:
 
 
 def _modules():
-    for pkg in (lepton_fed, strategies):
+    # lepton_fed.strategies / .simulations are mapped from top-level folders, which an
+    # editable install's lepton_fed.__path__ does not list: walk them explicitly.
+    for pkg in (lepton_fed, lepton_fed.simulations, lepton_fed.strategies):
         yield pkg.__name__
         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             yield m.name
@@ -45,3 +53,59 @@ def test_import_has_no_side_effects(monkeypatch):
     code = "import os, lepton_fed; print(sorted(k for k in os.environ if k.startswith(('FLWR','RAY'))))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_mapped_packages_resolve_to_the_top_level_folders(tmp_path):
+    """strategies/ and simulations/ stay at the repository's top level but are imported as
+    lepton_fed.strategies / lepton_fed.simulations; nothing imports the generic top-level names
+    (run outside the repository, where those names would not resolve)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib, pathlib, lepton_fed.cli.main, lepton_fed.simulations.run\n"
+        "from lepton_fed.config.paths import conf_dir\n"
+        "for f in sorted((conf_dir() / 'strategy').glob('*.yaml')):\n"
+        "    t = next(l.split(':', 1)[1].strip() for l in f.read_text().splitlines()\n"
+        "             if l.startswith('_target_:'))\n"
+        "    m, _, c = t.rpartition('.')\n"
+        "    getattr(importlib.import_module(m), c)\n"
+        "for n in ('strategies', 'simulations'):\n"
+        "    print(pathlib.Path(importlib.import_module('lepton_fed.' + n).__file__).parent.name)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('strategies', 'simulations')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["strategies", "simulations", "[]"], out.stdout
+
+
+def test_pyproject_lists_every_package_of_the_source_tree():
+    """[tool.setuptools] packages is an explicit list (package-dir mappings rule out
+    `find`), so a new sub-package or conf group left off it would be missing from the wheel."""
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools_cfg["package-dir"]
+    expected = {"lepton_fed"}
+    expected |= {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "lepton_fed").rglob("__init__.py")
+    }
+    for name, folder in mapped.items():
+        root = REPO / folder
+        expected.add(name)
+        if name == "lepton_fed.conf":  # data-only: each group folder holding YAML
+            expected |= {f"{name}.{d.name}" for d in root.iterdir()
+                         if d.is_dir() and d.name != "local" and any(d.glob("*.yaml"))}
+        else:
+            expected |= {f"{name}." + ".".join(p.parent.relative_to(root).parts)
+                         for p in root.rglob("*/__init__.py")}
+    assert mapped == {"lepton_fed.conf": "conf", "lepton_fed.simulations": "simulations",
+                      "lepton_fed.strategies": "strategies"}
+    listed = set(setuptools_cfg["packages"])
+    assert listed == expected, (
+        f"pyproject [tool.setuptools] packages: add {sorted(expected - listed)}, "
+        f"remove {sorted(listed - expected)}")
+    data = setuptools_cfg["package-data"]
+    conf = [n for n in expected if n == "lepton_fed.conf" or n.startswith("lepton_fed.conf.")]
+    missing = [n for n in conf if n not in data]
+    assert not missing, f"conf groups without package-data (their YAML would not ship): {missing}"

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if "--help" in argv[1:] or "-h" in argv[1:]:
             sys.argv = ["lepton-fed simulate", "--help"]
-            from simulations import run
+            from lepton_fed.simulations import run
 
             run.main()
             return 0

@@ -42,7 +42,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"lepton-fed: {exc}", file=sys.stderr)
         return exc.exit_code
-    from simulations import run
+    from lepton_fed.simulations import run
 
     sys.argv = ["lepton-fed simulate", *args.overrides]
     run.main()

@@ -14,9 +14,23 @@ GROUPS = (
 
 
 def conf_dir() -> Path:
-    """The ``conf/`` tree: ``$LEPTON_FED_CONF`` if set, else the repository's ``conf/``."""
+    """The ``conf/`` tree Hydra composes from.
+
+    In order: ``$LEPTON_FED_CONF`` if set; the copy installed inside the package
+    (``lepton_fed/conf``, which is where a wheel puts the repository's ``conf/``); the
+    ``conf/`` beside the ``lepton_fed/`` folder (a source checkout, an editable install,
+    a ``flwr run .`` app bundle). When none exists, the installed location is returned,
+    so Hydra's "config directory not found" error names where the tree was expected.
+    """
     env = os.environ.get("LEPTON_FED_CONF")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "conf"
+    if installed.is_dir():
+        return installed
+    source = package.parent / "conf"
+    return source if source.is_dir() else installed
 
 
 def group_options(group: str) -> list[str]:
