@@ -8,6 +8,7 @@ Message metadata (ids, source/destination nodes) is set as Flower's own grids se
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,6 +39,9 @@ class InProcessGrid(Grid):
             not answer that message (a dropout, as a timeout looks to the server).
         node_configs: optional node_config per node (e.g. a real node's ``data-path``),
             replacing the simulated ``partition-id``.
+        bundle: a simulation bundle directory (:mod:`lepton_fed.sim_bundle`: keys,
+            signed roster, node policy) given to every simulated node as
+            ``node_config["sim-bundle"]``.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class InProcessGrid(Grid):
         run_id: int = 1,
         drop: Callable[[int, Message], bool] | None = None,
         node_configs: list[dict[str, Any]] | None = None,
+        bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         self.app = client_app
         self.run_id = run_id
@@ -60,6 +65,9 @@ class InProcessGrid(Grid):
                          state=RecordDict(), run_config={})
             for nid in range(1, num_nodes + 1)
         }
+        if bundle is not None:
+            for ctx in self.contexts.values():
+                ctx.node_config["sim-bundle"] = str(bundle)
         self._pending: dict[str, Message] = {}
         self.seen: list[Message] = []  # every reply the server received, for audits
 

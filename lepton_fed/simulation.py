@@ -77,10 +77,13 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
           f"({fed.clients_per_round} per round), {fed.rounds} rounds, data={cfg.data.name}, "
           f"model={cfg.model.name}, strategy={cfg.strategy.name}, privacy={cfg.privacy.mode}, "
           f"secagg={'on' if cfg.secagg.enabled else 'off'} -> {run_dir}", flush=True)
-    run_simulation(
-        server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
-        backend_name="ray", backend_config=backend_config,
-    )
+    from lepton_fed.sim_bundle import simulation_bundle
+
+    with simulation_bundle(cfg):  # keys, roster and node policy: the nodes', not the server's
+        run_simulation(
+            server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
+            backend_name="ray", backend_config=backend_config,
+        )
     if not results:
         summary = Path(run_dir) / "summary.json"
         raise RunFailed(

@@ -26,7 +26,7 @@ from lepton_fed.policy import NodePolicy, load_policy, open_policy, strict_defau
 __all__ = ["SIM_BUNDLE_ENV", "node_policy", "sim_bundle"]
 
 #: environment variable naming the simulation launcher's bundle directory
-SIM_BUNDLE_ENV = "LEPTON_FED_SIM_BUNDLE"
+SIM_BUNDLE_ENV = "LEPTON_FED_SIM_BUNDLE"  # = lepton_fed.secagg.provisioning.BUNDLE_ENV
 
 
 def node_policy(context: Context) -> NodePolicy:

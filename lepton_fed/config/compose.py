@@ -28,8 +28,10 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-def precheck(overrides: list[str], *, multirun: bool = False) -> list[DictConfig]:
-    """Check command-line overrides fully before anything expensive starts.
+def precheck(overrides: list[str], *, multirun: bool = False,
+             deployment: bool = False) -> list[DictConfig]:
+    """Check command-line overrides fully before anything expensive starts
+    (``deployment=True``: for a real federation, see :func:`validate`).
 
     Returns the composed configs (one per sweep combination, at most 256) or raises one
     :class:`ConfigError` with every problem found.
@@ -62,7 +64,7 @@ def precheck(overrides: list[str], *, multirun: bool = False) -> list[DictConfig
         except Exception as exc:  # noqa: BLE001 - Hydra's message names the key
             add(str(exc).splitlines()[0], combo)
             continue
-        for prob in validate(cfg):
+        for prob in validate(cfg, deployment=deployment):
             add(prob, combo)
         cfgs.append(cfg)
     if problems:

@@ -59,8 +59,12 @@ def _num(cfg: Any, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
-def validate(cfg: DictConfig) -> list[str]:
-    """Every semantic problem with a composed config (empty list = valid)."""
+def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
+    """Every semantic problem with a composed config (empty list = valid).
+
+    ``deployment=True`` (a real federation's coordinator) also refuses what only a
+    simulation may do (seeded DP noise).
+    """
     from lepton_fed.data.datasets import check_source
 
     p: list[str] = []
@@ -189,8 +193,10 @@ def validate(cfg: DictConfig) -> list[str]:
                 "use compression=none"
             )
     from lepton_fed.policy import check_policy_config
+    from lepton_fed.privacy.noise import check_noise_config
 
     p += check_policy_config(cfg)
+    p += check_noise_config(cfg, deployment=deployment)
     if cfg.compression["update"] not in UPDATES:
         p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
     if not 0 < cfg.compression.topk_fraction <= 1:

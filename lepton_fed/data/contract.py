@@ -213,4 +213,4 @@ def load_schema(source: str | Path | Mapping[str, Any]) -> FederationSchema:
         raise ValueError(f"schema file {str(p)!r} is not valid YAML/JSON") from exc
     if not isinstance(d, Mapping):
         raise ValueError(f"schema file {str(p)!r} must hold a mapping")
-    return FederationSchema.from_dict(d)
+    return FederationSchema.from_dict({str(k): v for k, v in d.items()})

@@ -45,9 +45,23 @@ def _deployed(grid: Grid, context: Context) -> None:
     rc = context.run_config
     if str(rc.get("config-yaml", "")).strip():
         cfg = OmegaConf.create(str(rc["config-yaml"]))
-        assert isinstance(cfg, DictConfig)
-        raise_if(validate(cfg))
+        if not isinstance(cfg, DictConfig):
+            from lepton_fed.errors import ConfigError
+
+            raise ConfigError("run config 'config-yaml' must hold a mapping")
+        raise_if(validate(cfg, deployment=True))
     else:
-        cfg = precheck(str(rc.get("config-overrides", "")).split())[0]
-    run_dir = str(rc.get("run-dir", "outputs/federation"))
-    run_federation(grid, cfg, RunWriter(run_dir))
+        cfg = precheck(str(rc.get("config-overrides", "")).split(), deployment=True)[0]
+    run_federation(grid, cfg, RunWriter(_run_dir(str(rc.get("run-dir", "")), grid)))
+
+
+def _run_dir(requested: str, grid: Grid) -> Path:
+    """The requested directory, or a new one per run: ``outputs/federation/<time>-<run id>``
+    (never a directory an earlier run wrote)."""
+    if requested.strip():
+        return Path(requested)
+    import time
+
+    run = getattr(grid, "run", None)
+    rid = getattr(run, "run_id", None) or 0
+    return Path("outputs") / "federation" / f"{time.strftime('%Y%m%d-%H%M%S')}-{rid}"
