@@ -136,7 +136,7 @@ def wait_quiet(max_s: float) -> float:
 DP_FUNCS: list[tuple[str, str, str, bool]] = [
     ("client round (ClientApp train handler)", "lepton_fed/client/app.py", "train", False),
     ("  local training (train_local)", "lepton_fed/client/train.py", "train_local", False),
-    ("    make_private (Opacus wrap, seeded generators)", "lepton_fed/privacy/dpsgd.py",
+    ("    make_private (Opacus wrap, OS-keyed CSPRNG noise source)", "lepton_fed/privacy/dpsgd.py",
      "make_private", False),
     ("      opacus PrivacyEngine.make_private", "opacus/privacy_engine.py", "make_private",
      False),
@@ -151,11 +151,11 @@ DP_FUNCS: list[tuple[str, str, str, bool]] = [
     ("    Poisson batches (DataLoader.__next__)", "torch/utils/data/dataloader.py", "__next__",
      False),
     ("    _strip_opacus (remove hooks)", "lepton_fed/client/train.py", "_strip_opacus", False),
-    ("  accounting: budget check (dp_settings_or_decline)", "lepton_fed/client/dp.py",
-     "dp_settings_or_decline", False),
+    ("  accounting: reserve (budget check + pending record)", "lepton_fed/client/dp.py",
+     "reserve_dp_round", False),
     ("    sigma calibration (noise_multiplier_for)", "lepton_fed/privacy/analysis.py",
      "noise_multiplier_for", True),
-    ("  accounting: record_round (record + epsilon)", "lepton_fed/client/dp.py",
+    ("  accounting: record_round (settle + epsilon)", "lepton_fed/client/dp.py",
      "record_round", False),
     ("  accounting: PrivacyLedger.epsilon (all calls)", "lepton_fed/privacy/ledger.py",
      "epsilon", False),
@@ -218,9 +218,9 @@ def component_times(variant: str, rounds: int) -> dict[str, Any]:
     targets = [(cround, "train_local", "train_local (local training, all)"),
                (dpsgd, "make_private", "make_private (Opacus wrap)"),
                (dpsgd, "dp_loss_step", "DP-SGD steps (dp_loss_step)"),
-               (cdp, "dp_settings_or_decline", "accounting: budget check (incl. sigma "
+               (cdp, "reserve_dp_round", "accounting: reserve (budget check, incl. sigma "
                 "calibration in round 1)"),
-               (cdp, "record_round", "accounting: record_round")]
+               (cdp, "record_round", "accounting: record_round (settle)")]
     acc: dict[str, list[float]] = {label: [] for _m, _n, label in targets}
     saved = []
     for mod, name, label in targets:

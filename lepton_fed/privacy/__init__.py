@@ -1,7 +1,8 @@
 """Differential privacy: accounting math, the per-node ledger, DP-SGD and central DP.
 
 What each mode guarantees, against whom, and what voids it: ``privacy/README.md``.
-The DP-SGD names (``make_private`` ...) import torch and Opacus on first use only.
+The DP-SGD names (``make_private`` ...) and ``ReproducibleNoiseWarning`` import torch
+(and Opacus) on first use only.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = [
     "PrivacyEvent",
     "PrivacyLedger",
     "PrivateTraining",
-    "SecureModeUnavailable",
+    "ReproducibleNoiseWarning",
     "add_gaussian_noise",
     "central_epsilon",
     "central_noise_multiplier_for",
@@ -56,21 +57,20 @@ __all__ = [
     "validate_model",
 ]
 
-_LAZY_DPSGD = frozenset(
-    {
-        "InsecureRNGWarning",
-        "PrivateTraining",
-        "SecureModeUnavailable",
-        "dp_loss_step",
-        "make_private",
-        "validate_model",
-    }
-)
+# name -> the module that defines it (these import torch/Opacus, so only on first use)
+_LAZY = {
+    "InsecureRNGWarning": "dpsgd",
+    "PrivateTraining": "dpsgd",
+    "dp_loss_step": "dpsgd",
+    "make_private": "dpsgd",
+    "validate_model": "dpsgd",
+    "ReproducibleNoiseWarning": "noise",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_DPSGD:
-        from lepton_fed.privacy import dpsgd
+    if name in _LAZY:
+        import importlib
 
-        return getattr(dpsgd, name)
+        return getattr(importlib.import_module(f"lepton_fed.privacy.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'lepton_fed.privacy' has no attribute {name!r}")

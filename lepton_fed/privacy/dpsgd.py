@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
-from lepton_fed.errors import ConfigError, IncompatibleModelError
+from lepton_fed.errors import IncompatibleModelError
 from lepton_fed.privacy.analysis import (
     _check_int,
     _check_noise_multiplier,
@@ -45,7 +45,6 @@ __all__ = [
     "InsecureRNGWarning",
     "PrivateTraining",
     "ReproducibleNoiseWarning",
-    "SecureModeUnavailable",
     "choose_grad_sample_mode",
     "dp_loss_step",
     "dp_ready",
@@ -83,12 +82,6 @@ class InsecureRNGWarning(UserWarning):
     bits (Mironov 2012; arXiv:2107.10138, arXiv:2112.05307). Turn this into an error
     with ``warnings.simplefilter("error", InsecureRNGWarning)`` to refuse such runs.
     """
-
-
-class SecureModeUnavailable(ConfigError, ImportError):
-    """No longer raised: ``secure_mode`` needs no ``torchcsprng`` any more (it uses
-    :mod:`lepton_fed.privacy.secure_rng`). Kept only while ``lepton_fed.privacy``
-    still exports the name."""
 
 
 # --------------------------------------------------------------------- validation
