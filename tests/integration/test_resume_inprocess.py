@@ -1,0 +1,123 @@
+"""A run that dies in a round and is resumed from its checkpoint ends where an
+uninterrupted run ends (real ServerApp loop and ClientApp handlers, in-process grid)."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lepton_fed.client import app as client_module
+from lepton_fed.inprocess import InProcessGrid
+from lepton_fed.server import checkpoint as ck
+from lepton_fed.server.checkpoint import CheckpointError
+from lepton_fed.server.outputs import RunWriter
+from lepton_fed.server.rounds import run_federation
+
+
+class Died(Exception):
+    """Stands for the process dying in the middle of a round."""
+
+
+class DieInRound:
+    """Raises after round ``k`` wrote its metrics row, before its checkpoint."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def on_round(self, row):
+        if row["round"] == self.k:
+            raise Died
+
+    def on_finish(self, summary):
+        pass
+
+
+def _run(cfg, d, observers=(), resume=None):
+    grid = InProcessGrid(client_module.app, cfg.federation.num_clients)
+    return run_federation(grid, cfg, RunWriter(d), observers, resume=resume)
+
+
+def _interrupted(cfg, d, k):
+    with pytest.raises(Died):
+        _run(cfg, d, [DieInRound(k)])
+    assert ck.load(d).round == k - 1
+    return _run(cfg, d, resume=str(d))
+
+
+def _max_diff(a, b):
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert set(wa) == set(wb)
+    return max(float(np.max(np.abs(wa[k] - wb[k]))) for k in wa)
+
+
+def _rounds(d):
+    return [json.loads(x)["round"] for x in (d / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("strategy=fedadam",),
+    ("strategy=krum", "federation.num_clients=6", "federation.clients_per_round=4"),
+    ("privacy=central", "privacy.reproducible=true", "privacy.noise_multiplier=0.5"),
+], ids=["fedadam", "krum-partial", "central-dp"])
+def test_resumed_run_ends_with_the_uninterrupted_model(compose_cfg, tmp_path, overrides):
+    cfg = compose_cfg("federation.rounds=4", "model=logreg", *overrides)
+    a = _run(cfg, tmp_path / "a")
+    b = _interrupted(cfg, tmp_path / "b", 3)
+    assert _max_diff(tmp_path / "a", tmp_path / "b") <= 1e-6
+    assert _rounds(tmp_path / "b") == [1, 2, 3, 4]  # round 3's first row is gone
+    assert b["rounds_completed"] == 4 and b["privacy"]["epsilon"] == a["privacy"]["epsilon"]
+    if cfg.privacy.mode == "central":
+        acc = ck.load(tmp_path / "b").state["privacy"]["accountant"]
+        assert len(acc["rounds"]) == 4  # every released round counted once
+
+
+def test_the_server_optimizer_state_is_what_makes_fedadam_exact(compose_cfg, tmp_path):
+    """The same resume without FedAdam's moments ends elsewhere: the test above would see it."""
+    cfg = compose_cfg("federation.rounds=4", "model=logreg", "strategy=fedadam")
+    _run(cfg, tmp_path / "a")
+    with pytest.raises(Died):
+        _run(cfg, tmp_path / "b", [DieInRound(3)])
+    state_path = tmp_path / "b" / ck.CHECKPOINT_DIR / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["strategy"]["arrays"]["m_t"] and state["strategy"]["arrays"]["v_t"]
+    state["strategy"]["arrays"] |= {"m_t": None, "v_t": None}
+    state_path.write_text(json.dumps(state))
+    _run(cfg, tmp_path / "b", resume=str(tmp_path / "b"))
+    assert _max_diff(tmp_path / "a", tmp_path / "b") > 1e-4
+
+
+def test_secure_aggregation_resumes_under_a_new_protocol_run(compose_cfg, tmp_path):
+    """Nodes draw their stochastic rounding from OS entropy, so secure runs agree within
+    the field encoding's error, not bit for bit; the resumed run never reuses a run id."""
+    cfg = compose_cfg("federation.rounds=4", "model=logreg", "secagg=on",
+                      "federation.num_clients=4", "federation.clients_per_round=4")
+    _run(cfg, tmp_path / "a")
+    d = tmp_path / "b"
+    with pytest.raises(Died):
+        _run(cfg, d, [DieInRound(3)])
+    before = ck.load(d).state["secagg"]["run_ids"]
+    s = _run(cfg, d, resume=str(d))
+    after = ck.load(d).state["secagg"]["run_ids"]
+    assert len(before) == 1 and len(after) == 2 and after[0] == before[0] != after[1]
+    assert s["secagg"]["abandoned_rounds"] == [] and _rounds(d) == [1, 2, 3, 4]
+    assert _max_diff(tmp_path / "a", d) < 1e-3
+
+
+def test_a_resume_with_another_config_is_refused(compose_cfg, tmp_path):
+    cfg = compose_cfg("federation.rounds=3", "model=logreg")
+    with pytest.raises(Died):
+        _run(cfg, tmp_path, [DieInRound(2)])
+    other = compose_cfg("federation.rounds=3", "model=logreg", "client.epochs=3")
+    with pytest.raises(CheckpointError, match="client.epochs: the run has 1, now 3"):
+        _run(other, tmp_path, resume=str(tmp_path))
+
+
+def test_resuming_a_finished_run_changes_nothing_and_can_extend_it(compose_cfg, tmp_path):
+    cfg = compose_cfg("federation.rounds=2", "model=logreg")
+    first = _run(cfg, tmp_path)
+    again = _run(cfg, tmp_path, resume=str(tmp_path))
+    assert again["final"] == first["final"] and _rounds(tmp_path) == [1, 2]
+    longer = _run(compose_cfg("federation.rounds=3", "model=logreg"), tmp_path,
+                  resume=str(tmp_path))
+    assert longer["rounds_completed"] == 3 and _rounds(tmp_path) == [1, 2, 3]
