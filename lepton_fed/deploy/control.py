@@ -50,10 +50,11 @@ def wait_ready(client: Any, *, timeout: float, alive: Callable[[], bool]) -> Non
 
 def _raw(pem_or_ssh: bytes) -> bytes:
     """A public key's uncompressed point (compares OpenSSH and PEM encodings)."""
-    try:
-        key: Any = serialization.load_ssh_public_key(pem_or_ssh)
-    except (ValueError, TypeError):
+    key: Any
+    if pem_or_ssh.lstrip().startswith(b"-----BEGIN"):
         key = serialization.load_pem_public_key(pem_or_ssh)
+    else:
+        key = serialization.load_ssh_public_key(pem_or_ssh)
     return bytes(key.public_bytes(serialization.Encoding.X962,
                                   serialization.PublicFormat.UncompressedPoint))
 

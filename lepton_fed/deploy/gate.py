@@ -79,7 +79,8 @@ class Gate:
         self.host, self.port = host, port
         config = uvicorn.Config(make_gate_app(upstream, ca), host=host, port=port,
                                 ssl_certfile=str(cert), ssl_keyfile=str(key),
-                                log_level="warning", access_log=False, lifespan="on")
+                                log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="lepton-fed-gate", daemon=True)
 

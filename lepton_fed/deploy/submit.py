@@ -91,6 +91,7 @@ def submit_run(
     """
     import json
 
+    import httpx
     import tomli_w
     from omegaconf import OmegaConf
 
@@ -131,11 +132,19 @@ def submit_run(
         run_id = _stream(argv, env, out)
     if run_id is None:
         raise DeployError("`flwr run` did not start a run (see its output above)")
-    state = control.run_state(client, run_id)
     deadline = time.monotonic() + finish_timeout
-    while state.status != "finished" and time.monotonic() < deadline:
+    while True:
+        try:
+            state = control.run_state(client, run_id)
+        except httpx.HTTPError as e:
+            if time.monotonic() > deadline:
+                raise DeployError(f"lost the SuperLink at {address} while reading the status of run "
+                                  f"{run_id} ({e}); check `lepton-fed superlink` and its logs") from None
+            time.sleep(1.0)
+            continue
+        if state.status == "finished" or time.monotonic() > deadline:
+            break
         time.sleep(1.0)
-        state = control.run_state(client, run_id)
     client.close()
     result = {"run_id": run_id, "run_dir": str(run_dir),
               "status": f"{state.status}:{state.sub_status}"}
