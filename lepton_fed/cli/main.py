@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 # Subcommand modules; each exposes register(subparsers). Optional ones may be missing
 # while their extra is not installed -- they are then skipped with a note in --help.
-MODULES = ("simulate", "report", "privacy", "export", "serve")
+MODULES = ("simulate", "report", "privacy", "export", "serve", "federation")
 
 
 def build_parser() -> argparse.ArgumentParser:
