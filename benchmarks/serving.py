@@ -6,7 +6,9 @@ Run: ``python benchmarks/serving.py`` (writes ``benchmarks/results/serving.json`
    digits, and for the default small models, export a signed artifact with
    ``export_artifact`` and report size ratio, accuracy drop and single-thread latency
    p50/p99 at batch 1 and 64 for fp32 torch, fp32 ONNX Runtime, and each int8 candidate
-   (all measured in the same process by the export itself).
+   (all measured in the same process by the export itself; ONNX graphs take raw rows,
+   their input stage included). ``input_stage``: the stage's own cost, A/B against
+   the bare int8 graph and against numpy scaling in front of it (:func:`bench_input_stage`).
 2. HTTP: serve an artifact with ``python -m lepton_fed.cli.serve`` (uvicorn, 1 worker),
    then a separate load-generating process (``loadgen`` sub-command: keep-alive
    http.client connections in threads) sends batch-1 ``/predict`` requests, bounded by a
@@ -124,6 +126,62 @@ def bench_artifact(name: str, run: Path, art: Path, seconds: float) -> dict[str,
         "speedup_b64": lat["speedup_b64"],
         "candidates": cands,
     }
+
+
+def bench_input_stage(art: Path, rows: list[dict], seconds: float) -> dict[str, Any]:
+    """What the in-graph input stage costs, measured A/B in one process.
+
+    Re-quantizes the artifact's fp32 reference with the served method (so the int8
+    graph is the one served, minus its stage) and times, single-threaded, on the same
+    rows: the bare int8 graph on pre-scaled rows, the old serving path (numpy scaling +
+    bare graph, format 1) and the served graph on raw rows (format 2). Rounds alternate
+    so machine noise hits all three alike; each figure is the best p50 over 3 rounds.
+    """
+    from lepton_fed.compression.evaluate import latency
+    from lepton_fed.compression.quantize import (
+        export_onnx,
+        quantize_onnx_dynamic,
+        quantize_onnx_static,
+    )
+    from lepton_fed.data.preprocess import Preprocessor
+    from lepton_fed.serving.input_stage import InputLayout, add_input_stage
+    from lepton_fed.serving.runtime import OrtBackend, load_backend
+
+    m = json.loads((art / "manifest.json").read_text())
+    method = m["runtime"]["method"]
+    if m["runtime"]["engine"] != "onnxruntime" or method not in ("dynamic", "static"):
+        return {"skipped": f"served {m['runtime']['engine']} {method}"}
+    pre = Preprocessor.from_dict(json.loads((art / "preprocess.json").read_text()))
+    X = pre.encode_rows(rows)
+    Xs = pre.scaler.transform(X)
+    ref = load_backend(
+        "torch", "fp32", (art / "model.fp32.safetensors").read_bytes(), m["model"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(ref.model, X.shape[1], Path(tmp) / "fp32.onnx")
+        core = (
+            quantize_onnx_dynamic(fp32, Path(tmp) / "q.onnx")
+            if method == "dynamic"
+            else quantize_onnx_static(fp32, Path(tmp) / "q.onnx", Xs[:256])
+        ).path
+        staged = add_input_stage(core, pre, Path(tmp) / "staged.onnx")
+        bare = OrtBackend(core)
+        graph = OrtBackend(staged, layout=InputLayout.of(pre))
+        paths = {
+            "bare_int8_on_scaled_rows": (bare, Xs),
+            "format1_numpy_scaling_plus_graph": (
+                lambda x: bare(pre.scaler.transform(x)), X
+            ),
+            "format2_graph_with_stage_on_raw_rows": (graph, X),
+        }
+        best: dict[str, dict[str, float]] = {k: {} for k in paths}
+        for _ in range(3):
+            for name, (fn, data) in paths.items():
+                for b in (1, 64):
+                    p50 = latency(fn, data, b, max_seconds=seconds / 3)["p50_us"]
+                    key = f"b{b}_p50_us"
+                    best[name][key] = round(min(best[name].get(key, 1e18), p50), 2)
+    return {"method": method, **best}
 
 
 # --- HTTP ---------------------------------------------------------------------------
@@ -303,6 +361,9 @@ def main() -> int:
             rows_by_model[name] = write_run(run, dataset, extras, epochs)
             r = bench_artifact(
                 name, run, Path(tmp) / f"art_{name}", args.latency_seconds
+            )
+            r["input_stage"] = bench_input_stage(
+                Path(tmp) / f"art_{name}", rows_by_model[name], args.latency_seconds
             )
             results["artifacts"][name] = r
             print(f"[artifact] {name}: {json.dumps(r)}", flush=True)

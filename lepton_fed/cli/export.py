@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  runtime: {rt['engine']} {rt['precision']} ({rt['method']}) -> {rt['file']}"
     )
+    if rt.get("preprocessing") == "graph":
+        shapes = ", ".join(f"{i['name']}[{len(i['columns'])}]" for i in rt["inputs"])
+        print(f"  graph inputs (raw values, scaled in the graph): {shapes}")
     print(
         f"  held-out accuracy: fp32 {acc['fp32']:.4f}, served {acc['served']:.4f} "
         f"(pruning cost {m['pruning']['accuracy_cost']:+.4f})"

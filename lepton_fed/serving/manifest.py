@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from lepton_fed.data.preprocess import Preprocessor
-from lepton_fed.serving.signing import sha256_file
 
-__all__ = ["FORMAT_VERSION", "REFERENCE", "ExportMeasurements"]
+__all__ = ["FORMAT_VERSION", "READABLE_FORMATS", "REFERENCE", "ExportMeasurements"]
 
-FORMAT_VERSION = 1
+#: 2: an ONNX model takes raw features (``runtime.preprocessing == "graph"``, inputs
+#: listed under ``runtime.inputs``); 1: it took the scaled matrix.
+FORMAT_VERSION = 2
+#: Formats :func:`~lepton_fed.serving.runtime.load_artifact` still reads.
+READABLE_FORMATS = (1, 2)
 REFERENCE = "model.fp32.safetensors"
 _VERSIONED = (
     "lepton-fed", "torch", "onnx", "onnxruntime", "onnxscript", "numpy",
@@ -68,9 +71,15 @@ class ExportMeasurements:
     runtime: dict[str, Any] = field(default_factory=dict)
     served_acc: float = 0.0
     served_lat: dict[str, Any] = field(default_factory=dict)
+    data: str = "heldout.npz"
 
-    def manifest(self, stage: Path, run_dir: Path) -> dict[str, Any]:
-        """The manifest, without ``files`` and ``signer`` (added when signing)."""
+    def manifest(self, stage: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+        """The manifest, without ``files`` and ``signer`` (added when signing).
+
+        Args:
+            stage: the artifact directory being written.
+            source: where the model came from (``{"run", "model_sha256"}``).
+        """
         int8 = self.runtime["precision"] == "int8"
         served = stage / self.runtime["file"]
         ref = stage / REFERENCE
@@ -94,7 +103,7 @@ class ExportMeasurements:
                 "requested": self.quantization,
                 "applied": int8,
                 "max_accuracy_drop": self.max_accuracy_drop,
-                "calibration": {"source": "heldout.npz", "rows": self.calibration_rows}
+                "calibration": {"source": self.data, "rows": self.calibration_rows}
                 if static_used
                 else None,
                 "candidates": [
@@ -110,7 +119,7 @@ class ExportMeasurements:
                 "accuracy_cost": self.fp32_unpruned - self.fp32_acc,
             },
             "evaluation": {
-                "data": "heldout.npz",
+                "data": self.data,
                 "rows": self.rows,
                 "accuracy": {
                     "fp32_unpruned": self.fp32_unpruned,
@@ -144,9 +153,6 @@ class ExportMeasurements:
                     (self.summary.get("secagg") or {}).get("enabled", False)
                 ),
             },
-            "source": {
-                "run": run_dir.resolve().name,
-                "model_sha256": sha256_file(run_dir / "model.safetensors"),
-            },
+            "source": dict(source),
             "versions": _versions(),
         }

@@ -3,6 +3,11 @@
 :func:`load_artifact` verifies every hash and the signature *before* reading a model,
 then re-checks the hash of the exact bytes it loads (so a file swapped after the
 check is refused too). The ONNX Runtime path does not import torch.
+
+Every backend a :class:`Predictor` holds takes the *encoded, unscaled* matrix
+(:meth:`~lepton_fed.data.preprocess.Preprocessor.encode_rows`): an ONNX artifact scales
+(and one-hot encodes) inside its graph (:mod:`lepton_fed.serving.input_stage`); a torch
+artifact, or a format-1 ONNX artifact, is wrapped in a :class:`ScaledBackend`.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from lepton_fed.data.preprocess import Preprocessor
+from lepton_fed.data.preprocess import Preprocessor, Scaler
 from lepton_fed.errors import ArtifactError
+from lepton_fed.serving.input_stage import InputLayout
+from lepton_fed.serving.manifest import FORMAT_VERSION, READABLE_FORMATS
 from lepton_fed.serving.signing import Verification, verify_artifact
 
 __all__ = [
     "OrtBackend",
     "Predictor",
+    "ScaledBackend",
     "TorchBackend",
     "load_artifact",
     "load_backend",
@@ -48,9 +56,20 @@ class OrtBackend:
         model: path or serialized bytes of an ONNX model.
         threads: intra-op threads (1 is best for batch-1 serving and comparable
             latency numbers).
+        layout: the graph takes raw features (an artifact's graph with its input
+            stage); calls then take the encoded, unscaled matrix and feed each graph
+            input from it. ``None``: the graph's one input gets the matrix as is.
+
+    Raises:
+        ValueError: the graph's inputs are not the ones ``layout`` names.
     """
 
-    def __init__(self, model: str | os.PathLike[str] | bytes, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        threads: int = 1,
+        layout: InputLayout | None = None,
+    ) -> None:
         from lepton_fed.compression.quantize import require_serve_extra
 
         require_serve_extra("onnxruntime")
@@ -63,11 +82,32 @@ class OrtBackend:
         so.log_severity_level = 3
         src = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        names = [i.name for i in self.session.get_inputs()]
+        self.input_name = names[0]
+        self.layout = layout
+        if layout is not None:
+            want = [i["name"] for i in layout.manifest_inputs()]
+            if names != want:
+                raise ValueError(f"the graph's inputs are {names}; expected {want}")
         self._run = self.session.run
 
-    def __call__(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Logits for ``X`` (encoded and unscaled when built with a ``layout``)."""
+        if self.layout is not None and not self.layout.numeric_only:
+            return np.asarray(self._run(None, self.layout.feed(X))[0])
         return np.asarray(self._run(None, {self.input_name: X})[0])
+
+
+class ScaledBackend:
+    """Scale an encoded matrix in Python, then call ``backend`` (torch artifacts)."""
+
+    def __init__(self, backend: Backend, scaler: Scaler) -> None:
+        self.backend = backend
+        self.scaler = scaler
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Logits for an encoded, unscaled ``X``."""
+        return self.backend(self.scaler.transform(X))
 
 
 class TorchBackend:
@@ -76,7 +116,8 @@ class TorchBackend:
     def __init__(self, model: Any) -> None:
         self.model = model.eval()
 
-    def __call__(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Logits for the matrix the model takes (scaled)."""
         import torch
 
         with torch.inference_mode():
@@ -92,24 +133,43 @@ def load_backend(
     spec: Mapping[str, Any],
     *,
     threads: int = 1,
+    pre: Preprocessor | None = None,
+    in_graph: bool = False,
 ) -> Backend:
     """Build a backend from a model file's bytes.
+
+    Args:
+        engine: ``onnxruntime`` or ``torch``.
+        precision: ``int8`` or ``fp32``.
+        data: the model file's bytes.
+        spec: the model spec (torch models are rebuilt from it).
+        threads: intra-op threads for ONNX Runtime.
+        pre: the artifact's preprocessing. With it, the backend takes the encoded,
+            unscaled matrix; without it, the matrix the model itself takes.
+        in_graph: the ONNX graph has the input stage (scaling happens in the graph);
+            needs ``pre``.
 
     Raises:
         ArtifactError: an unknown engine/precision pair or bytes that do not load.
     """
+    if in_graph and (pre is None or engine != "onnxruntime"):
+        raise ArtifactError("only an ONNX graph with its preprocessing can scale in-graph")
     try:
+        base: Backend
         if engine == "onnxruntime":
-            return OrtBackend(data, threads=threads)
-        if engine == "torch" and precision == "fp32":
+            layout = InputLayout.of(pre) if in_graph and pre is not None else None
+            base = OrtBackend(data, threads=threads, layout=layout)
+            if layout is not None:
+                return base
+        elif engine == "torch" and precision == "fp32":
             from safetensors.torch import load as load_st
 
             from lepton_fed.models import build_model
 
             model = build_model(dict(spec))
             model.load_state_dict(load_st(data), strict=True)
-            return TorchBackend(model)
-        if engine == "torch" and precision == "int8":
+            base = TorchBackend(model)
+        elif engine == "torch" and precision == "int8":
             import torch
 
             from lepton_fed.compression.quantize import _quiet, quantize_torch_dynamic
@@ -119,20 +179,24 @@ def load_backend(
             with _quiet():
                 state = torch.load(io.BytesIO(data), weights_only=True)
             qmodel.load_state_dict(state)
-            return TorchBackend(qmodel)
-    except ImportError:
+            base = TorchBackend(qmodel)
+        else:
+            raise ArtifactError(
+                f"unknown runtime {engine!r} with precision {precision!r}"
+            )
+    except (ImportError, ArtifactError):
         raise
     except Exception as e:  # a verified file that still does not load
         raise ArtifactError(f"cannot load the {engine} {precision} model: {e}") from e
-    raise ArtifactError(f"unknown runtime {engine!r} with precision {precision!r}")
+    return base if pre is None else ScaledBackend(base, pre.scaler)
 
 
 class Predictor:
     """Raw rows in, class names and probabilities out.
 
     Attributes:
-        preprocessor: validates, encodes and scales rows.
-        backend: the model runtime (logits).
+        preprocessor: validates and encodes rows.
+        backend: encoded, unscaled matrix -> logits (the model runtime).
         manifest: the verified manifest.
         verification: how the artifact was verified (``None`` if built by hand).
     """
@@ -151,14 +215,14 @@ class Predictor:
         self.class_names = list(preprocessor.class_names)
 
     def predict_logits(self, X: np.ndarray) -> np.ndarray:
-        """Logits for an already encoded and scaled ``float32[n, d]`` matrix."""
+        """Logits for an encoded (one-hot), *unscaled* ``float32[n, d]`` matrix."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2:
             raise ValueError(f"expected a 2-D matrix, got shape {X.shape}")
         return np.asarray(self.backend(X))
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities (float64 ``[n, k]``) for an encoded and scaled matrix."""
+        """Class probabilities (float64 ``[n, k]``) for an encoded, unscaled matrix."""
         return softmax(self.predict_logits(X))
 
     def format(self, probs: np.ndarray) -> list[dict[str, Any]]:
@@ -171,12 +235,12 @@ class Predictor:
         ]
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Validate, encode and scale raw rows, then predict.
+        """Validate and encode raw rows, then predict (the backend scales).
 
         Raises:
             RowError: a malformed row; ``field`` names it (``rows[i].feature``).
         """
-        X = self.preprocessor.transform_rows(rows)
+        X = self.preprocessor.encode_rows(rows)
         if len(X) == 0:
             return []
         return self.format(self.predict_matrix(X))
@@ -212,6 +276,7 @@ def load_artifact(
     manifest = verification.manifest
     files = manifest["files"]
     try:
+        version = manifest["format_version"]
         runtime = manifest["runtime"]
         engine, precision, fname = (
             runtime["engine"],
@@ -221,6 +286,13 @@ def load_artifact(
         spec = manifest["model"]
     except (KeyError, TypeError) as e:
         raise ArtifactError(f"manifest is missing {e}") from None
+    if version not in READABLE_FORMATS:
+        raise ArtifactError(
+            f"artifact format_version {version!r}; this lepton-fed reads "
+            f"{list(READABLE_FORMATS)} (format {FORMAT_VERSION} is current)"
+        )
+    # format 1 graphs took the scaled matrix; format 2 says where scaling happens
+    in_graph = version >= 2 and runtime.get("preprocessing") == "graph"
     if fname not in files or "preprocess.json" not in files:
         raise ArtifactError("manifest does not list the model or preprocess.json")
     try:
@@ -232,6 +304,7 @@ def load_artifact(
     except (ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"preprocess.json is malformed: {e}") from None
     backend = load_backend(
-        engine, precision, _read_verified(d, fname, files), spec, threads=threads
-    )
+        engine, precision, _read_verified(d, fname, files), spec,
+        threads=threads, pre=pre, in_graph=in_graph,
+    )  # fmt: skip
     return Predictor(pre, backend, manifest, verification)

@@ -127,6 +127,35 @@ def test_export_each_family_is_int8_accurate_and_complete(
     assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-6 for o in out)
 
 
+@pytest.mark.parametrize("family", ["logreg", "mlp", "cnn"])
+def test_plain_onnxruntime_session_takes_raw_rows(
+    family: str, artifacts: dict[str, Path], runs: dict[str, dict[str, Any]]
+) -> None:
+    """What the README shows: onnxruntime alone, the manifest's column order, raw rows."""
+    import onnxruntime as ort
+
+    # Prepare
+    art, rows = artifacts[family], runs[family]["raw_rows"]
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["format_version"] == 2 and m["runtime"]["preprocessing"] == "graph"
+    # Execute: nothing from lepton_fed
+    sess = ort.InferenceSession(str(art / m["runtime"]["file"]))
+    feed = {
+        i["name"]: np.array(
+            [[r[c] for c in i["columns"]] for r in rows],
+            dtype=np.float32 if i["dtype"] == "float32" else object,
+        )
+        for i in m["runtime"]["inputs"]
+    }
+    logits = sess.run([m["runtime"]["output"]], feed)[0]
+    # Assert: the manifest's accuracy, and the same classes as the verified predictor
+    labels = [m["class_names"][k] for k in logits.argmax(axis=1)]
+    truth = [m["class_names"][t] for t in runs[family]["y"]]
+    hits = np.mean([a == b for a, b in zip(labels, truth, strict=True)])
+    assert hits == pytest.approx(m["evaluation"]["accuracy"]["served"])
+    assert labels == [o["class"] for o in load_artifact(art).predict_rows(rows)]
+
+
 def test_int8_artifact_is_smaller_for_the_mlp(artifacts: dict[str, Path]) -> None:
     sizes = json.loads((artifacts["mlp"] / "manifest.json").read_text())["evaluation"][
         "size_bytes"
@@ -180,7 +209,166 @@ def test_torch_fallback_artifact_loads(runs, home: Path, tmp_path: Path) -> None
     )  # fmt: skip
     m = json.loads((art / "manifest.json").read_text())
     assert m["runtime"] | {"engine": "torch", "file": "model.int8.pt"} == m["runtime"]
-    assert len(load_artifact(art).predict_rows(runs["mlp"]["raw_rows"][:3])) == 3
+    # a torch model takes the scaled matrix: the predictor scales in Python
+    assert m["runtime"]["preprocessing"] == "preprocess.json"
+    assert "inputs" not in m["runtime"]
+    out = load_artifact(art).predict_rows(runs["mlp"]["raw_rows"])
+    names = m["class_names"]
+    hits = np.mean(
+        [o["class"] == names[t] for o, t in zip(out, runs["mlp"]["y"], strict=True)]
+    )
+    assert hits == pytest.approx(m["evaluation"]["accuracy"]["served"])
+
+
+def _categorical_data(n: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Rows whose label depends on a categorical level and a wide-range number."""
+    rng = np.random.default_rng(seed)
+    rows, y = [], []
+    for _ in range(n):
+        plan = str(rng.choice(["basic", "gold", "premium"]))
+        spend = float(rng.normal(500, 150))
+        rows.append({"spend": spend, "plan": plan, "noise": float(rng.normal())})
+        y.append(int((plan != "basic") and spend > 450))
+    return rows, np.asarray(y, np.int64)
+
+
+def test_export_model_with_categorical_inputs(home: Path, tmp_path: Path) -> None:
+    """The Python API path (no run directory); categorical levels go in as strings."""
+    import onnxruntime as ort
+    import torch
+
+    from lepton_fed.data.preprocess import FeatureStats, Preprocessor, Scaler
+    from lepton_fed.data.schema import FeatureSpec
+    from lepton_fed.models import build_model
+    from lepton_fed.serving import export_model
+
+    # Prepare: train a small model on encoded, scaled rows
+    feats = [
+        FeatureSpec("spend"),
+        FeatureSpec("plan", "categorical", ("basic", "gold", "premium")),
+        FeatureSpec("noise"),
+    ]
+    spec = {"name": "mlp", "num_features": 5, "num_classes": 2, "hidden": [16]}
+    rows, y = _categorical_data(600, 0)
+    enc = Preprocessor(feats, Scaler.identity(5), ["no", "yes"]).encode_rows(rows)
+    pre = Preprocessor(
+        feats, Scaler.from_stats([FeatureStats.of(enc)]), ["no", "yes"], spec, "binary"
+    )
+    torch.manual_seed(0)
+    net = build_model(spec)
+    opt = torch.optim.Adam(net.parameters(), 0.03)
+    Xs, yt = torch.from_numpy(pre.scaler.transform(enc)), torch.from_numpy(y)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(Xs), yt).backward()
+        opt.step()
+    test_rows, test_y = _categorical_data(200, 1)
+    # Execute
+    art = export_model(
+        net, pre, pre.encode_rows(test_rows), test_y, tmp_path / "art",
+        signing_key_path=home / "signing_key.pem", latency_seconds=0.02,
+    )  # fmt: skip
+    # Assert: the manifest names both inputs, their columns and the levels
+    m = json.loads((art / "manifest.json").read_text())
+    assert [i["name"] for i in m["runtime"]["inputs"]] == ["features", "categories"]
+    assert m["runtime"]["inputs"][1]["levels"] == {"plan": ["basic", "gold", "premium"]}
+    assert m["source"]["run"] is None and len(m["source"]["model_sha256"]) == 64
+    assert m["evaluation"]["data"] == "given rows"
+    assert m["evaluation"]["accuracy"]["served"] > 0.9
+    # Assert: a plain session on raw rows agrees with the verified predictor
+    sess = ort.InferenceSession(str(art / m["runtime"]["file"]))
+    feed = {
+        "features": np.array([[r["spend"], r["noise"]] for r in test_rows], np.float32),
+        "categories": np.array([[r["plan"]] for r in test_rows], dtype=object),
+    }
+    plain = sess.run(None, feed)[0].argmax(axis=1)
+    pred = load_artifact(art).predict_rows(test_rows)
+    assert [m["class_names"][k] for k in plain] == [o["class"] for o in pred]
+    assert np.mean(plain == test_y) == pytest.approx(
+        m["evaluation"]["accuracy"]["served"]
+    )
+    # Assert: an unknown level is an error in the graph, and a named field offline
+    feed["categories"][0, 0] = "platinum"
+    with pytest.raises(Exception, match="Unknown Category"):
+        sess.run(None, feed)
+    with pytest.raises(RowError) as e:
+        load_artifact(art).predict_rows([{**test_rows[0], "plan": "platinum"}])
+    assert e.value.field == "rows[0].plan"
+
+
+def test_export_model_refuses_rows_that_do_not_fit(
+    runs: dict[str, dict[str, Any]], home: Path, tmp_path: Path
+) -> None:
+    from lepton_fed.data.preprocess import Preprocessor
+    from lepton_fed.errors import IncompatibleModelError
+    from lepton_fed.models import build_model
+    from lepton_fed.serving import export_model
+
+    d = runs["logreg"]["dir"]
+    pre = Preprocessor.from_dict(json.loads((d / "preprocess.json").read_text()))
+    net = build_model(pre.model)
+    X = np.zeros((4, pre.model["num_features"]), np.float32)
+    with pytest.raises(IncompatibleModelError, match="has 3 columns"):
+        export_model(net, pre, X[:, :3], [0, 1, 0, 1], tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"labels must be integers in \[0, 2\)"):
+        export_model(net, pre, X, [0, 1, 2, 1], tmp_path / "a")
+    with pytest.raises(ConfigError, match="one label per row"):
+        export_model(net, pre, X, [0, 1], tmp_path / "a")
+    wrong = build_model({**pre.model, "name": "mlp", "hidden": [4]})
+    with pytest.raises(IncompatibleModelError, match="do not fit the model spec"):
+        export_model(wrong, pre, X, [0, 1, 0, 1], tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+def _resign(art: Path, home: Path, manifest: dict[str, Any]) -> None:
+    from lepton_fed.serving.signing import sha256_file
+
+    manifest.pop("signer", None)
+    manifest["files"] = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(art.iterdir())
+        if p.name not in ("manifest.json", "manifest.sig", "signer.pub")
+    }
+    (art / "signer.pub").unlink()
+    sign_manifest(art, manifest, load_or_create_signing_key(home / "signing_key.pem"))
+
+
+def test_format_1_artifact_still_loads_and_unknown_formats_are_refused(
+    runs: dict[str, dict[str, Any]], home: Path, tmp_path: Path
+) -> None:
+    """Format 1 graphs took the scaled matrix: the predictor scales for them."""
+    from lepton_fed.compression.quantize import export_onnx
+    from lepton_fed.serving.runtime import load_backend
+
+    # Prepare: an fp32 format-2 artifact, then the same model as format 1
+    rows = runs["logreg"]["raw_rows"]
+    v2 = export_artifact(
+        runs["logreg"]["dir"], tmp_path / "v2", quantization="none",
+        signing_key_path=home / "signing_key.pem", latency_seconds=0.02,
+    )  # fmt: skip
+    v1 = Path(shutil.copytree(v2, tmp_path / "v1"))
+    m = json.loads((v1 / "manifest.json").read_text())
+    ref = load_backend(
+        "torch", "fp32", (v1 / "model.fp32.safetensors").read_bytes(), m["model"]
+    )
+    export_onnx(ref.model, m["model"]["num_features"], v1 / "model.fp32.onnx")
+    m["format_version"] = 1
+    for k in ("preprocessing", "inputs", "output"):
+        del m["runtime"][k]
+    m["runtime"]["input"] = "features"
+    _resign(v1, home, m)
+    # Execute / Assert: same probabilities as the format-2 graph
+    old = load_artifact(v1).predict_rows(rows)
+    new = load_artifact(v2).predict_rows(rows)
+    assert [o["class"] for o in old] == [o["class"] for o in new]
+    for a, b in zip(old, new, strict=True):
+        for k, p in a["probabilities"].items():
+            assert b["probabilities"][k] == pytest.approx(p, abs=1e-5)
+    # Assert: a future format is refused by name, after verification
+    m["format_version"] = 3
+    _resign(v1, home, m)
+    with pytest.raises(ArtifactError, match="format_version 3"):
+        load_artifact(v1)
 
 
 # --- signature and hash tampering -------------------------------------------------
@@ -211,10 +399,17 @@ def test_edited_manifest_is_a_signature_mismatch(artifact_copy: Path) -> None:
         verify_artifact(artifact_copy)
 
 
-def test_reformatted_manifest_still_verifies(artifact_copy: Path) -> None:
+def test_reformatted_manifest_still_verifies(artifact_copy: Path, home: Path) -> None:
+    # Prepare: same content, different bytes (indentation)
     p = artifact_copy / "manifest.json"
-    p.write_text(json.dumps(json.loads(p.read_text()), indent=7))
-    verify_artifact(artifact_copy)
+    before = p.read_bytes()
+    m = json.loads(before)
+    p.write_text(json.dumps(m, indent=7))
+    assert p.read_bytes() != before
+    # Execute
+    v = verify_artifact(artifact_copy, home / "signing_key.pem")
+    # Assert: the signature covers the canonical content, not the bytes
+    assert v.trusted and v.manifest == m
 
 
 @pytest.mark.parametrize(
