@@ -1,0 +1,117 @@
+"""The per-member privacy statement, checked against real federations (the real round
+loop and ClientApp in-process): the metrics it says left a node are exactly those the
+nodes sent, and the ledger history is what the node's ledger holds."""
+
+import json
+
+import pytest
+
+from lepton_fed.client import app as client_module
+from lepton_fed.errors import ConfigError
+from lepton_fed.inprocess import InProcessGrid
+from lepton_fed.observe.statement import build_statement, render_statement
+from lepton_fed.server.outputs import RunWriter
+from lepton_fed.server.rounds import run_federation
+from lepton_fed.sim_bundle import write_bundle
+
+REPLACED = "num-examples (replaced by 1: the policy keeps the count)"
+
+
+def _run(cfg, d, **grid_kw):
+    grid = InProcessGrid(client_module.app, int(cfg.federation.num_clients), **grid_kw)
+    summary = run_federation(grid, cfg, RunWriter(d))
+    return summary, grid
+
+
+def _listed_metrics(st):
+    line = next(i for i in st["left_in_clear"] if i.startswith("each round it trained, metrics"))
+    return set(line.split(": ", 1)[1].split(", "))
+
+
+def _sent(grid):
+    out = set()
+    for r in grid.seen:
+        if r.metadata.message_type == "train" and r.has_content() and "metrics" in r.content:
+            out |= set(r.content["metrics"].keys())
+    return out
+
+
+@pytest.mark.parametrize("privacy, clear, expected", [
+    (["privacy=dpsgd", "privacy.epsilon=3"], None,
+     {"num-examples", "unit-weight", "declined", "train-loss", "epsilon"}),
+    (["privacy=dpsgd", "privacy.epsilon=3"], "[epsilon,unit-weight]",
+     {"unit-weight", "declined", "epsilon", REPLACED}),
+    (["privacy=central", "privacy.noise_multiplier=0.5"], None,
+     {"num-examples", "unit-weight", "declined", "train-loss", "update-norm"}),
+])
+def test_listed_clear_metrics_are_exactly_what_nodes_sent(compose_cfg, tmp_path, privacy,
+                                                          clear, expected):
+    ov = [*privacy, "federation.rounds=2", "federation.num_clients=3",
+          "federation.clients_per_round=3"]
+    if clear:
+        ov.append(f"node_policy.clear_metrics={clear}")
+    cfg = compose_cfg(*ov)
+    _, grid = _run(cfg, tmp_path / "run", bundle=write_bundle(tmp_path / "bundle", cfg))
+    st = build_statement(tmp_path / "run")
+    listed = _listed_metrics(st)
+    assert listed == expected
+    assert _sent(grid) == {m.split(" ")[0] for m in listed}
+    if REPLACED in listed:  # the count really was withheld
+        counts = {r.content["metrics"]["num-examples"] for r in grid.seen
+                  if r.metadata.message_type == "train" and "metrics" in r.content}
+        assert counts == {1}
+
+
+def test_ledger_history_spans_runs(compose_cfg, tmp_path):
+    """Two runs on the same node data: the statement's ledger total is the node's spend
+    over both, as the node reported it at the end of the second run."""
+    nodes = [{"partition-id": i, "num-partitions": 3, "ledger-dir": str(tmp_path / f"l{i}")}
+             for i in range(3)]
+    common = ["privacy=dpsgd", "federation.rounds=2", "federation.num_clients=3",
+              "federation.clients_per_round=3"]
+    s1, _ = _run(compose_cfg(*common, "privacy.epsilon=1"), tmp_path / "r1",
+                 node_configs=nodes, run_id=1)
+    s2, _ = _run(compose_cfg(*common, "privacy.epsilon=3"), tmp_path / "r2",
+                 node_configs=nodes, run_id=2)
+    st = build_statement(tmp_path / "r2", node="partition-0", ledger_dir=tmp_path / "l0")
+    [ds] = st["ledger"]["datasets"]
+    declined = sum(s2["nodes"]["declines"].get("partition-0", {}).values())
+    assert declined < 2  # it trained in run 2 too
+    assert ds["events"] == 2 + (2 - declined) and ds["pending"] == 0
+    first = s1["privacy"]["per_client"]["partition-0"]
+    total = s2["privacy"]["per_client"]["partition-0"]
+    assert ds["epsilon_total"] == pytest.approx(total, rel=1e-9)
+    assert first < ds["epsilon_total"] <= 3.0 + 1e-6
+    assert [n["name"] for n in st["nodes"]] == ["partition-0"]
+    text = render_statement(st)
+    assert "LEDGER HISTORY" in text and f"over all {ds['events']} rounds" in text
+
+
+def test_modes_and_parties(compose_cfg, tmp_path):
+    cfg = compose_cfg("privacy=central", "privacy.noise_multiplier=0.5", "federation.rounds=1",
+                      "federation.num_clients=3", "federation.clients_per_round=3")
+    _run(cfg, tmp_path)
+    st = build_statement(tmp_path)
+    assert st["mechanism"]["mode"] == "central" and st["mechanism"]["clip"] == 1.0
+    assert "coordinator" in st["mechanism"]["enforced_by"]
+    coord = st["who_sees"][0]["sees"]
+    assert "individual update" in coord and "NOT protect" in coord
+    assert any("NOT noised" in i for i in st["left_in_clear"])
+    assert json.loads(json.dumps(st)) == st  # JSON-ready
+
+
+def test_a_run_still_going_and_bad_input(compose_cfg, tmp_path):
+    cfg = compose_cfg("federation.rounds=1", "federation.num_clients=3",
+                      "federation.clients_per_round=3")
+    _run(cfg, tmp_path)
+    (tmp_path / "summary.json").unlink()
+    st = build_statement(tmp_path)
+    assert st["finished"] is False and st["nodes"] == [] and st["rounds_completed"] == 1
+    assert "still running" in render_statement(st)
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        build_statement(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="ledger directory"):
+        build_statement(tmp_path, ledger_dir=tmp_path / "nope")
+    _run(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"node 'x' is not in this run.*partition-0"):
+        build_statement(tmp_path, node="x")
