@@ -14,8 +14,9 @@ Apps, each in a fresh Python process (Ray isolated), all through ``run_simulatio
 lepton-fed's backend config (1 CPU per client, ``num_cpus`` = the machine's cores):
 
 * ``lepton-plain``: ``lepton_fed.simulation.simulate`` with ``secagg=off``;
-* ``lepton-secagg``: the same with ``secagg=on`` (fast mode, k and t from
-  ``default_params``);
+* ``lepton-secagg``: the same with ``secagg=on`` (k and t derived from the default
+  security level, ``default_params``; the nodes use the simulation bundle's roster when
+  the launcher provides one);
 * ``flower-plain``: a minimal legacy Flower app written here: ``NumPyClient`` training the
   same model on the same partition (lepton-fed's ``train_local``, same seeds), legacy
   ``flwr.server.strategy.FedAvg`` in ``DefaultWorkflow`` with a ``LegacyContext``;

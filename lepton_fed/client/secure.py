@@ -1,9 +1,28 @@
 """Secure aggregation on the Message API: the client side of the Flower adapter.
 
 The node's :class:`~lepton_fed.secagg.SecAggClient` state is saved to the Context after
-every step (restoring an older state could reuse a round key). The Ed25519 identity key
-is generated once per node in simulation; on a real node it comes from provisioning
-(``node_config["identity-key"]``, a PEM file) and the roster from the federation.
+every step (restoring an older state could reuse a round key).
+
+Where the node's keys and roster come from:
+
+* a real node: ``node_config["identity-key"]`` (PEM Ed25519 private key),
+  ``node_config["roster"]`` (signed roster JSON) and
+  ``node_config["federation-public-key"]`` (PEM Ed25519 public key that signed it);
+* a simulated node: the launcher's bundle directory (``node_config["sim-bundle"]`` or
+  ``$LEPTON_FED_SIM_BUNDLE``, made by
+  :func:`lepton_fed.secagg.provisioning.make_sim_bundle`): ``federation.pub``,
+  ``roster.json`` and ``nodes/<partition-id>/secagg_identity.pem``; node_config keys,
+  when present, take precedence.
+
+The roster is verified against the federation key and used as a set of allowed
+identity keys (node ids are assigned by Flower after the roster is signed). The
+node's minimum security level, colluding fraction and trust-on-first-use allowance
+come from its policy (:func:`lepton_fed.client.node_policy.node_policy`:
+``min_security_bits``, ``colluding_fraction``, ``allow_tofu_keys``), never from the
+run config. With no roster the node takes part only if its policy allows trust on
+first use (identities pinned on first use, with a warning); otherwise every
+secure-aggregation request is refused with a
+:class:`~lepton_fed.errors.ProtocolAbort` that says what is missing.
 """
 
 from __future__ import annotations
@@ -11,36 +30,97 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.client.node import NodeState
+from lepton_fed.client.node_policy import node_policy, sim_bundle
+from lepton_fed.errors import ProtocolAbort
+from lepton_fed.policy import NodePolicy
 from lepton_fed.secagg import SecAggClient
+from lepton_fed.secagg.provisioning import (
+    load_federation_public_key,
+    load_identity_key,
+    sim_bundle_paths,
+)
+from lepton_fed.secagg.roster import RosterError, load_roster
 
 __all__ = ["load_client", "masked_reply", "save_client"]
 
 
-def _identity(node: NodeState) -> Ed25519PrivateKey:
-    path = node.context.node_config.get("identity-key")
+def _identity(node: NodeState, policy: NodePolicy) -> Ed25519PrivateKey:
+    nc = node.context.node_config
+    path = nc.get("identity-key")
     if path:
-        key = serialization.load_pem_private_key(open(str(path), "rb").read(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: the identity key must be an Ed25519 private key")
-        return key
-    raw = node.get("secagg-identity")
+        return load_identity_key(str(path))
+    bundle = sim_bundle(node.context)
+    if bundle is not None:
+        return load_identity_key(sim_bundle_paths(bundle).identity_key(node.partition_id))
+    if not policy.allow_tofu_keys:
+        raise ProtocolAbort(
+            "secagg_unprovisioned: this node has no secure-aggregation identity key "
+            "(node_config 'identity-key', or the simulation bundle)"
+        )
+    raw = node.get("secagg-identity")  # trust on first use: an ephemeral identity
     if raw is None:
         raw = os.urandom(32)
         node.set("secagg-identity", raw)
     return Ed25519PrivateKey.from_private_bytes(bytes(raw))
 
 
+def _roster(node: NodeState) -> frozenset[bytes] | None:
+    nc = node.context.node_config
+    roster_path: object = nc.get("roster")
+    fed_path: object = nc.get("federation-public-key")
+    if not roster_path:
+        bundle = sim_bundle(node.context)
+        if bundle is None:
+            return None
+        paths = sim_bundle_paths(bundle)
+        roster_path, fed_path = paths.roster, paths.federation_public_key
+    if not fed_path:
+        raise ProtocolAbort(
+            "secagg_unprovisioned: node_config 'roster' needs "
+            "'federation-public-key' to verify it"
+        )
+    try:
+        roster = load_roster(str(roster_path), load_federation_public_key(str(fed_path)))
+    except (RosterError, OSError, ValueError) as exc:
+        raise ProtocolAbort(f"secagg_bad_roster: {exc}") from None
+    return roster.identity_keys
+
+
 def load_client(node: NodeState) -> SecAggClient:
-    """This node's protocol client, restored from its Context (or new)."""
-    key = _identity(node)
+    """This node's protocol client, restored from its Context (or new).
+
+    Raises:
+        ProtocolAbort: no roster and no explicit trust-on-first-use allowance, no
+            identity key, a roster whose signature does not verify, or an identity
+            key that is not in the roster.
+    """
+    policy = node_policy(node.context)
+    key = _identity(node, policy)
     raw = node.get("secagg-state")
     if raw:
         return SecAggClient.from_bytes(bytes(raw), identity_key=key)
-    return SecAggClient(node_id=int(node.context.node_id), identity_key=key)
+    roster = _roster(node)
+    if roster is None and not policy.allow_tofu_keys:
+        raise ProtocolAbort(
+            "secagg_no_roster: this node has no roster (node_config 'roster' and "
+            "'federation-public-key', or the simulation bundle) and its policy does "
+            "not allow trusting keys on first use; refusing secure aggregation"
+        )
+    bits = policy.min_security_bits
+    try:
+        return SecAggClient(
+            node_id=int(node.context.node_id),
+            identity_key=key,
+            roster=roster,
+            allow_tofu=policy.allow_tofu_keys and roster is None,
+            min_security_bits=0.0 if bits is None else bits,  # None: no requirement
+            colluding_fraction=policy.colluding_fraction,
+        )
+    except ValueError as exc:
+        raise ProtocolAbort(f"secagg_unprovisioned: {exc}") from None
 
 
 def save_client(node: NodeState, client: SecAggClient) -> None:

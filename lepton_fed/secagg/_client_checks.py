@@ -1,37 +1,44 @@
 """Checks a client runs on server requests before it reveals or computes anything.
 
 Every function raises :class:`~lepton_fed.errors.ProtocolAbort` on the first
-problem; none returns a boolean.
+problem; none returns a boolean. Refusals that concern security start with a code
+(``weak_parameters``, ``graph_seed_mismatch``, ``not_in_roster``, ``roster_mismatch``,
+``duplicate_identity``, ``identity_changed``, ``bad_signature``) and never carry
+values derived from the node's data.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_state import ClientState, PendingRound, SharedRound
+from lepton_fed.secagg._client_state import ClientState, PendingRound
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.graph import check_graph_params, neighbour_graph
 from lepton_fed.secagg.messages import (
     MAX_COHORT,
     SERVER_ID,
     MaskedInputRequest,
-    RobustMaskedInputRequest,
-    RobustUnmaskRequest,
     UnmaskRequest,
 )
+from lepton_fed.secagg.security import exposure_log2
 from lepton_fed.secagg.stages import CLIENT_TRANSITIONS, ClientPhase, check_transition
 
 __all__ = [
+    "check_identities",
     "check_recipient",
-    "check_robust_masked_request",
-    "check_robust_unmask_request",
     "check_round_request",
+    "check_strength",
     "check_unmask_request",
     "open_round",
     "verified_peer_keys",
 ]
+
+
+def _abort(code: str, text: str) -> ProtocolAbort:
+    return ProtocolAbort(f"{code}: {text}")
 
 
 def check_recipient(st: ClientState, recipient: int) -> None:
@@ -43,10 +50,11 @@ def check_recipient(st: ClientState, recipient: int) -> None:
 def open_round(
     st: ClientState, req: MaskedInputRequest
 ) -> tuple[ClientPhase, bytes, tuple[int, ...], FieldEncoding]:
-    """Checks a masked-input or share-keys request, up to its neighbour keys.
+    """Checks a masked-input request, up to its neighbour keys.
 
     Recipient, phase, a round after the last one used with an unused key, then
-    :func:`check_round_request`.
+    :func:`check_round_request`, and that the request lists this node's own identity
+    and round key.
 
     Returns:
         The phase after the reply, the round key, this node's neighbours and the
@@ -61,6 +69,11 @@ def open_round(
     if private is None:
         raise ProtocolAbort(f"no unused key for round {r}; advertise first")
     neighbours, encoding = check_round_request(req, st)
+    mine = req.members[req.cohort.index(st.node_id)]
+    if mine.identity_key != st.identity_public or mine.round_key != K.x25519_public(
+        private
+    ):
+        raise _abort("roster_mismatch", "the request lists another key for this node")
     return next_phase, private, neighbours, encoding
 
 
@@ -69,14 +82,36 @@ def _strictly_increasing(ids: Sequence[int], name: str) -> None:
         raise ProtocolAbort(f"{name} must be strictly increasing node ids")
 
 
+def check_strength(st: ClientState, cohort_size: int, k: int, t: int) -> float:
+    """Refuses a (k, t) weaker than this node's minimum security level.
+
+    The bound is :func:`~lepton_fed.secagg.security.exposure_log2` at the node's own
+    colluding fraction: a larger k with the same t is weaker (2t - k falls), so the
+    node compares bounds, not k and t separately.
+
+    Returns:
+        The security bits the request achieves (``inf``: exposure impossible).
+    """
+    bits = -exposure_log2(cohort_size, k, t, st.colluding_fraction)
+    if bits < st.min_security_bits:
+        raise _abort(
+            "weak_parameters",
+            f"k={k}, t={t} for a cohort of {cohort_size} give {bits:.1f} bits; this "
+            f"node requires {st.min_security_bits:g} bits at colluding fraction "
+            f"{st.colluding_fraction:g}",
+        )
+    return bits
+
+
 def check_round_request(
     req: MaskedInputRequest, st: ClientState
 ) -> tuple[tuple[int, ...], FieldEncoding]:
-    """Validates cohort, graph parameters and encoding of a masked-input request.
+    """Validates cohort, graph parameters, security level, identities, graph seed and
+    encoding of a masked-input request.
 
     Returns:
-        This node's neighbours (recomputed from the public graph seed, never taken
-        from the server) and the round's field encoding.
+        This node's neighbours (recomputed from the graph seed, itself recomputed
+        from the cohort's keys; never taken from the server) and the field encoding.
     """
     cohort = req.cohort
     m = len(cohort)
@@ -89,62 +124,121 @@ def check_round_request(
         )
     if cohort and cohort[-1] >= SERVER_ID:
         raise ProtocolAbort("cohort contains the reserved server id")
+    if len(req.members) != m:
+        raise ProtocolAbort("the request must list one key pair per cohort member")
     try:
         check_graph_params(m, req.neighbours, req.threshold)
         encoding = FieldEncoding(clip=req.clip, max_contributors=m, bits=req.bits)
     except ValueError as exc:
         raise ProtocolAbort(f"refusing round parameters: {exc}") from exc
-    if req.neighbours < min(st.min_neighbours, m - 1):
-        raise ProtocolAbort(f"graph degree {req.neighbours} below {st.min_neighbours}")
+    check_strength(st, m, req.neighbours, req.threshold)
     if req.dim < 1:
         raise ProtocolAbort("dim must be >= 1")
+    check_identities(req, st)
+    seed = K.graph_seed(
+        run_id=st.run_id, round=req.round, cohort=cohort, members=req.members
+    )
+    if seed != req.graph_seed:
+        raise _abort(
+            "graph_seed_mismatch",
+            "the graph seed is not the hash of the cohort's keys",
+        )
     graph = neighbour_graph(
-        cohort, req.graph_seed, run_id=st.run_id, round=req.round, k=req.neighbours
+        cohort, seed, run_id=st.run_id, round=req.round, k=req.neighbours
     )
     return graph[st.node_id], encoding
+
+
+def check_identities(req: MaskedInputRequest, st: ClientState) -> None:
+    """Every relayed identity key is trusted and no key appears twice in the cohort.
+
+    Mapping roster: the key of node j is ``roster[j]``. Key-set roster: each key is
+    in the set. Trust on first use: a node pinned before keeps its key. In every case
+    the cohort's identity keys are pairwise distinct (one identity cannot stand for
+    several nodes of a round).
+    """
+    seen: dict[bytes, int] = {}
+    pinned_by_key = {key: node for node, key in st.pinned.items()}
+    for node, member in zip(req.cohort, req.members, strict=True):
+        identity = member.identity_key
+        if st.roster is not None:
+            expected = st.roster.get(node)
+            if expected is None:
+                raise _abort("not_in_roster", f"node {node} is not in the roster")
+            if identity != expected:
+                raise _abort(
+                    "roster_mismatch",
+                    f"relayed identity key of node {node} differs from the roster",
+                )
+        elif st.allowed is not None:
+            if identity not in st.allowed:
+                raise _abort(
+                    "not_in_roster", f"identity key of node {node} is not in the roster"
+                )
+        else:
+            pinned = st.pinned.get(node)
+            if pinned is not None and pinned != identity:
+                raise _abort(
+                    "identity_changed",
+                    f"identity key of node {node} differs from the one pinned",
+                )
+            owner = pinned_by_key.get(identity, node)
+            if owner != node:
+                raise _abort(
+                    "duplicate_identity",
+                    f"node {node} uses the identity key pinned for node {owner}",
+                )
+        other = seen.setdefault(identity, node)
+        if other != node:
+            raise _abort(
+                "duplicate_identity",
+                f"nodes {other} and {node} use the same identity key",
+            )
 
 
 def verified_peer_keys(
     req: MaskedInputRequest, neighbours: tuple[int, ...], st: ClientState
 ) -> dict[int, bytes]:
-    """Round public keys of the neighbours, each checked against its identity key.
+    """Round public keys of the neighbours, each signature checked against the
+    neighbour's (already trusted, :func:`check_identities`) identity key.
 
-    With a provisioned roster the relayed identity key must equal the roster's; without
-    one, the first identity key seen for a node in the run is pinned (pins are only
-    committed to ``st`` when every key verifies).
+    Without a roster (trust on first use) the neighbours' identity keys are pinned
+    once every signature verifies, with a warning for each new pin.
 
     Returns:
         ``{neighbour: raw X25519 public key for this round}``.
     """
-    relayed = {nk.node_id: nk for nk in req.neighbour_keys}
-    if len(relayed) != len(req.neighbour_keys) or set(relayed) != set(neighbours):
-        raise ProtocolAbort("neighbour keys do not match the round's neighbour graph")
-    pins = dict(st.pinned)
+    sig_ids = [j for j, _ in req.signatures]
+    _strictly_increasing(sig_ids, "signatures")
+    if tuple(sig_ids) != neighbours:
+        raise ProtocolAbort("signatures do not match the round's neighbour graph")
+    index = {n: i for i, n in enumerate(req.cohort)}
     out: dict[int, bytes] = {}
-    for j in neighbours:
-        nk = relayed[j]
-        if st.roster is not None:
-            identity = st.roster.get(j)
-            if identity is None:
-                raise ProtocolAbort(f"neighbour {j} is not in the provisioned roster")
-            if nk.identity_key != identity:
-                raise ProtocolAbort(
-                    f"relayed identity key of node {j} differs from roster"
-                )
-        else:
-            identity = pins.setdefault(j, nk.identity_key)
-            if nk.identity_key != identity:
-                raise ProtocolAbort(f"identity key of node {j} changed within the run")
-        K.verify_round_key(
-            identity,
-            nk.signature,
-            run_id=st.run_id,
-            node_id=j,
-            round=req.round,
-            public_key=nk.public_key,
-        )
-        out[j] = nk.public_key
-    st.pinned = pins
+    for j, signature in req.signatures:
+        member = req.members[index[j]]
+        try:
+            K.verify_round_key(
+                member.identity_key,
+                signature,
+                run_id=st.run_id,
+                node_id=j,
+                round=req.round,
+                public_key=member.round_key,
+            )
+        except ProtocolAbort as exc:
+            raise _abort("bad_signature", str(exc)) from None
+        out[j] = member.round_key
+    if st.roster is None and st.allowed is None:
+        new = [j for j in neighbours if j not in st.pinned]
+        if new:
+            warnings.warn(
+                f"secagg trust on first use: pinning the identity keys of {len(new)} "
+                "node(s) without a roster; a server that is malicious from the start "
+                "can impersonate them",
+                stacklevel=4,
+            )
+        for j in new:
+            st.pinned[j] = req.members[index[j]].identity_key
     return out
 
 
@@ -155,58 +249,14 @@ def check_unmask_request(req: UnmaskRequest, pending: PendingRound) -> None:
     t neighbours must be claimed to survive, and exactly the survivors must have sent
     a ciphertext (a dropped node never sent one).
     """
-    _check_partition(req.survivors, req.dropped, pending)
-    survivors = req.survivors
-    senders = [c.peer for c in req.ciphertexts]
-    if len(set(senders)) != len(senders) or set(senders) != set(survivors):
-        raise ProtocolAbort(
-            "ciphertexts must come from exactly the surviving neighbours"
-        )
-
-
-def check_robust_unmask_request(req: RobustUnmaskRequest, pending: PendingRound) -> None:
-    """Robust mode: the never-both rule and the threshold guard.
-
-    Survivors and dropped must be disjoint and partition the neighbours this node
-    masked with (those that shared keys), and at least t of them must be claimed to
-    survive. For every one of them the node then reveals exactly one share: the
-    b-share of a survivor or the mask-key share of a dropped node.
-    """
-    _check_partition(req.survivors, req.dropped, pending)
-
-
-def check_robust_masked_request(
-    req: RobustMaskedInputRequest, shared: SharedRound
-) -> tuple[int, ...]:
-    """Robust mode: the ciphertexts come from distinct neighbours, at least t of them.
-
-    Returns:
-        The neighbours that shared keys (the node masks with exactly these).
-    """
-    senders = tuple(c.peer for c in req.ciphertexts)
-    _strictly_increasing(senders, "ciphertext senders")
-    stray = set(senders) - set(shared.neighbours)
-    if stray:
-        raise ProtocolAbort(f"ciphertexts from non-neighbours {sorted(stray)}")
-    if len(senders) < shared.threshold:
-        raise ProtocolAbort(
-            f"only {len(senders)} neighbours shared keys, threshold is "
-            f"{shared.threshold}"
-        )
-    return senders
-
-
-def _check_partition(
-    survivors: Sequence[int], dropped: Sequence[int], pending: PendingRound
-) -> None:
+    survivors, dropped = req.survivors, req.dropped
     _strictly_increasing(survivors, "survivors")
     _strictly_increasing(dropped, "dropped")
     overlap = set(survivors) & set(dropped)
     if overlap:
         raise ProtocolAbort(
             f"nodes {sorted(overlap)} claimed both survived and dropped: refusing to "
-            "reveal two secrets (self-mask share and pairwise seed or mask-key share) "
-            "for one node"
+            "reveal two secrets (self-mask share and pairwise seed) for one node"
         )
     if set(survivors) | set(dropped) != set(pending.neighbours):
         raise ProtocolAbort("survivors and dropped do not partition the neighbourhood")
@@ -214,4 +264,9 @@ def _check_partition(
         raise ProtocolAbort(
             f"only {len(survivors)} neighbours claimed to survive, threshold is "
             f"{pending.threshold}"
+        )
+    senders = [c.peer for c in req.ciphertexts]
+    if len(set(senders)) != len(senders) or set(senders) != set(survivors):
+        raise ProtocolAbort(
+            "ciphertexts must come from exactly the surviving neighbours"
         )

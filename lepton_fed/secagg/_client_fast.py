@@ -1,4 +1,4 @@
-"""Fast-mode client steps: the masked input with one encrypted b-share per neighbour,
+"""Client steps of a round: the masked input with one encrypted b-share per neighbour,
 and the unmask reply (:class:`~lepton_fed.secagg.client.SecAggClient` dispatches)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def masked_input(
     delta: np.ndarray,
     weight: float,
 ) -> bytes:
-    """:meth:`SecAggClient.masked_input` for a fast-mode ``MaskedInputRequest``.
+    """:meth:`SecAggClient.masked_input` for a ``MaskedInputRequest``.
 
     Masks ``[weight * delta, weight]`` with a fresh self-mask seed b and the pairwise
     seeds, and encrypts one Shamir share of b to each neighbour. Nothing is consumed
@@ -51,9 +51,7 @@ def masked_input(
     req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
     next_phase, private, neighbours, encoding = open_round(st, req)
     if np.ndim(delta) != 1 or len(delta) != req.dim:
-        raise ProtocolAbort(
-            f"server asked for dim {req.dim}, input has shape {np.shape(delta)}"
-        )
+        raise ProtocolAbort("input_shape: the input is not a vector of the requested dim")
     peer_keys = verified_peer_keys(req, neighbours, st)
     shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
     y = encoding.encode(np.asarray(delta), weight, rng_bytes=rng_bytes)

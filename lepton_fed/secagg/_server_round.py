@@ -4,15 +4,12 @@
 the work of one step on a :class:`RoundState` and raise
 :class:`~lepton_fed.errors.ProtocolAbort` when the round cannot complete.
 
-Fast mode: :func:`collect_masked` then :func:`finish_round`. Robust mode
-(``share_keys_first``): :func:`collect_shares`, :func:`collect_masked_robust`, then
-:func:`finish_round` (which dispatches on ``RoundState.robust``).
+:func:`collect_masked` then :func:`finish_round`.
 
 Performance (the server's own cost per contributor should be close to one vector
 addition and one mask expansion):
 
-* masked-input and share-keys replies are read with the messages'
-  ``records_from_bytes`` (one ``struct`` call for the header, the vector and the
+* masked-input replies are read with the message's ``records_from_bytes`` (one ``struct`` call for the header, the vector and the
   ciphertext block as zero-copy numpy arrays; the vector is 4-byte aligned on the
   wire, so it is summed in place without numpy's unaligned copy);
 * ciphertexts are routed to their receivers with one concatenation and one stable
@@ -24,9 +21,8 @@ addition and one mask expansion):
 * masks are expanded into one reused buffer (``MaskBuffer``).
 
 Modules: :mod:`~lepton_fed.secagg._server_state` (``RoundState`` and the helpers the
-steps share), :mod:`~lepton_fed.secagg._server_shares` (secret reconstruction),
-:mod:`~lepton_fed.secagg._server_robust` (the robust-mode steps) and this one (fast
-mode and :func:`finish_round`), which re-exports the names ``server.py`` uses.
+steps share), :mod:`~lepton_fed.secagg._server_shares` (secret reconstruction) and
+this one (the steps), which re-exports the names ``server.py`` uses.
 """
 
 from __future__ import annotations
@@ -37,11 +33,6 @@ import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._server_robust import (
-    collect_masked_robust,
-    collect_shares,
-    robust_pairwise_jobs,
-)
 from lepton_fed.secagg._server_shares import (
     RawShares,
     ids_struct,
@@ -63,7 +54,6 @@ from lepton_fed.secagg.masking import apply_masks, pairwise_sign
 from lepton_fed.secagg.messages import (
     CT_DTYPE,
     MaskedInputReply,
-    RobustUnmaskReply,
     UnmaskReply,
     UnmaskRequest,
 )
@@ -74,8 +64,6 @@ __all__ = [
     "Advert",
     "RoundState",
     "collect_masked",
-    "collect_masked_robust",
-    "collect_shares",
     "finish_round",
 ]
 
@@ -134,20 +122,17 @@ def collect_masked(rs: RoundState, replies: Mapping[int, bytes]) -> dict[int, by
 
 
 def _parse_unmask(rs: RoundState, u: int, data: bytes) -> tuple[bytes, bytes]:
-    """Both blocks of a valid unmask reply.
-
-    Fast mode: b-shares and (peer, seed) records; robust mode: b-shares and
-    mask-key shares. Owners must be exactly the expected neighbours, in order.
+    """Both blocks of a valid unmask reply: b-shares and (peer, seed) records.
+    Owners must be exactly the expected neighbours, in order.
     """
-    cls = RobustUnmaskReply if rs.robust else UnmaskReply
-    a, na, b, nb = cls.raw_records(data, run_id=rs.run_id, round=rs.round, sender=u)
+    a, na, b, nb = UnmaskReply.raw_records(
+        data, run_id=rs.run_id, round=rs.round, sender=u
+    )
     read_share_block(
         a, na, rs.alive_nbrs[u], "self-mask shares do not match the survivors"
     )
     dead = rs.dead_nbrs[u]
-    if rs.robust:
-        read_share_block(b, nb, dead, "mask-key shares do not match the dropped nodes")
-    elif nb != len(dead) or (nb and list(ids_struct(nb, KEY_BYTES).unpack(b)) != dead):
+    if nb != len(dead) or (nb and list(ids_struct(nb, KEY_BYTES).unpack(b)) != dead):
         raise ProtocolAbort("pairwise seeds do not match the dropped nodes")
     return a, b
 
@@ -162,10 +147,9 @@ def finish_round(
 
     Raises:
         ProtocolAbort: a contributor's self mask has fewer than t shares, or its
-            reconstruction fails the commitment. Fast mode: a pairwise seed between an
-            early dropout and a contributor is missing because the contributor did
-            not answer the unmask request (README "Dropouts"). Robust mode: a dropped
-            node's mask key has fewer than t shares or does not match its public key.
+            reconstruction fails the commitment; or a pairwise seed between an early
+            dropout and a contributor is missing because the contributor did not
+            answer the unmask request (README "Dropouts").
     """
     total = rs.total
     if total is None:
@@ -195,16 +179,11 @@ def finish_round(
     jobs: list[tuple[bytes, int]] = [
         (derive.self_mask_seed(secrets[u], u), -1) for u in rs.survivors
     ]
-    if rs.robust:
-        jobs += robust_pairwise_jobs(rs, RawShares(other_blocks, rs.dead_nbrs))
-    else:
-        jobs += _fast_pairwise_jobs(rs, other_blocks)
+    jobs += _pairwise_jobs(rs, other_blocks)
     apply_masks(total, jobs, bits=rs.encoding.bits, workers=workers)
     rs.encoding.reduce(total)
     summed, weight = rs.encoding.decode(total)
     dropped = {Stage.ADVERTISE: rs.dropped_advertise}
-    if rs.robust:
-        dropped[Stage.SHARE_KEYS] = rs.dropped_shares
     dropped[Stage.MASKED_INPUT] = rs.dropped_input
     dropped[Stage.UNMASK] = tuple(u for u in rs.survivors if u not in b_blocks)
     return SecAggResult(
@@ -217,14 +196,16 @@ def finish_round(
         rejected=dict(rs.rejected),
         neighbours=rs.k,
         threshold=rs.t,
+        privacy_log2=rs.privacy_log2,
+        correctness_log2=rs.correctness_log2,
         error_bound=rs.encoding.error_bound(len(rs.survivors)),
     )
 
 
-def _fast_pairwise_jobs(
+def _pairwise_jobs(
     rs: RoundState, seed_blocks: Mapping[int, bytes]
 ) -> list[tuple[bytes, int]]:
-    """Fast mode: masks between early dropouts and contributors, from revealed seeds."""
+    """Masks between early dropouts and contributors, from revealed seeds."""
     if not rs.dropped_input:
         return []
     seeds: dict[tuple[int, int], bytes] = {}  # (dropped i, contributor u) -> s_iu

@@ -1,5 +1,4 @@
-"""Rebuilding secrets (self-mask seeds, robust mode's mask keys) from the share blocks
-of unmask replies.
+"""Rebuilding self-mask seeds from the share blocks of unmask replies.
 
 Replies are kept as raw record blocks: owner ids are checked with one cached
 ``struct`` per block, values range-checked on their first byte, and a share is

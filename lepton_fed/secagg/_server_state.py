@@ -48,8 +48,6 @@ class RoundState:
 
     ``ring`` is the cohort in neighbour-ring order (graph neighbours are close in it);
     it only steers which share holders are used together, never the result.
-    In robust mode, ``sharers`` (U1) are the nodes whose shares were relayed and
-    ``masked_with[u]`` the neighbours u was told to mask with (its U1 neighbours).
     """
 
     run_id: int
@@ -61,8 +59,9 @@ class RoundState:
     dim: int
     encoding: FieldEncoding
     dropped_advertise: tuple[int, ...]
+    privacy_log2: float
+    correctness_log2: float
     ring: tuple[int, ...] = ()
-    robust: bool = False
     rejected: dict[int, str] = field(default_factory=dict)
     total: np.ndarray | None = None
     commitments: dict[int, bytes] = field(default_factory=dict)
@@ -71,12 +70,6 @@ class RoundState:
     # per contributor u: its neighbours that survived / dropped (unmask request lists)
     alive_nbrs: dict[int, list[int]] = field(default_factory=dict)
     dead_nbrs: dict[int, list[int]] = field(default_factory=dict)
-    # robust mode
-    sharers: tuple[int, ...] = ()
-    dropped_shares: tuple[int, ...] = ()
-    masked_with: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    mask_keys: dict[int, bytes] = field(default_factory=dict)
-    needs_key: tuple[int, ...] = ()
 
 
 def accepted(

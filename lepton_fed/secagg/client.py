@@ -11,35 +11,26 @@ Call order (each method takes the server's request bytes and returns reply bytes
 3. per round r: ``unmask(request)`` returns b-shares of the neighbours the server says
    survived and pairwise-mask seeds for the neighbours it says dropped.
 
-Robust mode (``SecAggParams.share_keys_first``; the server decides, the node follows the
-requests it gets), per round r:
-
-2a. ``share_keys(request)``: draws b and a fresh X25519 mask key pair for the round and
-    sends each neighbour, AEAD-encrypted under a key derived from the advertised round
-    keys, (mask public key, b-share, mask-key share). The advertised round key is
-    deleted here.
-2b. ``masked_input(request, delta=..., weight=...)``: the request relays the ciphertexts
-    of the neighbours that shared keys; the node masks with exactly those (pairwise
-    seeds from its mask key and theirs), keeps their shares, and deletes its mask key.
-3.  ``unmask(request)``: b-shares of the neighbours the server says survived,
-    mask-key shares of those it says dropped; never both for one neighbour.
-
 Between calls, persist ``to_bytes()`` and restore with ``from_bytes(...)`` (in Flower,
 inside the node's Context). The state holds secret keys: keep it on the node.
 
-Guarantees (see README "Threat model"): the node never reveals, for one round, both a
-b-share and a pairwise seed for the same neighbour; it refuses to unmask when fewer
-than t neighbours are claimed to have survived; it uses each round key for one
-masked input only and deletes it (and every older round key) before replying, which
-also gives forward secrecy for past rounds. What would void these: restoring an older
-state after a reply was sent (state rollback), or using a non-cryptographic
-``rng_bytes``.
+Guarantees (see README "Threat model"): the node refuses a round whose (k, t) is
+weaker than its own minimum security level for the cohort size, whose graph seed is
+not the hash of the cohort's keys, or whose identity keys are not in its roster (or
+appear twice); it never reveals, for one round, both a b-share and a pairwise seed for
+the same neighbour; it refuses to unmask when fewer than t neighbours are claimed to
+have survived; it uses each round key for one masked input only and deletes it (and
+every older round key) before replying, which also gives forward secrecy for past
+rounds. What would void these: restoring an older state after a reply was sent
+(state rollback), a non-cryptographic ``rng_bytes``, or trust on first use against a
+server that is malicious from the start.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -47,7 +38,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import _client_fast as fast
-from lepton_fed.secagg import _client_robust as robust
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg._client_checks import check_recipient
 from lepton_fed.secagg._client_state import (
@@ -61,7 +51,6 @@ from lepton_fed.secagg.messages import (
     SERVER_ID,
     AdvertiseReply,
     AdvertiseRequest,
-    RobustUnmaskRequest,
     RoundKey,
     UnmaskRequest,
     peek_header,
@@ -82,19 +71,29 @@ class SecAggClient:
     Args:
         node_id: this node's id, 0 <= node_id < 2^64 - 1.
         identity_key: the node's Ed25519 identity key (from provisioning).
-        roster: ``{node_id: raw Ed25519 public key}`` from provisioning. When given,
-            neighbour keys are verified against it and the identity keys the server
-            relays must match it; this is what protects against a server that
-            substitutes keys. When ``None``, the node trusts the identity keys the
-            server relays the first time it sees each node in a run and pins them
-            (trust on first use; a malicious server can then impersonate nodes).
+        roster: the identity keys this node trusts, from provisioning: either
+            ``{node_id: raw Ed25519 public key}``, or a collection of raw keys when
+            node ids are assigned after the roster is signed (Flower assigns them at
+            registration). Every identity key the server relays for the round's cohort
+            must be in it, and no key may appear twice in one round.
+        allow_tofu: with no roster, trust the identity key relayed the first time a
+            node is seen and pin it (kept across runs; a warning is issued per new
+            pin). A malicious server can then impersonate nodes it introduces. Must be
+            set explicitly: with neither a roster nor ``allow_tofu`` the client refuses
+            to be built.
+        min_security_bits: the node refuses a round whose (k, t) gives a bound on the
+            probability that some honest input is exposed above
+            ``2^-min_security_bits`` for the cohort size (README "Parameters from a
+            security level"); 0 accepts any (k, t) with t > k/2.
+        colluding_fraction: the fraction of any cohort this node assumes colludes
+            with the server, used for that bound.
         rng_bytes: CSPRNG (``os.urandom``); injectable only for known-answer tests.
         min_cohort: refuse rounds whose cohort is smaller.
-        min_neighbours: refuse graphs with fewer neighbours (capped at cohort - 1).
 
     Raises:
-        ValueError: node id out of range, a malformed roster, or a roster entry for
-            this node that is not ``identity_key``'s public key.
+        ValueError: node id out of range, a malformed roster, a roster that does not
+            contain this node's key, no roster without ``allow_tofu``, or a policy out
+            of range.
     """
 
     def __init__(
@@ -102,27 +101,43 @@ class SecAggClient:
         *,
         node_id: int,
         identity_key: Ed25519PrivateKey,
-        roster: Mapping[int, bytes] | None = None,
+        roster: Mapping[int, bytes] | Collection[bytes] | None = None,
+        allow_tofu: bool = False,
+        min_security_bits: float = 40.0,
+        colluding_fraction: float = 0.05,
         rng_bytes: Callable[[int], bytes] = os.urandom,
         min_cohort: int = 2,
-        min_neighbours: int = 1,
     ) -> None:
         if not 0 <= node_id < SERVER_ID:
             raise ValueError(f"node_id must be in [0, 2^64 - 2], got {node_id}")
-        if min_cohort < 2 or min_neighbours < 1:
-            raise ValueError("min_cohort must be >= 2 and min_neighbours >= 1")
+        if min_cohort < 2:
+            raise ValueError("min_cohort must be >= 2")
+        if not (math.isfinite(min_security_bits) and min_security_bits >= 0):
+            raise ValueError("min_security_bits must be a finite number >= 0")
+        if not 0 <= colluding_fraction < 1:
+            raise ValueError("colluding_fraction must be in [0, 1)")
         public = K.identity_public_bytes(identity_key)
-        checked = None if roster is None else check_roster(roster)
-        if checked is not None and checked.get(node_id, public) != public:
+        mapping, allowed = (None, None) if roster is None else check_roster(roster)
+        if mapping is not None and mapping.get(node_id, public) != public:
             raise ValueError("roster entry for this node does not match identity_key")
+        if allowed is not None and public not in allowed:
+            raise ValueError("this node's identity key is not in the roster")
+        if roster is None and not allow_tofu:
+            raise ValueError(
+                "no roster: pass the provisioned roster, or allow_tofu=True to trust "
+                "identity keys on first use"
+            )
         self._identity = identity_key
         self._rng = rng_bytes
         self._st = ClientState(
             node_id=node_id,
             identity_public=public,
-            roster=checked,
+            roster=mapping,
+            allowed=allowed,
+            allow_tofu=allow_tofu and roster is None,
+            min_security_bits=float(min_security_bits),
+            colluding_fraction=float(colluding_fraction),
             min_cohort=min_cohort,
-            min_neighbours=min_neighbours,
         )
 
     # ------------------------------------------------------------------ properties
@@ -157,15 +172,14 @@ class SecAggClient:
         return tuple(sorted(self._st.round_keys))
 
     @property
-    def min_neighbours(self) -> int:
-        """Smallest graph degree this node accepts (capped at cohort size - 1)."""
-        return self._st.min_neighbours
+    def min_security_bits(self) -> float:
+        """This node's minimum security level (see the constructor)."""
+        return self._st.min_security_bits
 
-    @min_neighbours.setter
-    def min_neighbours(self, value: int) -> None:
-        if value < 1:
-            raise ValueError("min_neighbours must be >= 1")
-        self._st.min_neighbours = value
+    @property
+    def pinned(self) -> dict[int, bytes]:
+        """Identity keys pinned on first use (empty with a roster)."""
+        return dict(self._st.pinned)
 
     # --------------------------------------------------------------------- dispatch
     def handle(
@@ -175,8 +189,8 @@ class SecAggClient:
         delta: np.ndarray | None = None,
         weight: float | None = None,
     ) -> bytes:
-        """Routes a request to :meth:`advertise`, :meth:`share_keys`,
-        :meth:`masked_input` or :meth:`unmask`.
+        """Routes a request to :meth:`advertise`, :meth:`masked_input` or
+        :meth:`unmask`.
 
         Raises:
             ProtocolAbort: unknown/malformed request, or whatever the handler raises.
@@ -185,9 +199,7 @@ class SecAggClient:
         stage = peek_header(request).stage
         if stage == Stage.ADVERTISE:
             return self.advertise(request)
-        if stage == Stage.SHARE_KEYS:
-            return self.share_keys(request)
-        if stage in (Stage.MASKED_INPUT, Stage.ROBUST_MASKED_INPUT):
+        if stage == Stage.MASKED_INPUT:
             if delta is None or weight is None:
                 raise ValueError("a masked-input request needs delta and weight")
             return self.masked_input(request, delta=delta, weight=weight)
@@ -197,7 +209,8 @@ class SecAggClient:
     def advertise(self, request: bytes) -> bytes:
         """Answers an advertisement request with signed per-round X25519 public keys.
 
-        A request for a new run id starts a fresh run (all old keys are dropped).
+        A request for a new run id starts a fresh run (all old round keys are
+        dropped; pinned identities are kept).
         Re-advertising rounds that still have unused keys replaces those keys; a
         pending round (masked input sent, no unmask yet) is abandoned.
 
@@ -249,13 +262,8 @@ class SecAggClient:
     ) -> bytes:
         """Masks ``[weight * delta, weight]`` and encrypts b-shares to the neighbours.
 
-        In robust mode (a ``RobustMaskedInputRequest``, after :meth:`share_keys`) the
-        shares already went out: the request relays the neighbours' ciphertexts, the
-        node masks with exactly the neighbours that shared keys and returns only the
-        masked vector. A content refusal of a robust request wipes the round.
-
         Args:
-            request: a ``MaskedInputRequest`` or ``RobustMaskedInputRequest``.
+            request: a ``MaskedInputRequest``.
             delta: the model update, already clipped so every coordinate lies in
                 [-clip, clip] (``clip`` comes in the request).
             weight: normalized example count in [0, 1]; masked like the update.
@@ -265,20 +273,23 @@ class SecAggClient:
             a commitment to b, and one ciphertext per neighbour.
 
         Raises:
-            ProtocolAbort: wrong run/round/recipient/stage, bad graph parameters, a
-                neighbour key that is missing, extra, or not signed by the roster's
-                identity key, no unused key for the round, or ``dim != len(delta)``.
-                Nothing is consumed when the request is refused.
-            ValueError: ``delta``/``weight`` outside the encoding's range.
+            ProtocolAbort: wrong run/round/recipient/stage; bad or too weak graph
+                parameters (``weak_parameters``); a graph seed that is not the hash
+                of the cohort's keys (``graph_seed_mismatch``); an identity key not
+                in the roster, differing from it or from a pin, or used twice
+                (``not_in_roster``, ``roster_mismatch``, ``identity_changed``,
+                ``duplicate_identity``); a neighbour signature that does not verify
+                (``bad_signature``); no unused key for the round; or an input that
+                is not a vector of the requested dim. Nothing is consumed when the
+                request is refused.
+            ValueError: ``delta``/``weight`` outside the encoding's range (the
+                message names the problem, never a value).
         """
         if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
-        step = (
-            robust.masked_input
-            if peek_header(request).stage == Stage.ROBUST_MASKED_INPUT
-            else fast.masked_input
+        return fast.masked_input(
+            self._st, self._rng, request, delta=delta, weight=weight
         )
-        return step(self._st, self._rng, request, delta=delta, weight=weight)
 
     # ---------------------------------------------------------------------- unmask
     def unmask(self, request: bytes) -> bytes:
@@ -295,11 +306,6 @@ class SecAggClient:
         re-send unmask requests to nodes that have not answered before declaring them
         dropped. Any other request for that round is refused.
 
-        In robust mode (a ``RobustUnmaskRequest``) the survivors and dropped must
-        partition the neighbours the node masked with; it returns the b-share of each
-        survivor and the mask-key share of each dropped neighbour (never both, never a
-        pairwise seed).
-
         Raises:
             ProtocolAbort: wrong run/round/recipient/stage; survivors and dropped that
                 overlap or do not partition the neighbourhood; fewer than t survivors;
@@ -307,9 +313,7 @@ class SecAggClient:
                 authentication.
         """
         st = self._st
-        robust_mode = peek_header(request).stage == Stage.ROBUST_UNMASK
-        cls = RobustUnmaskRequest if robust_mode else UnmaskRequest
-        req = cls.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
+        req = UnmaskRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
         check_recipient(st, req.recipient)
         digest = _sha256(request)
         done = st.answered
@@ -321,18 +325,10 @@ class SecAggClient:
             return done[2]  # identical retry: reveals nothing new
         next_phase = check_transition(CLIENT_TRANSITIONS, st.phase, req.STAGE)
         pending = st.pending
-        if (
-            pending is None
-            or req.round != pending.round
-            or pending.robust != robust_mode
-        ):
-            mode = "robust-mode " if robust_mode else ""
-            raise ProtocolAbort(f"no {mode}masked input pending for round {req.round}")
+        if pending is None or req.round != pending.round:
+            raise ProtocolAbort(f"no masked input pending for round {req.round}")
         try:
-            if isinstance(req, RobustUnmaskRequest):
-                reply = robust.unmask_reply(st, req, pending)
-            else:
-                reply = fast.unmask_reply(st, req, pending)
+            reply = fast.unmask_reply(st, req, pending)
         finally:
             # Wipe the round either way: never answer twice, never after a refusal.
             st.pending = None
@@ -340,32 +336,6 @@ class SecAggClient:
         st.answered = (req.round, digest, reply)
         st.phase = next_phase
         return reply
-
-    # ------------------------------------------------------------ robust mode
-    def share_keys(self, request: bytes) -> bytes:
-        """Robust mode, exchange 1: shares of b and of a fresh mask key to neighbours.
-
-        Checks the request exactly like a fast-mode masked-input request (cohort,
-        graph recomputed from the seed, thresholds, encoding, every neighbour's round
-        key against the roster), then consumes the round key: it derives the AEAD keys
-        for this round's shares and deletes the round key and every older one. Draws
-        the self-mask secret b and a fresh X25519 mask key pair (the pairwise masks come
-        from the mask keys, never from the advertised round keys, so rebuilding a
-        dropped node's mask key never exposes the share-encryption keys), splits b and
-        the mask private key into k Shamir shares (threshold t, x = neighbour id + 1)
-        and sends neighbour j the ChaCha20-Poly1305 encryption of
-        ``mask public key || b-share_j || mask-key share_j``.
-
-        Returns:
-            ``ShareKeysReply`` bytes: mask public key, commitment to b, k ciphertexts.
-
-        Raises:
-            ProtocolAbort: as :meth:`masked_input` for a fast-mode request. Nothing is
-                consumed when the request is refused.
-        """
-        if self._st.phase == ClientPhase.NEW:
-            raise ProtocolAbort("share-keys request before any advertisement")
-        return robust.share_keys(self._st, self._rng, request)
 
     # ----------------------------------------------------------------------- state
     def to_bytes(self) -> bytes:
@@ -383,7 +353,8 @@ class SecAggClient:
         identity_key: Ed25519PrivateKey,
         rng_bytes: Callable[[int], bytes] = os.urandom,
     ) -> SecAggClient:
-        """Restores a client saved with :meth:`to_bytes`.
+        """Restores a client saved with :meth:`to_bytes` (roster, policy and pins
+        included).
 
         Raises:
             ProtocolAbort: malformed state, unknown state version, or an identity key
@@ -392,14 +363,9 @@ class SecAggClient:
         st = decode_state(data)
         if st.identity_public != K.identity_public_bytes(identity_key):
             raise ProtocolAbort("identity key does not match the saved client state")
-        client = cls(
-            node_id=st.node_id,
-            identity_key=identity_key,
-            roster=st.roster,
-            rng_bytes=rng_bytes,
-            min_cohort=st.min_cohort,
-            min_neighbours=st.min_neighbours,
-        )
+        client = cls.__new__(cls)
+        client._identity = identity_key
+        client._rng = rng_bytes
         client._st = st
         return client
 

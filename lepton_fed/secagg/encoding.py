@@ -126,21 +126,24 @@ class FieldEncoding:
 
         Raises:
             ValueError: non-finite values, a coordinate beyond the clip, a weight
-                outside [0, 1], or a non 1-D delta.
+                outside [0, 1], or a non 1-D delta. The message starts with a code
+                (``input_not_vector``, ``weight_out_of_range``, ``non_finite_input``,
+                ``input_exceeds_clip``) and never contains a value, a position or a
+                count derived from the input.
         """
         x = np.asarray(delta)
         if x.ndim != 1:
-            raise ValueError(f"delta must be 1-D, got shape {x.shape}")
+            raise ValueError("input_not_vector: delta must be a 1-D array")
         w = float(weight)
         if not (math.isfinite(w) and 0.0 <= w <= 1.0):
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
+            raise ValueError("weight_out_of_range: the weight must be in [0, 1]")
         x = x.astype(np.float64, copy=True)
         if not np.isfinite(x).all():
-            raise ValueError("delta contains NaN or infinity")
+            raise ValueError("non_finite_input: delta contains NaN or infinity")
         peak = float(np.max(np.abs(x))) if x.size else 0.0
         if peak > self.clip * (1 + _CLIP_TOLERANCE):
             raise ValueError(
-                f"delta has a coordinate of magnitude {peak} > clip {self.clip}; "
+                "input_exceeds_clip: a coordinate of delta exceeds the clip bound; "
                 "clip the update before encoding"
             )
         np.clip(x, -self.clip, self.clip, out=x)

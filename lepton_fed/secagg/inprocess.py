@@ -1,7 +1,7 @@
 """Runs clients and server of one SecAgg+ round in one process, without a network.
 
-This is the reference call order that the Flower adapter and the benchmarks follow.
-Fast mode (default, ``params.share_keys_first = False``), 2 exchanges per round::
+This is the reference call order that the Flower adapter and the benchmarks follow,
+2 exchanges per round::
 
     reqs = server.advertise(node_ids)                  # once per run
     server.collect_advertisements({n: clients[n].advertise(reqs[n]) for n in reqs})
@@ -12,21 +12,8 @@ Fast mode (default, ``params.share_keys_first = False``), 2 exchanges per round:
         reps = {n: clients[n].unmask(reqs[n]) for n in reqs}
         result = server.collect_unmask(reps)
 
-Robust mode (``params.share_keys_first = True``), 3 exchanges per round; the only
-differences are the share-keys exchange first and ``collect_shares``::
-
-    for r in rounds:
-        reqs = server.start_round(round=r, cohort=cohort, dim=d)           # exchange 1
-        reps = {n: clients[n].share_keys(reqs[n]) for n in reqs}           #  (no input)
-        reqs = server.collect_shares(reps)                                 # exchange 2
-        reps = {n: clients[n].masked_input(reqs[n], delta=..., weight=...) for n in reqs}
-        reqs = server.collect_masked_inputs(reps)                          # exchange 3
-        reps = {n: clients[n].unmask(reqs[n]) for n in reqs}
-        result = server.collect_unmask(reps)
-
 ``client.handle(request, delta=..., weight=...)`` routes any of these requests by its
-header, so an adapter can treat both modes alike. In robust mode local training can
-start when the share-keys request arrives (the masked input is due one exchange later).
+header.
 """
 
 from __future__ import annotations
@@ -34,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -73,15 +61,21 @@ def make_clients(
     node_ids: Iterable[int],
     *,
     provisioned: bool = True,
+    roster_as_keys: bool = False,
     rng_bytes: Callable[[int], bytes] = os.urandom,
+    **policy: Any,
 ) -> tuple[dict[int, SecAggClient], dict[int, bytes]]:
     """Creates one client per node with a fresh Ed25519 identity key.
 
     Args:
         node_ids: node ids.
         provisioned: give every client the roster (as provisioning would); if False,
-            clients trust the identity keys the server relays (trust on first use).
+            clients trust the identity keys the server relays (``allow_tofu``).
+        roster_as_keys: give the clients the roster as a set of keys (node ids
+            unknown at provisioning) instead of ``{node id: key}``.
         rng_bytes: randomness for the clients' protocol secrets.
+        policy: further :class:`SecAggClient` arguments (``min_security_bits``,
+            ``colluding_fraction``, ``min_cohort``).
 
     Returns:
         ``(clients, roster)`` where roster maps node id -> raw Ed25519 public key.
@@ -89,12 +83,17 @@ def make_clients(
     ids = list(node_ids)
     identities = {n: Ed25519PrivateKey.from_private_bytes(rng_bytes(32)) for n in ids}
     roster = {n: identity_public_bytes(k) for n, k in identities.items()}
+    given: dict[int, bytes] | frozenset[bytes] | None = None
+    if provisioned:
+        given = frozenset(roster.values()) if roster_as_keys else roster
     clients = {
         n: SecAggClient(
             node_id=n,
             identity_key=identities[n],
-            roster=roster if provisioned else None,
+            roster=given,
+            allow_tofu=not provisioned,
             rng_bytes=rng_bytes,
+            **policy,
         )
         for n in ids
     }
@@ -133,15 +132,11 @@ def simulate_round(
     cohort: Iterable[int] | None = None,
     drop_before_input: Collection[int] = (),
     drop_before_unmask: Collection[int] = (),
-    drop_before_share_keys: Collection[int] = (),
     reload_state: bool = False,
     timings: dict[str, float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> SecAggResult:
-    """Runs one round end to end in process, in the server's mode.
-
-    The robust path (``server.params.share_keys_first``) adds the share-keys exchange
-    before the masked input; the fast path is the 2-exchange round.
+    """Runs one round end to end in process.
 
     Args:
         server: a server that has collected advertisements.
@@ -151,14 +146,11 @@ def simulate_round(
         cohort: nodes of the round (default: the keys of ``inputs``).
         drop_before_input: nodes that get the masked-input request but never answer.
         drop_before_unmask: nodes that answer with a masked input, then vanish.
-        drop_before_share_keys: robust mode: nodes that never answer the share-keys
-            request (they take no part in the round).
         reload_state: serialize and restore every client between steps, as the
             Flower adapter does with the node's Context.
         timings: if given, filled with seconds measured by ``clock``: ``client_masked_input``
             (sum over clients), ``client_unmask`` (sum), ``server_start_round``,
-            ``server_collect_masked``, ``server_collect_unmask``; in robust mode also
-            ``client_share_keys`` (sum) and ``server_collect_shares``.
+            ``server_collect_masked``, ``server_collect_unmask``.
         clock: the clock used for ``timings`` (``time.process_time`` gives CPU
             time, steadier than wall time on a shared machine).
 
@@ -175,23 +167,6 @@ def simulate_round(
     t0 = clock()
     reqs = server.start_round(round=round, cohort=members, dim=dim)
     tm["server_start_round"] = clock() - t0
-
-    if server.params.share_keys_first:
-        replies = {}
-        tm["client_share_keys"] = 0.0
-        for n, req in reqs.items():
-            if n in drop_before_share_keys:
-                continue
-            if reload_state:
-                clients[n] = _reload(clients[n])
-            t0 = clock()
-            replies[n] = clients[n].share_keys(req)
-            tm["client_share_keys"] += clock() - t0
-        t0 = clock()
-        reqs = server.collect_shares(replies)
-        tm["server_collect_shares"] = clock() - t0
-    elif drop_before_share_keys:
-        raise ValueError("drop_before_share_keys needs a robust-mode server")
 
     replies = {}
     tm["client_masked_input"] = 0.0

@@ -11,7 +11,8 @@ Primitives (``cryptography``; HMAC and SHA-256 from the standard library, both O
 * ChaCha20-Poly1305 (RFC 8439) for shares between clients, with associated data that
   binds protocol version, run, round, stage, sender and receiver;
 * Ed25519 (RFC 8032) identity keys: each node signs every round key it advertises;
-* SHA-256 for the commitment to the self-mask seed.
+* SHA-256 for the commitment to the self-mask seed and for the graph seed (a hash of
+  the cohort's identity and round keys, so the server does not choose it).
 
 Failed checks raise :class:`~lepton_fed.errors.ProtocolAbort`; nothing here returns
 ``False``.
@@ -23,7 +24,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -43,6 +44,7 @@ __all__ = [
     "KEY_BYTES",
     "LABEL_COMMITMENT",
     "LABEL_GRAPH",
+    "LABEL_GRAPH_SEED",
     "LABEL_PAIRWISE_MASK",
     "LABEL_ROUND_KEY",
     "LABEL_SELF_MASK",
@@ -57,6 +59,7 @@ __all__ = [
     "derive_key",
     "encrypt_share",
     "graph_key",
+    "graph_seed",
     "identity_public_bytes",
     "pairwise_seed",
     "round_key_statement",
@@ -77,13 +80,14 @@ LABEL_SHARE_ENCRYPTION = PROTOCOL_LABEL + b"/share-encryption"
 LABEL_SELF_MASK = PROTOCOL_LABEL + b"/self-mask"
 LABEL_COMMITMENT = PROTOCOL_LABEL + b"/self-mask-commitment"
 LABEL_GRAPH = PROTOCOL_LABEL + b"/neighbour-graph"
+LABEL_GRAPH_SEED = PROTOCOL_LABEL + b"/graph-seed"
 LABEL_ROUND_KEY = PROTOCOL_LABEL + b"/round-key"
 LABEL_SHARE_AD = PROTOCOL_LABEL + b"/share-ad"
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 SIGNATURE_BYTES = 64
-_STAGE_MASKED_INPUT = 2  # Stage.MASKED_INPUT: fast-mode shares travel in that stage
+_STAGE_MASKED_INPUT = 2  # Stage.MASKED_INPUT: shares travel in that stage
 _HASH_BYTES = 32
 
 RngBytes = Callable[[int], bytes]
@@ -131,7 +135,7 @@ def x25519_keypair(rng_bytes: RngBytes = os.urandom) -> tuple[bytes, bytes]:
 
 
 def x25519_public(private: bytes) -> bytes:
-    """Raw public key of a raw X25519 private key (checks a rebuilt mask key).
+    """Raw public key of a raw X25519 private key (a node's own round key).
 
     Raises:
         ProtocolAbort: not a 32-byte key.
@@ -228,6 +232,35 @@ def graph_key(seed: bytes, *, run_id: int, round: int) -> bytes:
     )
 
 
+def graph_seed(
+    *,
+    run_id: int,
+    round: int,
+    cohort: Sequence[int],
+    members: Sequence[tuple[bytes, bytes]],
+) -> bytes:
+    """The round's public graph seed: SHA-256 over the cohort's keys.
+
+    ``SHA-256(LABEL_GRAPH_SEED || run u64 || round u32 || m u32 || for each member in
+    increasing id order: id u64 || identity key || round public key)``. ``cohort``
+    must be strictly increasing and ``members[i] = (identity key, round key)`` of
+    ``cohort[i]``. Every node recomputes it from the request, so the server cannot
+    pick the seed after seeing the keys; it can only vary the cohort (README "Graph
+    seed").
+
+    Raises:
+        ValueError: lengths differ or a key is not 32 bytes.
+    """
+    if len(cohort) != len(members):
+        raise ValueError("one (identity key, round key) per cohort member")
+    h = hashlib.sha256(LABEL_GRAPH_SEED + _u64(run_id) + _u32(round) + _u32(len(cohort)))
+    for node, (identity, round_key) in zip(cohort, members, strict=True):
+        if len(identity) != KEY_BYTES or len(round_key) != KEY_BYTES:
+            raise ValueError("keys must be 32 bytes")
+        h.update(_u64(node) + identity + round_key)
+    return h.digest()
+
+
 def identity_public_bytes(identity_key: Ed25519PrivateKey) -> bytes:
     """Raw 32-byte Ed25519 public key (the form the roster holds)."""
     return identity_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -294,9 +327,8 @@ def share_associated_data(
 ) -> bytes:
     """AEAD associated data: version, run, round, stage, sender, receiver.
 
-    ``stage`` is the stage byte of the message that carries the ciphertext:
-    ``MASKED_INPUT`` (2) in the fast mode, ``SHARE_KEYS`` (4) in the robust mode, so a
-    ciphertext of one mode never authenticates in the other.
+    ``stage`` is the stage byte of the message that carries the ciphertext
+    (``MASKED_INPUT``, 2).
     """
     return (
         LABEL_SHARE_AD

@@ -1,23 +1,33 @@
-"""Secure-aggregation parameters: graph degree k, threshold t, field size, clip, timeouts.
+"""Secure-aggregation parameters: security level, graph degree k, threshold t, field
+size, clip, timeouts.
 
-``default_params`` follows SecAgg+ (Bell et al. 2020): a complete graph for small
-cohorts, otherwise k = O(log n) neighbours with a threshold above k/2 (2/3 of k by
-default, so a neighbourhood tolerates k - t dropouts and fewer than 2t - k corrupted
-neighbours of any node; see README "Threat model").
+By default k and t are derived for every round from the round's cohort size and a
+:class:`~lepton_fed.secagg.security.SecurityLevel` (SecAgg+, Bell et al. 2020; see
+:mod:`lepton_fed.secagg.security` for the bounds). Explicit ``neighbours`` /
+``threshold`` overrides are still accepted; every node checks the (k, t) it is sent
+against its own minimum security level and refuses weaker ones.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from lepton_fed.secagg.security import (
+    DEFAULT_LEVEL,
+    GraphChoice,
+    SecurityLevel,
+    abort_log2,
+    assumed_colluders,
+    choose_graph,
+    exposure_log2,
+)
 from lepton_fed.secagg.stages import Stage
 
-__all__ = ["FULL_GRAPH_MAX_CLIENTS", "SecAggParams", "default_params"]
+__all__ = ["SecAggParams", "default_params"]
 
-#: Cohorts up to this size use the complete graph (every node is everyone's neighbour).
-FULL_GRAPH_MAX_CLIENTS = 8
+_LEVEL_FIELDS = tuple(f.name for f in fields(SecurityLevel))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,51 +35,42 @@ class SecAggParams:
     """Parameters of one secure-aggregation run.
 
     Attributes:
-        neighbours: graph degree k for a full-size cohort. Each round uses
-            ``for_cohort(m)``: the complete graph when ``m - 1 <= neighbours``, else a
-            ring with k/2 neighbours each side (an odd k is lowered by one).
-        threshold: Shamir threshold t, ``neighbours/2 < t <= neighbours``. Scaled in
-            proportion when a round's k is smaller.
         rounds: how many per-round key pairs each node advertises at once.
+        security: the level k and t are derived from (per round, for the round's
+            cohort size: :func:`~lepton_fed.secagg.security.choose_graph`).
+        neighbours: explicit graph degree k for a full-size cohort (``None``:
+            derived). A round uses ``min(k, m - 1)``, lowered to even below m - 1.
+        threshold: explicit Shamir threshold t (``None``: the smallest t that reaches
+            ``security`` for the round's k; when ``neighbours`` is also given it is
+            scaled with k in smaller cohorts).
         clip: bound on every coordinate of a client's delta (the caller L2-clips to
             this norm, which bounds every coordinate too).
         bits: field size exponent, M = 2^bits, 8 <= bits <= 32 (uploads are uint32).
         advertise_timeout_s: how long the adapter waits for advertisement replies.
         masked_input_timeout_s: wait for masked inputs (includes local training).
         unmask_timeout_s: wait for unmask replies.
-        share_keys_first: robust mode (3 exchanges per round instead of 2). Each node
-            first sends, through the server, AEAD-encrypted Shamir shares of its
-            self-mask seed and of a fresh per-round mask key to its neighbours
-            (SHARE_KEYS), and only then its masked input. A node that drops before its
-            masked input then has its pairwise masks removed by rebuilding its mask
-            key from t neighbours' shares, so any dropout pattern that keeps every
-            neighbourhood's threshold completes. Off (default): the fast 2-exchange
-            mode, which aborts when a neighbour of a node that dropped before its
-            masked input also vanishes before unmask (README "Modes").
-        share_keys_timeout_s: robust mode: wait for share-keys replies (no training
-            happens in that exchange).
     """
 
-    neighbours: int
-    threshold: int
     rounds: int
+    security: SecurityLevel = field(default=DEFAULT_LEVEL)
+    neighbours: int | None = None
+    threshold: int | None = None
     clip: float = 1.0
     bits: int = 32
     advertise_timeout_s: float = 60.0
     masked_input_timeout_s: float = 600.0
     unmask_timeout_s: float = 60.0
-    share_keys_first: bool = False
-    share_keys_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.neighbours < 1:
-            raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
-        if not (
-            2 * self.threshold > self.neighbours and self.threshold <= self.neighbours
-        ):
+        k, t = self.neighbours, self.threshold
+        if k is not None and k < 1:
+            raise ValueError(f"neighbours must be >= 1, got {k}")
+        if t is not None and t < 1:
+            raise ValueError(f"threshold must be >= 1, got {t}")
+        if k is not None and t is not None and not (2 * t > k and t <= k):
             raise ValueError(
                 f"threshold must satisfy neighbours/2 < threshold <= neighbours "
-                f"(neighbours={self.neighbours}), got {self.threshold}"
+                f"(neighbours={k}), got {t}"
             )
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
@@ -77,12 +78,7 @@ class SecAggParams:
             raise ValueError(f"clip must be a positive finite number, got {self.clip}")
         if not 8 <= self.bits <= 32:
             raise ValueError(f"bits must be in [8, 32], got {self.bits}")
-        for name in (
-            "advertise_timeout_s",
-            "masked_input_timeout_s",
-            "unmask_timeout_s",
-            "share_keys_timeout_s",
-        ):
+        for name in ("advertise_timeout_s", "masked_input_timeout_s", "unmask_timeout_s"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -91,61 +87,74 @@ class SecAggParams:
         """(k, t) used for a round whose cohort has ``cohort_size`` nodes.
 
         Raises:
-            ValueError: fewer than 2 nodes.
+            ValueError: fewer than 2 nodes, or (derived parameters) no (k, t) reaches
+                the security level for this cohort size.
         """
-        if cohort_size < 2:
-            raise ValueError(f"a round needs at least 2 nodes, got {cohort_size}")
-        if self.neighbours >= cohort_size - 1:
-            k = cohort_size - 1
-        else:
-            k = self.neighbours - (self.neighbours % 2)
+        m = cohort_size
+        if m < 2:
+            raise ValueError(f"a round needs at least 2 nodes, got {m}")
+        if self.neighbours is None:
+            chosen = choose_graph(m, self.security)
+            if self.threshold is None:
+                return chosen.neighbours, chosen.threshold
+            k = chosen.neighbours
+            return k, min(k, max(k // 2 + 1, self.threshold))
+        k = m - 1 if self.neighbours >= m - 1 else self.neighbours - self.neighbours % 2
+        if self.threshold is None:
+            return k, _smallest_private_t(m, k, self.security)
         if k == self.neighbours:
             return k, self.threshold
         t = math.ceil(self.threshold * k / self.neighbours)
         return k, min(k, max(k // 2 + 1, t))
 
+    def graph_choice(self, cohort_size: int) -> GraphChoice:
+        """:meth:`for_cohort` with the bounds its (k, t) achieves at ``security``."""
+        k, t = self.for_cohort(cohort_size)
+        return GraphChoice(
+            neighbours=k,
+            threshold=t,
+            colluders=assumed_colluders(cohort_size, self.security.colluding_fraction),
+            privacy_log2=exposure_log2(
+                cohort_size, k, t, self.security.colluding_fraction
+            ),
+            correctness_log2=abort_log2(cohort_size, k, t, self.security.dropout_rate),
+        )
+
     def timeout_for(self, stage: Stage) -> float:
         """Per-stage timeout in seconds (used by the Flower adapter)."""
         return {
             Stage.ADVERTISE: self.advertise_timeout_s,
-            Stage.SHARE_KEYS: self.share_keys_timeout_s,
             Stage.MASKED_INPUT: self.masked_input_timeout_s,
             Stage.UNMASK: self.unmask_timeout_s,
-        }[Stage(stage).canonical]
-
-    @property
-    def exchanges_per_round(self) -> int:
-        """2 in the fast mode, 3 with ``share_keys_first``."""
-        return 3 if self.share_keys_first else 2
+        }[Stage(stage)]
 
 
-def _default_neighbours(num_clients: int) -> int:
-    if num_clients <= FULL_GRAPH_MAX_CLIENTS:
-        return max(1, num_clients - 1)
-    k = math.ceil(3 * math.log2(num_clients))
-    k += k % 2
-    return min(num_clients - 1, k)
-
-
-def _default_threshold(k: int) -> int:
-    return min(k, max(k // 2 + 1, math.ceil(2 * k / 3)))
+def _smallest_private_t(m: int, k: int, level: SecurityLevel) -> int:
+    for t in range(k // 2 + 1, k + 1):
+        if exposure_log2(m, k, t, level.colluding_fraction) <= -level.security_bits:
+            return t
+    return k
 
 
 def default_params(*, num_clients: int, rounds: int, **overrides: Any) -> SecAggParams:
     """Parameters for cohorts of up to ``num_clients`` nodes over ``rounds`` rounds.
 
-    k = n - 1 (complete graph) for n <= 8, else k = 3*ceil(log2 n) rounded up to even
-    (n=50 -> 18, n=100 -> 20, n=1000 -> 30); t = max(k//2 + 1, ceil(2k/3)). Any field
-    of :class:`SecAggParams` can be overridden by keyword; overriding ``neighbours``
-    alone re-derives ``threshold`` from it.
+    k and t are derived per round from the security level (``security_bits``,
+    ``colluding_fraction``, ``dropout_rate``, ``correctness_bits``, given as keywords
+    or as ``security=SecurityLevel(...)``). Any other field of :class:`SecAggParams`
+    can be overridden by keyword, ``neighbours`` and ``threshold`` included.
 
     Raises:
-        ValueError: ``num_clients < 2`` or an invalid override.
+        ValueError: ``num_clients < 2``, an invalid override, or derived parameters
+            that cannot reach the security level for a cohort of ``num_clients``.
         TypeError: an unknown override name.
     """
     if num_clients < 2:
         raise ValueError(f"num_clients must be >= 2, got {num_clients}")
-    k = int(overrides.pop("neighbours", _default_neighbours(num_clients)))
-    t = int(overrides.pop("threshold", _default_threshold(k)))
-    base = SecAggParams(neighbours=k, threshold=t, rounds=rounds)
-    return replace(base, **overrides)
+    level_kw = {name: overrides.pop(name) for name in _LEVEL_FIELDS if name in overrides}
+    level = overrides.pop("security", DEFAULT_LEVEL)
+    if level_kw:
+        level = replace(level, **level_kw)
+    params = replace(SecAggParams(rounds=rounds, security=level), **overrides)
+    params.for_cohort(num_clients)  # fail now, not at the first round
+    return params

@@ -26,15 +26,18 @@ class SecAggResult:
         total_weight: sum of the contributors' weights.
         contributors: nodes whose masked input is in the sum.
         dropped: nodes lost at each stage: ``ADVERTISE`` (in the cohort but without a
-            valid key for the round), robust mode only ``SHARE_KEYS`` (no valid
-            share-keys reply, or fewer than t neighbours that sent one),
-            ``MASKED_INPUT`` (no valid masked input), ``UNMASK`` (sent a masked input,
-            no valid unmask reply; still in the sum).
-        rejected: ``{node: reason}`` for replies refused as malformed or inconsistent,
-            and robust-mode nodes left out for lack of sharing neighbours (these
-            nodes are also listed in ``dropped``).
+            valid key for the round), ``MASKED_INPUT`` (no valid masked input),
+            ``UNMASK`` (sent a masked input, no valid unmask reply; still in the sum).
+        rejected: ``{node: reason}`` for replies refused as malformed or inconsistent
+            (these nodes are also listed in ``dropped``).
         neighbours: graph degree k used in the round.
         threshold: Shamir threshold t used in the round.
+        privacy_log2: log2 of the bound on the probability that some honest input
+            of the round was exposed, at the server's security level (``-inf``:
+            impossible under its colluding-fraction assumption);
+            :mod:`~lepton_fed.secagg.security`.
+        correctness_log2: log2 of the bound on the probability that the round
+            aborts for lack of live neighbours, at the server's dropout rate.
         error_bound: strict bounds from quantization on ``|sum - exact|`` (per
             coordinate) and on ``|total_weight - exact|``.
     """
@@ -48,7 +51,14 @@ class SecAggResult:
     rejected: Mapping[int, str]
     neighbours: int
     threshold: int
+    privacy_log2: float
+    correctness_log2: float
     error_bound: tuple[float, float]
+
+    @property
+    def security_bits(self) -> float:
+        """``-privacy_log2`` (``inf`` when exposure is impossible)."""
+        return -self.privacy_log2
 
     def weighted_mean(self) -> np.ndarray:
         """``sum / total_weight``: the weighted average update (FedAvg).
@@ -57,5 +67,5 @@ class SecAggResult:
             ValueError: the total weight is not positive.
         """
         if not self.total_weight > 0:
-            raise ValueError(f"total weight is {self.total_weight}; cannot average")
+            raise ValueError("the total weight is not positive; cannot average")
         return self.sum / self.total_weight

@@ -6,15 +6,15 @@ nodes count as dropped):
 
 1. ``advertise(node_ids)`` -> requests; ``collect_advertisements(replies)``. Once per
    run (again for nodes that join later or whose advertised rounds run out).
-2. per round r, fast mode (default, 2 exchanges):
+2. per round r (2 exchanges):
    ``start_round(round=r, cohort=..., dim=d)`` -> masked-input requests;
    ``collect_masked_inputs(replies)`` -> unmask requests;
    ``collect_unmask(replies)`` -> :class:`SecAggResult`.
-3. per round r, robust mode (``params.share_keys_first``, 3 exchanges):
-   ``start_round(round=r, cohort=..., dim=d)`` -> share-keys requests;
-   ``collect_shares(replies)`` -> masked-input requests;
-   ``collect_masked_inputs(replies)`` -> unmask requests;
-   ``collect_unmask(replies)`` -> :class:`SecAggResult`.
+
+k and t come from ``params`` for the round's cohort size (by default derived from a
+security level, :mod:`lepton_fed.secagg.security`); the graph seed is the hash of the
+cohort's identity and round keys (:func:`~lepton_fed.secagg.keys.graph_seed`), which
+every node recomputes.
 
 Any step may raise :class:`~lepton_fed.errors.ProtocolAbort`: the round is then
 abandoned (the caller keeps the global model unchanged) and the server is ready for
@@ -29,33 +29,32 @@ nothing about an individual input (README "Threat model").
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import TypeVar
 
+import numpy as np
+
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
+from lepton_fed.secagg._client_state import check_roster
 from lepton_fed.secagg._server_round import (
     Advert,
     RoundState,
     collect_masked,
-    collect_masked_robust,
-    collect_shares,
     finish_round,
 )
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.graph import neighbour_graph, ring_graph, shuffled_cohort
 from lepton_fed.secagg.messages import (
     SERVER_ID,
+    SIGNATURE_DTYPE,
     AdvertiseReply,
     AdvertiseRequest,
     MaskedInputRequest,
-    NeighbourKey,
-    ShareKeysRequest,
 )
+from lepton_fed.secagg.messages._codec import ids_bytes
 from lepton_fed.secagg.params import SecAggParams
-from lepton_fed.secagg.prg import SEED_BYTES
 from lepton_fed.secagg.result import SecAggResult
 from lepton_fed.secagg.stages import (
     SERVER_TRANSITIONS,
@@ -75,10 +74,11 @@ class SecAggServer:
     Args:
         params: protocol parameters (see :func:`~lepton_fed.secagg.default_params`).
         run_id: identifier of the run, bound into every key and message.
-        roster: ``{node_id: raw Ed25519 public key}`` from provisioning. When given,
-            advertisements whose identity key differs are rejected. When ``None``, the
-            identity key a node sends first is pinned for the run (trust on first use).
-        rng_bytes: CSPRNG for graph seeds; injectable only for known-answer tests.
+        roster: identity keys from provisioning, ``{node_id: raw Ed25519 public key}``
+            or a collection of raw keys (node ids assigned later). Advertisements
+            whose identity key is not in it, or that reuse a key another node
+            advertised, are rejected. When ``None``, the identity key a node sends
+            first is pinned for the run (the nodes do their own checks either way).
         workers: threads used to expand and remove masks at unmask time (the result
             does not depend on it). 1 (default) stays single-threaded.
 
@@ -91,26 +91,19 @@ class SecAggServer:
         *,
         params: SecAggParams,
         run_id: int,
-        roster: Mapping[int, bytes] | None = None,
-        rng_bytes: Callable[[int], bytes] = os.urandom,
+        roster: Mapping[int, bytes] | Collection[bytes] | None = None,
         workers: int = 1,
     ) -> None:
         if not 0 <= run_id <= 2**64 - 1:
             raise ValueError(f"run_id must fit in 64 bits, got {run_id}")
         self.params = params
         self.run_id = run_id
-        self._roster = (
-            None if roster is None else {int(k): bytes(v) for k, v in roster.items()}
-        )
-        if self._roster is not None and any(
-            len(v) != K.KEY_BYTES or not 0 <= k < SERVER_ID
-            for k, v in self._roster.items()
-        ):
-            raise ValueError("malformed roster")
+        mapping, allowed = (None, None) if roster is None else check_roster(roster)
+        self._roster = mapping
+        self._allowed = allowed
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self._rng = rng_bytes
         self._phase = ServerPhase.IDLE
         self._adverts: dict[int, Advert] = {}
         self._identities: dict[int, bytes] = dict(self._roster or {})
@@ -204,9 +197,18 @@ class SecAggServer:
                     )
                 known = self._identities.get(n)
                 if self._roster is not None and known is None:
-                    raise ProtocolAbort("node is not in the provisioned roster")
+                    raise ProtocolAbort("not_in_roster: node is not in the roster")
                 if known is not None and known != rep.identity_key:
-                    raise ProtocolAbort("identity key differs from the roster")
+                    raise ProtocolAbort("roster_mismatch: identity key differs")
+                if self._allowed is not None and rep.identity_key not in self._allowed:
+                    raise ProtocolAbort("not_in_roster: identity key is not allowed")
+                if any(
+                    key == rep.identity_key and other != n
+                    for other, key in self._identities.items()
+                ):
+                    raise ProtocolAbort(
+                        "duplicate_identity: another node advertised this key"
+                    )
             except ProtocolAbort as exc:
                 self.advert_rejected[n] = str(exc)
                 continue
@@ -226,12 +228,11 @@ class SecAggServer:
     def start_round(
         self, *, round: int, cohort: Sequence[int], dim: int
     ) -> dict[int, bytes]:
-        """Masked-input requests for round ``round`` (share-keys requests in robust mode).
+        """Masked-input requests for round ``round``.
 
         Nodes of ``cohort`` without a valid signed key for the round are left out
-        (``dropped[ADVERTISE]``). The graph seed is fresh randomness. In robust mode
-        (``params.share_keys_first``) the requests are ``ShareKeysRequest`` (same
-        content); answer them with :meth:`collect_shares`.
+        (``dropped[ADVERTISE]``). k and t come from ``params.for_cohort`` for the
+        remaining nodes; the graph seed is the hash of their identity and round keys.
 
         Args:
             round: round number, greater than every round started before.
@@ -239,15 +240,13 @@ class SecAggServer:
             dim: number of parameters of the update (the vector has dim + 1 entries).
 
         Raises:
-            ProtocolAbort: wrong phase, a round number not increasing, or fewer than 2
-                nodes with valid keys.
+            ProtocolAbort: wrong phase, a round number not increasing, fewer than 2
+                nodes with valid keys, or no (k, t) reaching the security level for
+                the cohort size (``weak_parameters``).
             ValueError: ``dim < 1``.
         """
-        robust = self.params.share_keys_first
         next_phase = check_transition(
-            SERVER_TRANSITIONS,
-            self._phase,
-            Stage.SHARE_KEYS if robust else Stage.MASKED_INPUT,
+            SERVER_TRANSITIONS, self._phase, Stage.MASKED_INPUT
         )
         if round <= self._last_round:
             raise ProtocolAbort(f"round {round} is not after round {self._last_round}")
@@ -255,7 +254,8 @@ class SecAggServer:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self._last_round = round
         eligible, missing, rejected = [], [], {}
-        keys: dict[int, NeighbourKey] = {}
+        members: list[tuple[bytes, bytes]] = []
+        signatures: list[bytes] = []
         for n in sorted(set(int(c) for c in cohort)):
             adv = self._adverts.get(n)
             rk = None if adv is None else adv.key_for(round)
@@ -276,26 +276,27 @@ class SecAggServer:
                 rejected[n] = str(exc)
                 continue
             eligible.append(n)
-            keys[n] = NeighbourKey(
-                node_id=n,
-                identity_key=adv.identity_key,
-                public_key=rk.public_key,
-                signature=rk.signature,
-            )
-        if len(eligible) < 2:
-            raise ProtocolAbort(
-                f"round {round}: {len(eligible)} node(s) with valid keys"
-            )
-        k, t = self.params.for_cohort(len(eligible))
-        seed = self._rng(SEED_BYTES)
-        if k >= len(eligible) - 1:  # complete graph
+            members.append((adv.identity_key, rk.public_key))
+            signatures.append(rk.signature)
+        m = len(eligible)
+        if m < 2:
+            raise ProtocolAbort(f"round {round}: {m} node(s) with valid keys")
+        try:
+            choice = self.params.graph_choice(m)
+        except ValueError as exc:
+            raise ProtocolAbort(f"weak_parameters: {exc}") from None
+        k, t = choice.neighbours, choice.threshold
+        seed = K.graph_seed(
+            run_id=self.run_id, round=round, cohort=eligible, members=members
+        )
+        if k >= m - 1:  # complete graph
             ring = tuple(eligible)
             graph = neighbour_graph(eligible, seed, run_id=self.run_id, round=round, k=k)
         else:  # the ring order steers which share holders are interpolated together
             ring = tuple(shuffled_cohort(eligible, seed, run_id=self.run_id, round=round))
             graph = ring_graph(ring, k)
         encoding = FieldEncoding(
-            clip=self.params.clip, max_contributors=len(eligible), bits=self.params.bits
+            clip=self.params.clip, max_contributors=m, bits=self.params.bits
         )
         self._round = RoundState(
             run_id=self.run_id,
@@ -307,44 +308,46 @@ class SecAggServer:
             dim=dim,
             encoding=encoding,
             dropped_advertise=tuple(missing),
+            privacy_log2=choice.privacy_log2,
+            correctness_log2=choice.correctness_log2,
             ring=ring,
-            robust=robust,
             rejected=rejected,
         )
         self._phase = next_phase
-        cls = ShareKeysRequest if robust else MaskedInputRequest
+        shared = b"".join(
+            (
+                ids_bytes(eligible),
+                m.to_bytes(4, "little"),
+                b"".join(a + b for a, b in members),
+                seed,
+                MaskedInputRequest.parameter_bytes(
+                    neighbours=k,
+                    threshold=t,
+                    clip=self.params.clip,
+                    bits=self.params.bits,
+                    dim=dim,
+                ),
+            )
+        )
+        sig_records = np.frombuffer(
+            b"".join(
+                n.to_bytes(8, "little") + sig
+                for n, sig in zip(eligible, signatures, strict=True)
+            ),
+            dtype=SIGNATURE_DTYPE,
+        )
+        position = {n: i for i, n in enumerate(eligible)}
         return {
-            n: cls(
+            n: MaskedInputRequest.encode_parts(
                 run_id=self.run_id,
                 round=round,
-                sender=SERVER_ID,
                 recipient=n,
-                cohort=tuple(eligible),
-                graph_seed=seed,
-                neighbours=k,
-                threshold=t,
-                clip=self.params.clip,
-                bits=self.params.bits,
-                dim=dim,
-                neighbour_keys=tuple(keys[j] for j in graph[n]),
-            ).to_bytes()
+                shared=shared,
+                signatures=sig_records[[position[j] for j in graph[n]]].tobytes(),
+                count=len(graph[n]),
+            )
             for n in eligible
         }
-
-    def collect_shares(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
-        """Robust mode: relays the shares and returns the masked-input requests.
-
-        Each node that shared keys, and has at least t neighbours that did, gets the
-        ciphertexts its neighbours addressed to it; it will mask with exactly those
-        neighbours. Nodes with fewer are left out (``dropped[SHARE_KEYS]`` and
-        ``rejected``). The server keeps the mask public keys and the commitments to
-        b, not the ciphertexts.
-
-        Raises:
-            ProtocolAbort: wrong phase (e.g. a fast-mode round), or no node left; the
-                round is abandoned in the latter case.
-        """
-        return self._step(Stage.ROBUST_MASKED_INPUT, collect_shares, replies)
 
     def collect_masked_inputs(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
         """Sums the masked inputs and returns the unmask requests.
@@ -354,12 +357,8 @@ class SecAggServer:
         Raises:
             ProtocolAbort: wrong phase, no valid masked input, or some node that sent
                 a masked input has fewer than t neighbours that did (its self mask
-                could not be removed); in robust mode also a node that dropped before
-                its masked input whose contributing neighbours are fewer than t (its
-                mask key could not be rebuilt). The round is abandoned.
+                could not be removed). The round is abandoned.
         """
-        if self._round is not None and self._round.robust:
-            return self._step(Stage.ROBUST_UNMASK, collect_masked_robust, replies)
         return self._step(Stage.UNMASK, collect_masked, replies)
 
     # ---------------------------------------------------------------------- unmask
@@ -368,12 +367,10 @@ class SecAggServer:
 
         Raises:
             ProtocolAbort: wrong phase; a contributor's self mask has fewer than t
-                shares or its reconstruction does not match its commitment; fast
-                mode: a node that dropped before its masked input has a neighbour
-                that sent a masked input but no unmask reply (their pairwise mask
-                cannot be removed); robust mode: a dropped node's mask key has fewer
-                than t shares or does not match its public key. The round is
-                abandoned.
+                shares or its reconstruction does not match its commitment; or a node
+                that dropped before its masked input has a neighbour that sent a
+                masked input but no unmask reply (their pairwise mask cannot be
+                removed). The round is abandoned.
         """
         result = self._step(None, partial(finish_round, workers=self.workers), replies)
         self._round = None

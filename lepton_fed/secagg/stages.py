@@ -11,19 +11,12 @@ Sequence (see ``README.md``)::
     once per run (or when a node's advertised rounds run out):
       ADVERTISE     server.advertise()            -> client.advertise()
                     server.collect_advertisements()
-    each round r, fast mode (default, 2 exchanges):
+    each round r (2 exchanges):
       MASKED_INPUT  server.start_round()          -> client.masked_input(delta, weight)
       UNMASK        server.collect_masked_inputs() -> client.unmask()
                     server.collect_unmask()       -> SecAggResult
-    each round r, robust mode (``SecAggParams.share_keys_first``, 3 exchanges):
-      SHARE_KEYS           server.start_round()           -> client.share_keys()
-      ROBUST_MASKED_INPUT  server.collect_shares()        -> client.masked_input(delta, weight)
-      ROBUST_UNMASK        server.collect_masked_inputs() -> client.unmask()
-                           server.collect_unmask()        -> SecAggResult
 
-The robust-mode messages have their own stage bytes, so a message of one mode can never
-be parsed as a message of the other (and share ciphertexts of the two modes carry
-different associated data).
+Stage bytes 4-6 belonged to a removed 3-exchange mode and are refused as unknown.
 """
 
 from __future__ import annotations
@@ -49,23 +42,6 @@ class Stage(IntEnum):
     ADVERTISE = 1
     MASKED_INPUT = 2
     UNMASK = 3
-    SHARE_KEYS = 4
-    """Robust mode only: shares of the self-mask seed and of the round's mask key."""
-    ROBUST_MASKED_INPUT = 5
-    """Robust mode: the masked input (after SHARE_KEYS)."""
-    ROBUST_UNMASK = 6
-    """Robust mode: b-shares of survivors, mask-key shares of dropped neighbours."""
-
-    @property
-    def canonical(self) -> Stage:
-        """The mode-independent stage: ROBUST_MASKED_INPUT -> MASKED_INPUT, etc."""
-        return _CANONICAL.get(self, self)
-
-
-_CANONICAL = {
-    Stage.ROBUST_MASKED_INPUT: Stage.MASKED_INPUT,
-    Stage.ROBUST_UNMASK: Stage.UNMASK,
-}
 
 
 class ClientPhase(IntEnum):
@@ -77,8 +53,6 @@ class ClientPhase(IntEnum):
     """Round keys advertised; waiting for a masked-input request."""
     MASKED = 2
     """Masked input sent for round r; waiting for the unmask request of round r."""
-    SHARED = 3
-    """Robust mode: shares sent for round r; waiting for its masked-input request."""
 
 
 class ServerPhase(IntEnum):
@@ -94,30 +68,18 @@ class ServerPhase(IntEnum):
     """Masked-input requests sent for round r."""
     COLLECTING_UNMASK = 4
     """Unmask requests sent for round r."""
-    COLLECTING_SHARES = 5
-    """Robust mode: share-keys requests sent for round r."""
 
 
 #: (client phase, incoming request stage) -> phase after the reply is produced.
-#: A masked-input (or share-keys) request while MASKED or SHARED means the previous round
-#: was abandoned by the server (it never sent the next request); the client moves on to
+#: A masked-input request while MASKED means the previous round was abandoned by the server (it never sent the next request); the client moves on to
 #: the new round, which must have a higher round number.
 CLIENT_TRANSITIONS: dict[tuple[ClientPhase, Stage], ClientPhase] = {
     (ClientPhase.NEW, Stage.ADVERTISE): ClientPhase.READY,
     (ClientPhase.READY, Stage.ADVERTISE): ClientPhase.READY,
     (ClientPhase.MASKED, Stage.ADVERTISE): ClientPhase.READY,
-    (ClientPhase.SHARED, Stage.ADVERTISE): ClientPhase.READY,
-    # fast mode
     (ClientPhase.READY, Stage.MASKED_INPUT): ClientPhase.MASKED,
     (ClientPhase.MASKED, Stage.MASKED_INPUT): ClientPhase.MASKED,
-    (ClientPhase.SHARED, Stage.MASKED_INPUT): ClientPhase.MASKED,
     (ClientPhase.MASKED, Stage.UNMASK): ClientPhase.READY,
-    # robust mode
-    (ClientPhase.READY, Stage.SHARE_KEYS): ClientPhase.SHARED,
-    (ClientPhase.MASKED, Stage.SHARE_KEYS): ClientPhase.SHARED,
-    (ClientPhase.SHARED, Stage.SHARE_KEYS): ClientPhase.SHARED,
-    (ClientPhase.SHARED, Stage.ROBUST_MASKED_INPUT): ClientPhase.MASKED,
-    (ClientPhase.MASKED, Stage.ROBUST_UNMASK): ClientPhase.READY,
 }
 
 #: (server phase, server step) -> phase after the step. The step is named by the
@@ -127,17 +89,9 @@ SERVER_TRANSITIONS: dict[tuple[ServerPhase, Stage | None], ServerPhase] = {
     (ServerPhase.IDLE, Stage.ADVERTISE): ServerPhase.ADVERTISING,
     (ServerPhase.READY, Stage.ADVERTISE): ServerPhase.ADVERTISING,
     (ServerPhase.ADVERTISING, None): ServerPhase.READY,
-    # fast mode
     (ServerPhase.READY, Stage.MASKED_INPUT): ServerPhase.COLLECTING_MASKED,
     (ServerPhase.COLLECTING_MASKED, Stage.UNMASK): ServerPhase.COLLECTING_UNMASK,
     (ServerPhase.COLLECTING_UNMASK, None): ServerPhase.READY,
-    # robust mode
-    (ServerPhase.READY, Stage.SHARE_KEYS): ServerPhase.COLLECTING_SHARES,
-    (
-        ServerPhase.COLLECTING_SHARES,
-        Stage.ROBUST_MASKED_INPUT,
-    ): ServerPhase.COLLECTING_MASKED,
-    (ServerPhase.COLLECTING_MASKED, Stage.ROBUST_UNMASK): ServerPhase.COLLECTING_UNMASK,
 }
 
 

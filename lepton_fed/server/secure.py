@@ -5,14 +5,15 @@ Exchanges per round (the protocol itself is pure code in :mod:`lepton_fed.secagg
 0. ``query.secagg_advertise`` -- only for cohort nodes without signed round keys for
    this round (once per run for a fixed cohort): each node returns signed keys for the
    next ``rounds`` rounds.
-0b. ``query.secagg_share_keys`` -- robust mode only (``secagg.mode=robust``): encrypted
-   shares of a fresh per-round mask key go to the neighbours first, so a node that drops
-   before its input AND a neighbour that vanishes before unmask are still recovered.
-   Robust mode assumes the server reports dropouts honestly (see the secagg README).
 1. ``train`` -- the normal train message plus the masked-input request; the client
    trains, clips its update, and returns ONLY the masked, field-encoded vector
    ``[w * delta, w]`` (weights travel inside the mask) and encrypted shares.
 2. ``query.secagg_unmask`` -- survivors return the shares that remove the masks.
+
+The graph degree k and threshold t are derived per round from ``secagg.security_bits``,
+``secagg.colluding_fraction`` and ``secagg.dropout_rate`` for the round's cohort size
+(explicit ``secagg.neighbours``/``threshold`` override them; every node refuses a
+(k, t) weaker than its own minimum). The round info records k, t and the bounds.
 
 The server learns the sum of ``w_i * delta_i`` and of ``w_i`` and nothing else about an
 individual update (see ``lepton_fed/secagg/README.md`` for the threat model). A
@@ -23,6 +24,7 @@ it was and the round is recorded as abandoned.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -35,7 +37,8 @@ from omegaconf import DictConfig
 from lepton_fed.config.derived import update_clip
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.models import flatten_state
-from lepton_fed.secagg import SecAggServer, default_params
+from lepton_fed.secagg import SecAggServer
+from lepton_fed.secagg.settings import params_from_config
 from lepton_fed.server.aggregate import mean_update_reply
 from lepton_fed.utils.records import content_bytes
 from lepton_fed.utils.seed import derive_seed
@@ -65,14 +68,10 @@ class SecureAggregator:
     def __init__(self, cfg: DictConfig, run_id: int) -> None:
         self.cfg = cfg
         sa = cfg.secagg
-        overrides: dict[str, Any] = {"clip": update_clip(cfg),
-                                     "share_keys_first": str(sa.mode) == "robust"}
-        if sa.neighbours is not None:
-            overrides["neighbours"] = int(sa.neighbours)
-        if sa.threshold is not None:
-            overrides["threshold"] = int(sa.threshold)
-        self.params = default_params(num_clients=int(cfg.federation.clients_per_round),
-                                     rounds=int(cfg.federation.rounds), **overrides)
+        clip = update_clip(cfg)
+        if clip is None:  # update_clip gives the field bound whenever secagg is on
+            raise ValueError("secure aggregation needs a clip bound")
+        self.params = params_from_config(sa, rounds=int(cfg.federation.rounds), clip=clip)
         self.server = SecAggServer(params=self.params, run_id=run_id)
         self.timeout = float(sa.timeout)
 
@@ -111,9 +110,6 @@ class SecureAggregator:
                 self.server.collect_advertisements(replies)
             dim = int(flatten_state(gstate).size)
             reqs = self.server.start_round(round=rnd, cohort=cohort, dim=dim)
-            if self.params.share_keys_first:  # robust mode: shares before masked input
-                shared, _ = self._exchange(grid, reqs, "query.secagg_share_keys", res)
-                reqs = self.server.collect_shares(shared)
             train = {m.metadata.dst_node_id: m.content for m in msgs
                      if m.metadata.dst_node_id in reqs}
             masked, ok = self._exchange(grid, reqs, "train", res, extra=train)
@@ -140,6 +136,11 @@ class SecureAggregator:
         res.info = {
             "round": rnd, "contributors": m, "neighbours": result.neighbours,
             "threshold": result.threshold,
+            # bits of the bound on P[some honest input exposed]; None: impossible
+            # under the assumed colluder count (secagg README, "Parameters")
+            "security_bits": (None if math.isinf(result.security_bits)
+                              else round(result.security_bits, 2)),
+            "correctness_bits": round(-result.correctness_log2, 2),
             "dropped": {str(getattr(k, "name", k)).lower(): list(v)
                         for k, v in result.dropped.items() if v},
             "error_bound_sum": float(np.max(result.error_bound)),

@@ -1,21 +1,30 @@
 """Secure aggregation through the real server loop and client handlers (in-process)."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from lepton_fed.client.app import app
+from lepton_fed.client.node import NodeState
 from lepton_fed.inprocess import InProcessGrid
+from lepton_fed.secagg._client_state import decode_state
+from lepton_fed.secagg.provisioning import make_sim_bundle
 from lepton_fed.server.outputs import RunWriter
 from lepton_fed.server.rounds import run_federation
 
 BASE = ("federation.num_clients=5", "federation.clients_per_round=5")
 
 
-def _run(cfg, d, drop=None):
-    grid = InProcessGrid(app, cfg.federation.num_clients, drop=drop)
+def _run(cfg, d, drop=None, bundle=None):
+    n = cfg.federation.num_clients
+    configs = None
+    if bundle is not None:
+        configs = [{"partition-id": i, "num-partitions": n, "sim-bundle": str(bundle)}
+                   for i in range(n)]
+    grid = InProcessGrid(app, n, drop=drop, node_configs=configs)
     return run_federation(grid, cfg, RunWriter(d)), grid
 
 
@@ -31,6 +40,21 @@ def test_secagg_matches_plain_within_quantization(compose_cfg, tmp_path):
     diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
     assert 0 < diff <= bound, (diff, bound)
     assert sec["secagg"]["enabled"] and sec["secagg"]["neighbours"] == 4
+    info = _rows(tmp_path / "s")[0]["secagg"]
+    # 5 nodes, 1 colluder assumed: k=4, t=3 cannot expose an input (bound 0: null)
+    assert (info["neighbours"], info["threshold"], info["security_bits"]) == (4, 3, None)
+
+
+def test_roster_from_the_simulation_bundle_no_trust_on_first_use(compose_cfg, tmp_path):
+    make_sim_bundle(tmp_path / "bundle", 5)
+    cfg = compose_cfg(*BASE, "federation.rounds=1", "secagg=on")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="secagg trust on first use")
+        s, grid = _run(cfg, tmp_path / "run", bundle=tmp_path / "bundle")
+    assert s["rounds_completed"] == 1 and _rows(tmp_path / "run")[0]["secagg"]["contributors"] == 5
+    for ctx in grid.contexts.values():  # every node trusted exactly the bundle's roster
+        st = decode_state(bytes(NodeState(ctx).get("secagg-state")))
+        assert st.allowed is not None and len(st.allowed) == 5 and not st.pinned
 
 
 def test_server_sees_no_individual_update_weight_or_count(compose_cfg, tmp_path):
@@ -87,19 +111,3 @@ def test_secagg_with_dp(compose_cfg, tmp_path, privacy):
     s, _ = _run(compose_cfg(*BASE, "federation.rounds=2", "secagg=on", *privacy), tmp_path)
     assert s["rounds_completed"] == 2 and s["privacy"]["epsilon"] > 0
     assert s["final"]["accuracy"] > 0.6
-
-
-def test_robust_mode_survives_dropout_plus_neighbour_vanishing(compose_cfg, tmp_path):
-    def drop(nid, msg):
-        t = msg.metadata.message_type
-        return (t == "train" and nid == 3) or (t == "query.secagg_unmask" and nid == 4)
-
-    seven = ("federation.num_clients=7", "federation.clients_per_round=7")  # k=6, t=4
-    fast = compose_cfg(*seven, "federation.rounds=1", "secagg=on")
-    _run(fast, tmp_path / "fast", drop=drop)
-    assert "abandoned" in _rows(tmp_path / "fast")[0]["secagg"]
-    robust = compose_cfg(*seven, "federation.rounds=1", "secagg=on", "secagg.mode=robust")
-    s, _ = _run(robust, tmp_path / "robust", drop=drop)
-    info = _rows(tmp_path / "robust")[0]["secagg"]
-    assert "abandoned" not in info and info["contributors"] == 6
-    assert s["rounds_completed"] == 1

@@ -112,19 +112,29 @@ def test_custom_scale_at_the_limit_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("delta", "weight", "match"),
+    ("delta", "weight", "other", "match"),
     [
-        (np.array([0.0, np.nan]), 0.5, "NaN"),
-        (np.array([0.0, 1.5]), 0.5, "clip"),
-        (np.array([0.0, 0.5]), 1.5, "weight"),
-        (np.array([0.0, 0.5]), -0.1, "weight"),
-        (np.zeros((2, 2)), 0.5, "1-D"),
+        (np.array([0.0, np.nan]), 0.5, (np.array([np.inf, 0.1]), 0.9), "^non_finite_input: "),
+        (np.array([0.0, 1.732051]), 0.5, (np.array([-2.5, 0.0]), 0.9), "^input_exceeds_clip: "),
+        (np.array([0.0, 0.5]), 1.414213, (np.array([0.0, 0.5]), 7.0), "^weight_out_of_range: "),
+        (np.array([0.0, 0.5]), -0.1, (np.array([0.0, 0.5]), -3.0), "^weight_out_of_range: "),
+        (np.full((2, 3), 0.25), 0.5, (np.zeros((4, 1)), 0.5), "^input_not_vector: "),
     ],
 )
-def test_invalid_inputs_raise(delta: np.ndarray, weight: float, match: str) -> None:
+def test_invalid_inputs_raise_with_a_code_and_no_data(
+    delta: np.ndarray, weight: float, other: tuple, match: str
+) -> None:
     enc = FieldEncoding(clip=1.0, max_contributors=3)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         enc.encode(delta, weight)
+    text = str(err.value)
+    # no value, position or shape derived from the input may appear in the message...
+    for leak in ("1.73", "1.41", "0.1", "-0.1", "(2, 3)", "nan"):
+        assert leak not in text, text
+    # ...which is the same for any other input with the same problem
+    with pytest.raises(ValueError) as err2:
+        enc.encode(*other)
+    assert str(err2.value) == text
 
 
 def test_float_roundoff_beyond_clip_is_tolerated() -> None:

@@ -9,22 +9,16 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg.messages import (
     CT_DTYPE,
     HEADER_BYTES,
-    ROBUST_CT_DTYPE,
     SERVER_ID,
+    SIGNATURE_DTYPE,
     WIRE_VERSION,
     AdvertiseReply,
     AdvertiseRequest,
     MaskedInputReply,
     MaskedInputRequest,
-    NeighbourKey,
-    RobustMaskedInputReply,
-    RobustMaskedInputRequest,
-    RobustUnmaskReply,
-    RobustUnmaskRequest,
+    MemberKey,
     RoundKey,
     ShareCiphertext,
-    ShareKeysReply,
-    ShareKeysRequest,
     UnmaskReply,
     UnmaskRequest,
     peek_header,
@@ -32,25 +26,24 @@ from lepton_fed.secagg.messages import (
 from lepton_fed.secagg.stages import Stage
 
 CT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"c" * 49)
-RCT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"r" * 114)
-#: Fields of a masked-input request, and of a share-keys request (same body).
+#: Fields of a masked-input request.
 ROUND_REQUEST = {
     "run_id": 1,
     "round": 2,
     "sender": SERVER_ID,
     "recipient": 3,
     "cohort": (3, 4, 9),
+    "members": tuple(
+        MemberKey(identity_key=bytes([i]) * 32, round_key=bytes([i + 1]) * 32)
+        for i in (3, 4, 9)
+    ),
     "graph_seed": b"g" * 32,
     "neighbours": 2,
     "threshold": 2,
     "clip": 0.5,
     "bits": 32,
     "dim": 10,
-    "neighbour_keys": (
-        NeighbourKey(
-            node_id=4, identity_key=b"i" * 32, public_key=b"p" * 32, signature=b"s" * 64
-        ),
-    ),
+    "signatures": ((4, b"s" * 64), (9, b"t" * 64)),
 }
 SAMPLES = [
     AdvertiseRequest(run_id=1, round=1, sender=SERVER_ID, recipient=3, num_rounds=5),
@@ -85,29 +78,6 @@ SAMPLES = [
         sender=3,
         self_mask_shares=((4, b"v" * 33),),
         pairwise_seeds=((9, b"s" * 32),),
-    ),
-    ShareKeysRequest(**ROUND_REQUEST),  # same body
-    ShareKeysReply(
-        run_id=1,
-        round=2,
-        sender=3,
-        mask_key=b"m" * 32,
-        commitment=b"c" * 32,
-        ciphertexts=(RCT, RCT._replace(peer=9)),
-    ),
-    RobustMaskedInputRequest(
-        run_id=1, round=2, sender=SERVER_ID, recipient=3, ciphertexts=(RCT,)
-    ),
-    RobustMaskedInputReply(run_id=1, round=2, sender=3, masked=b"\x02" * 44),
-    RobustUnmaskRequest(
-        run_id=1, round=2, sender=SERVER_ID, recipient=3, survivors=(4,), dropped=(9,)
-    ),
-    RobustUnmaskReply(
-        run_id=1,
-        round=2,
-        sender=3,
-        self_mask_shares=((4, b"v" * 33),),
-        key_shares=((9, b"k" * 33),),
     ),
 ]
 
@@ -172,7 +142,11 @@ def test_reserved_header_byte_must_be_zero() -> None:
 
 
 def test_header_stage_values_are_stable() -> None:
-    assert [s.value for s in Stage] == [1, 2, 3, 4, 5, 6]
+    assert [s.value for s in Stage] == [1, 2, 3]
+    data = SAMPLES[0].to_bytes()
+    for removed in (4, 5, 6):  # the stages of the removed 3-exchange mode
+        with pytest.raises(ProtocolAbort, match="unknown secagg stage"):
+            peek_header(data[:1] + bytes([removed]) + data[2:])
 
 
 def test_huge_counts_are_refused_without_allocation() -> None:
@@ -226,22 +200,39 @@ def test_server_request_encoders_match_to_bytes() -> None:
         dropped=(11,),
         ciphertexts=cts,
     ).to_bytes()
-    rcts = (RCT, RCT._replace(peer=9))
-    rrecords = np.frombuffer(
-        b"".join(c.peer.to_bytes(8, "little") + c.nonce + c.data for c in rcts),
-        dtype=ROBUST_CT_DTYPE,
+    req = MaskedInputRequest(**ROUND_REQUEST)
+    shared = b"".join(
+        (
+            (3).to_bytes(4, "little"),
+            b"".join(n.to_bytes(8, "little") for n in req.cohort),
+            (3).to_bytes(4, "little"),
+            b"".join(m.identity_key + m.round_key for m in req.members),
+            req.graph_seed,
+            MaskedInputRequest.parameter_bytes(
+                neighbours=2, threshold=2, clip=0.5, bits=32, dim=10
+            ),
+        )
     )
-    assert RobustMaskedInputRequest.encode_records(
-        run_id=1, round=2, recipient=3, records=rrecords
-    ) == RobustMaskedInputRequest(
-        run_id=1, round=2, sender=SERVER_ID, recipient=3, ciphertexts=rcts
-    ).to_bytes()
+    sigs = np.frombuffer(
+        b"".join(n.to_bytes(8, "little") + s for n, s in req.signatures),
+        dtype=SIGNATURE_DTYPE,
+    )
+    assert (
+        MaskedInputRequest.encode_parts(
+            run_id=1, round=2, recipient=3, shared=shared, signatures=sigs.tobytes(),
+            count=len(sigs),
+        )
+        == req.to_bytes()
+    )
+
+
+def test_masked_input_request_needs_one_member_per_cohort_node() -> None:
+    bad = MaskedInputRequest(**{**ROUND_REQUEST, "members": ROUND_REQUEST["members"][:2]})
+    with pytest.raises(ValueError, match="one entry per cohort member"):
+        bad.to_bytes()
 
 
 def test_masked_vectors_start_4_byte_aligned() -> None:
     fast = SAMPLES[3].to_bytes()
-    robust = RobustMaskedInputReply(
-        run_id=1, round=2, sender=3, masked=b"\x02" * 44
-    ).to_bytes()
     assert HEADER_BYTES == 24
-    assert fast.index(b"\x01" * 44) % 4 == 0 and robust.index(b"\x02" * 44) % 4 == 0
+    assert fast.index(b"\x01" * 44) % 4 == 0

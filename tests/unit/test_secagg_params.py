@@ -9,6 +9,7 @@ import pytest
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg.graph import check_graph_params, neighbour_graph
 from lepton_fed.secagg.params import SecAggParams, default_params
+from lepton_fed.secagg.security import SecurityLevel, choose_graph, exposure_log2
 from lepton_fed.secagg.stages import (
     CLIENT_TRANSITIONS,
     SERVER_TRANSITIONS,
@@ -19,38 +20,62 @@ from lepton_fed.secagg.stages import (
 )
 
 
-@pytest.mark.parametrize(
-    ("n", "k", "t"),
-    [
-        (2, 1, 1),
-        (3, 2, 2),
-        (5, 4, 3),
-        (8, 7, 5),
-        (9, 8, 6),
-        (50, 18, 12),
-        (100, 20, 14),
-        (1000, 30, 20),
-    ],
-)
-def test_default_params(n: int, k: int, t: int) -> None:
+@pytest.mark.parametrize("n", [3, 4, 10, 50, 100, 200, 1000, 10_000])
+def test_derived_params_reach_the_security_level(n: int) -> None:
+    # Execute
     p = default_params(num_clients=n, rounds=10)
-    assert (p.neighbours, p.threshold) == (k, t)
-    assert 2 * p.threshold > p.neighbours
-    assert p.for_cohort(n) == (k, t)
+    k, t = p.for_cohort(n)
+    choice = p.graph_choice(n)
+    # Assert: the documented bound holds, and t is the smallest that reaches it
+    assert (choice.neighbours, choice.threshold) == (k, t) == (
+        choose_graph(n).neighbours,
+        choose_graph(n).threshold,
+    )
+    check_graph_params(n, k, t)
+    assert exposure_log2(n, k, t, 0.05) <= -40
+    if t - 1 > k // 2:
+        assert exposure_log2(n, k, t - 1, 0.05) > -40
+    assert choice.privacy_log2 == exposure_log2(n, k, t, 0.05)
 
 
-def test_every_field_is_overridable_and_threshold_follows_neighbours() -> None:
+def test_published_table_is_what_the_code_derives() -> None:
+    # The k/t table in lepton_fed/secagg/README.md (40 bits, 5 % colluding, 5 % dropout)
+    table = {10: (8, 5), 100: (28, 17), 1000: (54, 38), 10_000: (64, 45)}
+    for n, kt in table.items():
+        c = choose_graph(n)
+        assert (c.neighbours, c.threshold) == kt
+
+
+def test_overrides_and_security_level_keywords() -> None:
     p = default_params(
-        num_clients=100, rounds=3, neighbours=10, clip=0.5, bits=24, unmask_timeout_s=5
+        num_clients=100, rounds=3, neighbours=40, clip=0.5, bits=24, unmask_timeout_s=5
     )
-    assert (p.neighbours, p.threshold, p.clip, p.bits) == (10, 7, 0.5, 24)
+    k, t = p.for_cohort(100)
+    assert (k, p.clip, p.bits) == (40, 0.5, 24)
+    assert t == min(
+        tt for tt in range(21, 41) if exposure_log2(100, 40, tt, 0.05) <= -40
+    )
     assert p.timeout_for(Stage.UNMASK) == 5
-    assert (
-        default_params(num_clients=100, rounds=3, neighbours=10, threshold=6).threshold
-        == 6
-    )
+    fixed = default_params(num_clients=100, rounds=3, neighbours=10, threshold=6)
+    assert fixed.for_cohort(100) == (10, 6)
+    assert fixed.for_cohort(8) == (7, 5)  # complete graph, t scaled with k
+    strict = default_params(num_clients=1000, rounds=1, security_bits=64)
+    assert strict.security == SecurityLevel(security_bits=64)
+    assert strict.for_cohort(1000)[0] > default_params(
+        num_clients=1000, rounds=1
+    ).for_cohort(1000)[0]
     with pytest.raises(TypeError):
         default_params(num_clients=10, rounds=3, nonsense=1)
+
+
+def test_unreachable_level_is_refused_before_any_round() -> None:
+    # 2 nodes with a colluder assumed: the sum reveals the other input
+    with pytest.raises(ValueError, match="no graph reaches"):
+        default_params(num_clients=2, rounds=1)
+    assert default_params(num_clients=2, rounds=1, colluding_fraction=0).for_cohort(2) == (
+        1,
+        1,
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,11 +83,11 @@ def test_every_field_is_overridable_and_threshold_follows_neighbours() -> None:
     [
         {"neighbours": 4, "threshold": 2, "rounds": 1},
         {"neighbours": 4, "threshold": 5, "rounds": 1},
-        {"neighbours": 0, "threshold": 1, "rounds": 1},
+        {"neighbours": 0, "rounds": 1},
         {"neighbours": 4, "threshold": 3, "rounds": 0},
-        {"neighbours": 4, "threshold": 3, "rounds": 1, "clip": 0.0},
-        {"neighbours": 4, "threshold": 3, "rounds": 1, "bits": 40},
-        {"neighbours": 4, "threshold": 3, "rounds": 1, "unmask_timeout_s": 0},
+        {"rounds": 1, "clip": 0.0},
+        {"rounds": 1, "bits": 40},
+        {"rounds": 1, "unmask_timeout_s": 0},
     ],
 )
 def test_invalid_params_raise(kwargs: dict) -> None:
@@ -72,7 +97,21 @@ def test_invalid_params_raise(kwargs: dict) -> None:
         default_params(num_clients=1, rounds=1)
 
 
-def test_for_cohort_shrinks_k_and_keeps_t_above_half() -> None:
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"security_bits": -1},
+        {"colluding_fraction": 1.0},
+        {"dropout_rate": -0.1},
+        {"correctness_bits": float("inf")},
+    ],
+)
+def test_invalid_security_level_raises(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        SecurityLevel(**kwargs)
+
+
+def test_for_cohort_with_explicit_k_shrinks_it_and_keeps_t_above_half() -> None:
     p = SecAggParams(neighbours=18, threshold=12, rounds=1)
     assert p.for_cohort(10) == (9, 6)
     assert p.for_cohort(2) == (1, 1)
@@ -123,41 +162,3 @@ def test_transitions_fail_closed() -> None:
         check_transition(SERVER_TRANSITIONS, ServerPhase.IDLE, Stage.MASKED_INPUT)
     with pytest.raises(ProtocolAbort, match="finish"):
         check_transition(SERVER_TRANSITIONS, ServerPhase.READY, None)
-
-
-def test_robust_mode_is_opt_in_with_its_own_timeout() -> None:
-    p = default_params(num_clients=50, rounds=3)
-    assert p.share_keys_first is False and p.exchanges_per_round == 2
-    r = default_params(
-        num_clients=50, rounds=3, share_keys_first=True, share_keys_timeout_s=7
-    )
-    assert r.exchanges_per_round == 3
-    assert r.timeout_for(Stage.SHARE_KEYS) == 7
-    assert r.timeout_for(Stage.ROBUST_MASKED_INPUT) == r.masked_input_timeout_s
-    assert r.timeout_for(Stage.ROBUST_UNMASK) == r.unmask_timeout_s
-    with pytest.raises(ValueError):
-        default_params(num_clients=5, rounds=1, share_keys_timeout_s=0)
-
-
-def test_robust_transitions_fail_closed() -> None:
-    assert (
-        check_transition(CLIENT_TRANSITIONS, ClientPhase.READY, Stage.SHARE_KEYS)
-        == ClientPhase.SHARED
-    )
-    assert (
-        check_transition(
-            CLIENT_TRANSITIONS, ClientPhase.SHARED, Stage.ROBUST_MASKED_INPUT
-        )
-        == ClientPhase.MASKED
-    )
-    with pytest.raises(ProtocolAbort):
-        check_transition(CLIENT_TRANSITIONS, ClientPhase.READY, Stage.ROBUST_MASKED_INPUT)
-    with pytest.raises(ProtocolAbort):
-        check_transition(CLIENT_TRANSITIONS, ClientPhase.SHARED, Stage.UNMASK)
-    with pytest.raises(ProtocolAbort):
-        check_transition(SERVER_TRANSITIONS, ServerPhase.READY, Stage.ROBUST_MASKED_INPUT)
-    assert (
-        check_transition(SERVER_TRANSITIONS, ServerPhase.READY, Stage.SHARE_KEYS)
-        == ServerPhase.COLLECTING_SHARES
-    )
-    assert Stage.ROBUST_UNMASK.canonical == Stage.UNMASK

@@ -35,16 +35,28 @@ from lepton_fed.secagg.shamir import FIELD_PRIME, decode_share_value, encode_sha
 
 
 def _federation(
-    n: int, *, rounds: int = 3, provisioned: bool = True, params=None, first_id=100
+    n: int,
+    *,
+    rounds: int = 3,
+    provisioned: bool = True,
+    params=None,
+    first_id=100,
+    **policy,
 ):
     ids = list(range(first_id, first_id + n))
     params = params or default_params(num_clients=n, rounds=rounds)
-    clients, roster = make_clients(ids, provisioned=provisioned)
+    clients, roster = make_clients(ids, provisioned=provisioned, **policy)
     server = SecAggServer(
         params=params, run_id=42, roster=roster if provisioned else None
     )
     assert advertise_all(server, clients) == tuple(ids)
     return server, clients
+
+
+def _complete(n: int, t: int, rounds: int = 3) -> SecAggParams:
+    """Explicit complete-graph parameters (k = n - 1); secure at the default level
+    whenever 2t - k exceeds the one colluder assumed in small cohorts."""
+    return SecAggParams(neighbours=n - 1, threshold=t, rounds=rounds)
 
 
 def _inputs(ids, d=64, seed=0, clip=1.0):
@@ -79,7 +91,7 @@ def _check_sum(result, inputs, excluded=()):
 
 
 # ------------------------------------------------------------------- correctness
-@pytest.mark.parametrize("n", [2, 3, 8, 20, 40])
+@pytest.mark.parametrize("n", [3, 8, 20, 40])
 def test_sum_matches_plain_weighted_aggregation(n: int) -> None:
     # Prepare
     server, clients = _federation(n)
@@ -94,6 +106,25 @@ def test_sum_matches_plain_weighted_aggregation(n: int) -> None:
         Stage.UNMASK: (),
     }
     assert server.phase == ServerPhase.READY
+
+
+def test_two_nodes_need_a_no_collusion_assumption_on_both_sides() -> None:
+    # With a colluder assumed, 2 nodes cannot be private (the sum is the other input):
+    # the server refuses to derive parameters and a node refuses explicit ones.
+    with pytest.raises(ValueError, match="no graph reaches"):
+        default_params(num_clients=2, rounds=1)
+    server, clients = _federation(
+        2, params=default_params(num_clients=2, rounds=1, colluding_fraction=0),
+        colluding_fraction=0,
+    )
+    inputs = _inputs(clients)
+    _check_sum(simulate_round(server, clients, inputs, round=1), inputs)
+    strict, roster = make_clients([1, 2])
+    server = SecAggServer(params=_complete(2, 1, rounds=1), run_id=3, roster=roster)
+    advertise_all(server, strict)
+    reqs = server.start_round(round=1, cohort=[1, 2], dim=4)
+    with pytest.raises(ProtocolAbort, match="^weak_parameters: "):
+        strict[1].masked_input(reqs[1], delta=np.zeros(4), weight=0.5)
 
 
 def test_several_rounds_from_one_advertisement_with_sampled_cohorts() -> None:
@@ -115,9 +146,10 @@ def test_several_rounds_from_one_advertisement_with_sampled_cohorts() -> None:
 def test_state_survives_serialization_between_every_step() -> None:
     server, clients = _federation(10, provisioned=False)
     inputs = _inputs(clients)
-    result = simulate_round(
-        server, clients, inputs, round=1, reload_state=True, drop_before_input=[101]
-    )
+    with pytest.warns(UserWarning, match="trust on first use"):
+        result = simulate_round(
+            server, clients, inputs, round=1, reload_state=True, drop_before_input=[101]
+        )
     _check_sum(result, inputs, excluded=[101])
     with pytest.raises(ProtocolAbort, match="identity key"):
         SecAggClient.from_bytes(
@@ -135,7 +167,6 @@ def test_threaded_unmask_gives_the_same_sum() -> None:
             params=default_params(num_clients=12, rounds=1),
             run_id=42,
             roster=roster,
-            rng_bytes=DeterministicRng(b"threads-server"),
             workers=workers,
         )
         advertise_all(server, clients)
@@ -191,7 +222,7 @@ def test_drops_at_both_stages_in_separate_neighbourhoods() -> None:
     inputs = _inputs(clients)
     reqs = server.start_round(round=1, cohort=list(clients), dim=64)
     req = MaskedInputRequest.from_bytes(reqs[100])
-    nbrs_of_100 = {nk.node_id for nk in req.neighbour_keys}
+    nbrs_of_100 = {j for j, _ in req.signatures}
     far = next(n for n in clients if n != 100 and n not in nbrs_of_100)
     replies = {
         n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
@@ -211,7 +242,7 @@ def test_drops_at_both_stages_in_separate_neighbourhoods() -> None:
 
 def test_neighbour_of_early_dropout_vanishing_at_unmask_aborts() -> None:
     # The documented limit of the 2-exchange design (README "Dropouts").
-    server, clients = _federation(8)  # complete graph, k=7, t=5
+    server, clients = _federation(8, params=_complete(8, 5))  # k=7, t=5
     with pytest.raises(ProtocolAbort, match="pairwise seed"):
         simulate_round(
             server,
@@ -227,7 +258,7 @@ def test_neighbour_of_early_dropout_vanishing_at_unmask_aborts() -> None:
 
 
 def test_below_threshold_at_masked_input_aborts() -> None:
-    server, clients = _federation(6)  # k=5, t=4
+    server, clients = _federation(6, params=_complete(6, 4))  # k=5, t=4
     with pytest.raises(ProtocolAbort, match="threshold"):
         simulate_round(
             server,
@@ -240,7 +271,7 @@ def test_below_threshold_at_masked_input_aborts() -> None:
 
 
 def test_below_threshold_at_unmask_aborts() -> None:
-    server, clients = _federation(6)  # k=5, t=4
+    server, clients = _federation(6, params=_complete(6, 4))  # k=5, t=4
     with pytest.raises(ProtocolAbort, match="shares of node"):
         simulate_round(
             server, clients, _inputs(clients), round=1, drop_before_unmask=[100, 101]
@@ -326,7 +357,7 @@ def test_unmask_request_naming_a_node_in_both_lists_is_refused() -> None:
 
 
 def test_unmask_refuses_fewer_than_t_claimed_survivors_and_stray_ciphertexts() -> None:
-    server, clients = _federation(6)  # t = 4
+    server, clients = _federation(6, params=_complete(6, 4))  # t = 4
     inputs = _inputs(clients)
     unmask = _masked_round(server, clients, inputs)
     honest = UnmaskRequest.from_bytes(unmask[100])
@@ -348,7 +379,7 @@ def test_unmask_refuses_fewer_than_t_claimed_survivors_and_stray_ciphertexts() -
 
 def test_one_wrong_self_mask_share_is_tolerated_when_spare_shares_exist() -> None:
     # Prepare: k=7, t=5; node 101 reveals a wrong b-share for its first neighbour
-    server, clients = _federation(8)
+    server, clients = _federation(8, params=_complete(8, 5))
     inputs = _inputs(clients)
     unmask = _masked_round(server, clients, inputs)
     answers = {n: clients[n].unmask(unmask[n]) for n in unmask}
@@ -385,61 +416,95 @@ def test_tampered_share_ciphertext_is_rejected() -> None:
 
 
 # ---------------------------------------------------------------- authentication
+def _reseeded(req: MaskedInputRequest, **changes) -> MaskedInputRequest:
+    """``req`` with ``changes`` and the graph seed recomputed, as a server that
+    follows the seed rule but lies about keys would send it."""
+    out = replace(req, **changes)
+    seed = K.graph_seed(
+        run_id=out.run_id, round=out.round, cohort=out.cohort, members=out.members
+    )
+    return replace(out, graph_seed=seed)
+
+
 def test_neighbour_key_with_forged_signature_is_rejected() -> None:
-    server, clients = _federation(5)
+    server, clients = _federation(5)  # complete graph: the seed does not move it
     reqs = server.start_round(round=1, cohort=list(clients), dim=8)
     req = MaskedInputRequest.from_bytes(reqs[100])
-    nk = req.neighbour_keys[0]
-    # (a) a substituted public key (server-in-the-middle) under the old signature
+    j = req.signatures[0][0]
+    pos = req.cohort.index(j)
     _, mitm_pk = K.x25519_keypair()
-    forged = replace(
-        req, neighbour_keys=(replace(nk, public_key=mitm_pk), *req.neighbour_keys[1:])
-    )
-    with pytest.raises(ProtocolAbort, match="invalid signature"):
+    # (a) a substituted round key (server-in-the-middle) under the old signature
+    members = list(req.members)
+    members[pos] = members[pos]._replace(round_key=mitm_pk)
+    forged = _reseeded(req, members=tuple(members))
+    with pytest.raises(ProtocolAbort, match="^bad_signature: "):
         clients[100].masked_input(forged.to_bytes(), delta=np.zeros(8), weight=0.5)
     # (b) a key signed by an identity that is not the roster's
     impostor = Ed25519PrivateKey.generate()
-    sig = K.sign_round_key(
-        impostor, run_id=42, node_id=nk.node_id, round=1, public_key=mitm_pk
+    sig = K.sign_round_key(impostor, run_id=42, node_id=j, round=1, public_key=mitm_pk)
+    members[pos] = members[pos]._replace(
+        identity_key=K.identity_public_bytes(impostor)
     )
-    fake = replace(
-        nk,
-        identity_key=K.identity_public_bytes(impostor),
-        public_key=mitm_pk,
-        signature=sig,
+    forged = _reseeded(
+        req, members=tuple(members), signatures=((j, sig), *req.signatures[1:])
     )
-    forged = replace(req, neighbour_keys=(fake, *req.neighbour_keys[1:]))
-    with pytest.raises(ProtocolAbort, match="differs from roster"):
+    with pytest.raises(ProtocolAbort, match="^roster_mismatch: "):
         clients[100].masked_input(forged.to_bytes(), delta=np.zeros(8), weight=0.5)
-    # (c) a key signed for another round
+    # (c) a signature from another neighbour's record
+    swapped = replace(
+        req, signatures=((j, req.signatures[1][1]), *req.signatures[1:])
+    )
+    with pytest.raises(ProtocolAbort, match="^bad_signature: "):
+        clients[100].masked_input(swapped.to_bytes(), delta=np.zeros(8), weight=0.5)
+    # (d) a round key listed for this node that is not its own
+    me = req.cohort.index(100)
+    members = list(req.members)
+    members[me] = members[me]._replace(round_key=mitm_pk)
+    with pytest.raises(ProtocolAbort, match="^roster_mismatch: "):
+        clients[100].masked_input(
+            _reseeded(req, members=tuple(members)).to_bytes(),
+            delta=np.zeros(8),
+            weight=0.5,
+        )
     assert clients[100].phase == ClientPhase.READY  # refusals consumed nothing
-    req2 = replace(req, neighbour_keys=req.neighbour_keys, round=2)
-    with pytest.raises(ProtocolAbort, match="invalid signature"):
-        clients[100].masked_input(req2.to_bytes(), delta=np.zeros(8), weight=0.5)
+    reply = clients[100].masked_input(reqs[100], delta=np.zeros(8), weight=0.5)
+    assert MaskedInputReply.from_bytes(reply).sender == 100
 
 
-def test_tofu_client_detects_identity_change_within_a_run() -> None:
-    server, clients = _federation(4, provisioned=False)
-    simulate_round(server, clients, _inputs(clients, d=8), round=1)
-    reqs = server.start_round(round=2, cohort=list(clients), dim=8)
-    req = MaskedInputRequest.from_bytes(reqs[100])
-    nk = req.neighbour_keys[0]
+def test_tofu_pins_survive_a_new_run_and_catch_a_changed_identity() -> None:
+    with pytest.warns(UserWarning, match="trust on first use"):
+        server, clients = _federation(4, provisioned=False, params=_complete(4, 3))
+        simulate_round(server, clients, _inputs(clients, d=8), round=1)
+    assert set(clients[100].pinned) == {101, 102, 103}
+    # a new run: the server forgets everything, the node keeps its pins
     impostor = Ed25519PrivateKey.generate()
-    sig = K.sign_round_key(
-        impostor, run_id=42, node_id=nk.node_id, round=2, public_key=nk.public_key
-    )
-    fake = replace(nk, identity_key=K.identity_public_bytes(impostor), signature=sig)
-    forged = replace(req, neighbour_keys=(fake, *req.neighbour_keys[1:]))
-    with pytest.raises(ProtocolAbort, match="changed within the run"):
-        clients[100].masked_input(forged.to_bytes(), delta=np.zeros(8), weight=0.5)
+    sybil = SecAggClient(node_id=101, identity_key=impostor, allow_tofu=True)
+    fleet = {**clients, 101: sybil}
+    server = SecAggServer(params=default_params(num_clients=4, rounds=1), run_id=43)
+    advertise_all(server, fleet)
+    reqs = server.start_round(round=1, cohort=list(fleet), dim=8)
+    with pytest.raises(ProtocolAbort, match="^identity_changed: "):
+        clients[100].masked_input(reqs[100], delta=np.zeros(8), weight=0.5)
+    assert set(clients[100].pinned) == {101, 102, 103}
+
+
+def test_no_roster_needs_an_explicit_tofu_allowance() -> None:
+    key = Ed25519PrivateKey.generate()
+    with pytest.raises(ValueError, match="allow_tofu"):
+        SecAggClient(node_id=1, identity_key=key)
+    other = K.identity_public_bytes(Ed25519PrivateKey.generate())
+    with pytest.raises(ValueError, match="not in the roster"):
+        SecAggClient(node_id=1, identity_key=key, roster=frozenset({other}))
+    with pytest.raises(ValueError, match="does not match"):
+        SecAggClient(node_id=1, identity_key=key, roster={1: other})
 
 
 def test_server_rejects_adverts_with_wrong_identity_or_bad_signatures() -> None:
     # Prepare
-    ids = [1, 2, 3, 4]
+    ids = [1, 2, 3, 4, 5]
     clients, roster = make_clients(ids)
     server = SecAggServer(
-        params=default_params(num_clients=4, rounds=2), run_id=42, roster=roster
+        params=default_params(num_clients=5, rounds=2), run_id=42, roster=roster
     )
     reqs = server.advertise(ids)
     replies = {n: clients[n].advertise(reqs[n]) for n in ids}
@@ -454,14 +519,14 @@ def test_server_rejects_adverts_with_wrong_identity_or_bad_signatures() -> None:
     # Execute
     accepted = server.collect_advertisements(replies)
     # Assert
-    assert accepted == (1, 3, 4)
+    assert accepted == (1, 3, 4, 5)
     assert "roster" in server.advert_rejected[2]
-    inputs = _inputs([1, 3, 4])
+    inputs = _inputs([1, 3, 4, 5])
     # round 1: 2 never advertised, 3's round-1 key is not validly signed
-    result = simulate_round(server, clients, inputs, round=1, cohort=[1, 2, 3, 4])
+    result = simulate_round(server, clients, inputs, round=1, cohort=[1, 2, 3, 4, 5])
     assert result.dropped[Stage.ADVERTISE] == (2, 3)
     _check_sum(result, inputs, excluded=[3])
-    result = simulate_round(server, clients, inputs, round=2, cohort=[1, 3, 4])
+    result = simulate_round(server, clients, inputs, round=2, cohort=[1, 3, 4, 5])
     _check_sum(result, inputs)
 
 
@@ -529,7 +594,7 @@ def test_requests_for_another_round_stage_or_node_are_refused() -> None:
 
 
 def test_server_treats_malformed_or_misdirected_replies_as_dropped() -> None:
-    server, clients = _federation(10)  # k=9, t=6
+    server, clients = _federation(10, params=_complete(10, 6))  # k=9, t=6
     inputs = _inputs(clients)
     reqs = server.start_round(round=1, cohort=list(clients), dim=64)
     replies = {
@@ -564,17 +629,19 @@ def test_server_steps_out_of_order_are_refused() -> None:
 
 
 def test_client_refuses_weak_round_parameters() -> None:
-    clients, roster = make_clients([1, 2, 3, 4, 5, 6])
+    # 40 nodes, 2 colluders assumed: k=2, t=2 exposes an input with ~2^-4 (README)
+    clients, roster = make_clients(range(1, 41))
     weak = SecAggParams(neighbours=2, threshold=2, rounds=1)
     server = SecAggServer(params=weak, run_id=1, roster=roster)
     advertise_all(server, clients)
     reqs = server.start_round(round=1, cohort=list(clients), dim=4)
-    strict = SecAggClient.from_bytes(
-        clients[1].to_bytes(), identity_key=clients[1].identity_key
+    with pytest.raises(ProtocolAbort, match="^weak_parameters: k=2, t=2 "):
+        clients[1].masked_input(reqs[1], delta=np.zeros(4), weight=0.5)
+    assert clients[1].phase == ClientPhase.READY  # nothing consumed
+    lax = SecAggClient.from_bytes(
+        clients[2].to_bytes(), identity_key=clients[2].identity_key
     )
-    strict.min_neighbours = 4  # this node's policy: at least 4 neighbours
-    with pytest.raises(ProtocolAbort, match="graph degree"):
-        strict.masked_input(reqs[1], delta=np.zeros(4), weight=0.5)
+    assert lax.min_security_bits == 40
     req = MaskedInputRequest.from_bytes(reqs[2])
     with pytest.raises(ProtocolAbort, match="threshold"):
         clients[2].masked_input(

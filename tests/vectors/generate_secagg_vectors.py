@@ -31,7 +31,6 @@ from lepton_fed.secagg.inprocess import (
 )
 from lepton_fed.secagg.params import SecAggParams
 from lepton_fed.secagg.prg import chacha20_keystream, expand_mask
-from lepton_fed.secagg.stages import Stage
 
 HERE = Path(__file__).resolve().parent
 
@@ -138,6 +137,17 @@ def hkdf_vectors() -> dict:
             "output": _h(keys.graph_key(b, run_id=run, round=rnd)),
         },
     ]
+    cohort = [3, 10, 17]
+    members = [(bytes([i]) * 32, bytes([i + 100]) * 32) for i in cohort]
+    graph_seed = {
+        "run_id": run,
+        "round": rnd,
+        "cohort": cohort,
+        "members": [{"identity": _h(i), "round_key": _h(r)} for i, r in members],
+        "output": _h(
+            keys.graph_seed(run_id=run, round=rnd, cohort=cohort, members=members)
+        ),
+    }
     commitment = {
         "b": _h(b),
         "run_id": run,
@@ -150,6 +160,7 @@ def hkdf_vectors() -> dict:
         "rfc5869": RFC5869,
         "derivations": derived,
         "commitment_sha256": commitment,
+        "graph_seed_sha256": graph_seed,
     }
 
 
@@ -211,17 +222,12 @@ def shamir_vectors() -> dict:
 
 
 def _federation(ids: list[int], params: SecAggParams, label: str) -> tuple:
-    """An advertised federation (run 99) whose secrets all come from DeterministicRng
-    streams ``<label>-clients`` and ``<label>-server``, and its inputs."""
+    """An advertised federation (run 99) whose secrets all come from the DeterministicRng
+    stream ``<label>-clients`` (the server draws no randomness), and its inputs."""
     clients, roster = make_clients(
         ids, rng_bytes=DeterministicRng(f"{label}-clients".encode())
     )
-    server = SecAggServer(
-        params=params,
-        run_id=99,
-        roster=roster,
-        rng_bytes=DeterministicRng(f"{label}-server".encode()),
-    )
+    server = SecAggServer(params=params, run_id=99, roster=roster)
     advertise_all(server, clients)
     n = len(ids)
     inputs = {
@@ -231,8 +237,8 @@ def _federation(ids: list[int], params: SecAggParams, label: str) -> tuple:
 
 
 def round_vector() -> dict:
-    ids = [3, 10, 17, 40]
-    params = SecAggParams(neighbours=3, threshold=2, rounds=2, clip=1.0)
+    ids = [3, 10, 17, 40, 52]
+    params = SecAggParams(neighbours=4, threshold=3, rounds=2, clip=1.0)
     clients, server, inputs = _federation(ids, params, "round")
     # Capture the masked-input replies to pin their bytes.
     reqs = server.start_round(round=1, cohort=ids, dim=6)
@@ -248,24 +254,24 @@ def round_vector() -> dict:
     result2 = simulate_round(server, clients, inputs, round=2, drop_before_input=[17])
     return {
         "description": "end-to-end round; every secret drawn from DeterministicRng; pins wire "
-        "format v2 and every derivation. Changes only with a protocol/wire version bump.",
+        "format v3 and every derivation. Changes only with a protocol/wire version bump.",
         "node_ids": ids,
         "run_id": 99,
         "params": {
-            "neighbours": 3,
-            "threshold": 2,
+            "neighbours": 4,
+            "threshold": 3,
             "rounds": 2,
             "clip": 1.0,
             "bits": 32,
         },
-        "rng": {
-            "clients": "DeterministicRng('round-clients')",
-            "server": "DeterministicRng('round-server')",
-        },
+        "rng": {"clients": "DeterministicRng('round-clients')"},
         "inputs": {
             str(n): {"delta": d.tolist(), "weight": w} for n, (d, w) in inputs.items()
         },
         "round1": {
+            "masked_input_request_sha256": {
+                str(n): hashlib.sha256(reqs[n]).hexdigest() for n in ids
+            },
             "masked_input_reply_sha256": {
                 str(n): hashlib.sha256(replies[n]).hexdigest() for n in ids
             },
@@ -279,81 +285,12 @@ def round_vector() -> dict:
     }
 
 
-def robust_round_vector() -> dict:
-    """Robust mode (share_keys_first): share-keys and masked-input replies pinned,
-    then a round where 17 drops before its masked input and its neighbour 10 before
-    unmask (the case the fast mode aborts on)."""
-    ids = [3, 10, 17, 40, 52, 61]
-    params = SecAggParams(
-        neighbours=5, threshold=3, rounds=2, clip=1.0, share_keys_first=True
-    )
-    clients, server, inputs = _federation(ids, params, "robust")
-    reqs = server.start_round(round=1, cohort=ids, dim=6)
-    shares = {n: clients[n].share_keys(reqs[n]) for n in ids}
-    reqs = server.collect_shares(shares)
-    masked = {
-        n: clients[n].masked_input(reqs[n], delta=inputs[n][0], weight=inputs[n][1])
-        for n in ids
-    }
-    unmask_reqs = server.collect_masked_inputs(masked)
-    result = server.collect_unmask(
-        {n: clients[n].unmask(unmask_reqs[n]) for n in unmask_reqs}
-    )
-    result2 = simulate_round(
-        server,
-        clients,
-        inputs,
-        round=2,
-        drop_before_input=[17],
-        drop_before_unmask=[10],
-    )
-    return {
-        "description": "robust-mode (share_keys_first) round; every secret drawn from "
-        "DeterministicRng; pins the wire format and every derivation of the robust "
-        "mode. Changes only with a protocol/wire version bump.",
-        "node_ids": ids,
-        "run_id": 99,
-        "params": {
-            "neighbours": 5,
-            "threshold": 3,
-            "rounds": 2,
-            "clip": 1.0,
-            "bits": 32,
-            "share_keys_first": True,
-        },
-        "rng": {
-            "clients": "DeterministicRng('robust-clients')",
-            "server": "DeterministicRng('robust-server')",
-        },
-        "inputs": {
-            str(n): {"delta": d.tolist(), "weight": w} for n, (d, w) in inputs.items()
-        },
-        "round1": {
-            "share_keys_reply_sha256": {
-                str(n): hashlib.sha256(shares[n]).hexdigest() for n in ids
-            },
-            "masked_input_reply_sha256": {
-                str(n): hashlib.sha256(masked[n]).hexdigest() for n in ids
-            },
-            "sum": result.sum.tolist(),
-            "total_weight": result.total_weight,
-        },
-        "round2_drop_17_input_10_unmask": {
-            "sum": result2.sum.tolist(),
-            "total_weight": result2.total_weight,
-            "dropped_masked_input": list(result2.dropped[Stage.MASKED_INPUT]),
-            "dropped_unmask": list(result2.dropped[Stage.UNMASK]),
-        },
-    }
-
-
 def build() -> dict[str, dict]:
     return {
         "secagg_hkdf.json": hkdf_vectors(),
         "secagg_prg.json": prg_vectors(),
         "secagg_shamir.json": shamir_vectors(),
         "secagg_round.json": round_vector(),
-        "secagg_round_robust.json": robust_round_vector(),
     }
 
 

@@ -6,27 +6,25 @@ Layout of every message (little-endian)::
     run_id u64 | round u32 | sender u64 | body
 
 The header is 24 bytes so that the masked vector of a masked-input reply starts at a
-multiple of 4 (offset 60 in fast mode, 28 in robust mode): numpy then sums it in place
-without the unaligned-access copy (about 40% of the summing cost at 100k parameters).
+multiple of 4 (offset 60): numpy then sums it in place without the unaligned-access
+copy (about 40% of the summing cost at 100k parameters).
 
 ``from_bytes`` refuses (``ProtocolAbort``) another version, stage, kind, run, round or
 sender than expected, truncated bodies and trailing bytes. Requests come from the
 server (``sender == SERVER_ID``) and name their ``recipient``.
 
-Fast mode uses stages ADVERTISE, MASKED_INPUT and UNMASK; robust mode
-(``SecAggParams.share_keys_first``) uses ADVERTISE, SHARE_KEYS, ROBUST_MASKED_INPUT and
-ROBUST_UNMASK, each with its own message classes.
+Stages: ADVERTISE (once per run), then MASKED_INPUT and UNMASK per round.
 
 The server reads replies with ``records_from_bytes`` (one ``struct`` call for the header,
 record blocks as zero-copy numpy structured arrays, no per-share Python objects) and
-writes its per-node requests with ``encode_records``; both are byte-for-byte equivalent
+writes its per-node requests with ``encode_records`` / ``encode_parts``; both are byte-for-byte equivalent
 to ``from_bytes``/``to_bytes`` (tested). Whenever the fast reader sees anything
 unexpected it re-parses with ``from_bytes``, so the refusal and its message are the
 same.
 
 Modules: ``_codec`` (header, the ``Message`` base class, fast-reader helpers),
-``_records`` (record types and layouts inside bodies), ``fast`` (ADVERTISE and fast
-mode) and ``robust`` (robust mode). Import the names from this package.
+``_records`` (record types and layouts inside bodies) and ``fast`` (the messages).
+Import the names from this package.
 """
 
 from lepton_fed.secagg.messages._codec import (
@@ -43,10 +41,9 @@ from lepton_fed.secagg.messages._codec import (
 from lepton_fed.secagg.messages._records import (
     CIPHERTEXT_BYTES,
     CT_DTYPE,
-    ROBUST_CIPHERTEXT_BYTES,
-    ROBUST_CT_DTYPE,
     SHARE_DTYPE,
-    NeighbourKey,
+    SIGNATURE_DTYPE,
+    MemberKey,
     RoundKey,
     ShareCiphertext,
 )
@@ -58,14 +55,6 @@ from lepton_fed.secagg.messages.fast import (
     UnmaskReply,
     UnmaskRequest,
 )
-from lepton_fed.secagg.messages.robust import (
-    RobustMaskedInputReply,
-    RobustMaskedInputRequest,
-    RobustUnmaskReply,
-    RobustUnmaskRequest,
-    ShareKeysReply,
-    ShareKeysRequest,
-)
 
 __all__ = [
     "CIPHERTEXT_BYTES",
@@ -75,25 +64,18 @@ __all__ = [
     "MAX_ROUNDS_PER_ADVERT",
     "REPLY",
     "REQUEST",
-    "ROBUST_CIPHERTEXT_BYTES",
-    "ROBUST_CT_DTYPE",
     "SERVER_ID",
     "SHARE_DTYPE",
+    "SIGNATURE_DTYPE",
     "WIRE_VERSION",
     "AdvertiseReply",
     "AdvertiseRequest",
     "Header",
     "MaskedInputReply",
     "MaskedInputRequest",
-    "NeighbourKey",
-    "RobustMaskedInputReply",
-    "RobustMaskedInputRequest",
-    "RobustUnmaskReply",
-    "RobustUnmaskRequest",
+    "MemberKey",
     "RoundKey",
     "ShareCiphertext",
-    "ShareKeysReply",
-    "ShareKeysRequest",
     "UnmaskReply",
     "UnmaskRequest",
     "peek_header",

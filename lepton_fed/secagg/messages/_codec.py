@@ -38,9 +38,11 @@ __all__ = [
     "two_raw_blocks",
 ]
 
-#: 2: 24-byte header with a reserved byte (4-byte aligned masked vectors); 1: the
-#: 23-byte header (not accepted any more).
-WIRE_VERSION = 2
+#: 3: masked-input requests carry every cohort member's identity and round key, the
+#: graph seed is their hash, and only the neighbours' signatures are relayed; the
+#: 3-exchange mode and its stages 4-6 are gone. 2: 24-byte header with a reserved
+#: byte (4-byte aligned masked vectors); 1: the 23-byte header. Only 3 is accepted.
+WIRE_VERSION = 3
 REQUEST = 0
 REPLY = 1
 #: Sender id of every server request; node ids must be below it.

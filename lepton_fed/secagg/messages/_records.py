@@ -1,4 +1,4 @@
-"""Record types inside message bodies (keys, share ciphertexts, shares, seeds) and
+"""Record types inside message bodies (keys, signatures, share ciphertexts, shares, seeds) and
 their fixed-size layouts, as ``struct`` formats and numpy dtypes.
 
 Package-private to :mod:`lepton_fed.secagg.messages`, which re-exports the public
@@ -22,16 +22,15 @@ __all__ = [
     "CIPHERTEXT_BYTES",
     "CT",
     "CT_DTYPE",
-    "NEIGHBOUR_KEY",
-    "RCT",
-    "ROBUST_CIPHERTEXT_BYTES",
-    "ROBUST_CT_DTYPE",
+    "MEMBER",
     "ROUND_KEY",
     "SEED",
     "SEED_DTYPE",
     "SHARE",
     "SHARE_DTYPE",
-    "NeighbourKey",
+    "SIGNATURE",
+    "SIGNATURE_DTYPE",
+    "MemberKey",
     "RoundKey",
     "ShareCiphertext",
     "check_sizes",
@@ -49,14 +48,12 @@ class RoundKey:
     signature: bytes
 
 
-@dataclass(frozen=True, kw_only=True)
-class NeighbourKey:
-    """A neighbour's round key as relayed by the server, with its identity key."""
+class MemberKey(NamedTuple):
+    """A cohort member's identity key and round public key, as relayed by the server
+    (one per cohort member, in cohort order; the graph seed is their hash)."""
 
-    node_id: int
     identity_key: bytes
-    public_key: bytes
-    signature: bytes
+    round_key: bytes
 
 
 class ShareCiphertext(NamedTuple):
@@ -75,29 +72,21 @@ class ShareCiphertext(NamedTuple):
 #: A share ciphertext is one 33-byte share value plus the 16-byte Poly1305 tag.
 CIPHERTEXT_BYTES = SHARE_BYTES + 16
 CT = struct.Struct(f"<Q{NONCE_BYTES}s{CIPHERTEXT_BYTES}s")
-#: Robust mode: mask public key (32) + b-share (33) + mask-key share (33) + tag (16).
-ROBUST_CIPHERTEXT_BYTES = KEY_BYTES + 2 * SHARE_BYTES + 16
-RCT = struct.Struct(f"<Q{NONCE_BYTES}s{ROBUST_CIPHERTEXT_BYTES}s")
 
 SHARE = struct.Struct(f"<Q{SHARE_BYTES}s")
 SEED = struct.Struct(f"<Q{KEY_BYTES}s")
 ROUND_KEY = struct.Struct(f"<{KEY_BYTES}s{SIGNATURE_BYTES}s")
-NEIGHBOUR_KEY = struct.Struct(f"<Q{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s")
+MEMBER = struct.Struct(f"<{KEY_BYTES}s{KEY_BYTES}s")
+SIGNATURE = struct.Struct(f"<Q{SIGNATURE_BYTES}s")
 
 #: numpy views of the record blocks (fields ``V`` keep trailing zero bytes).
 CT_DTYPE = np.dtype(
     [("peer", "<u8"), ("nonce", f"V{NONCE_BYTES}"), ("data", f"V{CIPHERTEXT_BYTES}")]
 )
-ROBUST_CT_DTYPE = np.dtype(
-    [
-        ("peer", "<u8"),
-        ("nonce", f"V{NONCE_BYTES}"),
-        ("data", f"V{ROBUST_CIPHERTEXT_BYTES}"),
-    ]
-)
+SIGNATURE_DTYPE = np.dtype([("node", "<u8"), ("signature", f"V{SIGNATURE_BYTES}")])
 SHARE_DTYPE = np.dtype([("owner", "<u8"), ("value", f"V{SHARE_BYTES}")])
 SEED_DTYPE = np.dtype([("peer", "<u8"), ("seed", f"V{KEY_BYTES}")])
-assert CT_DTYPE.itemsize == CT.size and ROBUST_CT_DTYPE.itemsize == RCT.size
+assert CT_DTYPE.itemsize == CT.size and SIGNATURE_DTYPE.itemsize == SIGNATURE.size
 
 
 def check_sizes(*pairs: tuple[bytes, int]) -> None:
@@ -111,22 +100,16 @@ def check_sizes(*pairs: tuple[bytes, int]) -> None:
             raise ValueError(f"expected a {size}-byte field, got {len(data)} bytes")
 
 
-def write_cts(
-    w: Writer,
-    cts: tuple[ShareCiphertext, ...],
-    fmt: struct.Struct = CT,
-    size: int = CIPHERTEXT_BYTES,
-) -> None:
-    """A block of share ciphertexts (``fmt``: :data:`CT`, or :data:`RCT` in robust
-    mode with ``size`` :data:`ROBUST_CIPHERTEXT_BYTES`)."""
+def write_cts(w: Writer, cts: tuple[ShareCiphertext, ...]) -> None:
+    """A block of share ciphertexts (:data:`CT` records)."""
     for c in cts:
-        check_sizes((c.nonce, NONCE_BYTES), (c.data, size))
-    w.records(fmt, cts)
+        check_sizes((c.nonce, NONCE_BYTES), (c.data, CIPHERTEXT_BYTES))
+    w.records(CT, cts)
 
 
-def read_cts(r: Reader, fmt: struct.Struct = CT) -> tuple[ShareCiphertext, ...]:
+def read_cts(r: Reader) -> tuple[ShareCiphertext, ...]:
     """Inverse of :func:`write_cts`."""
-    return tuple(map(ShareCiphertext._make, r.records(fmt, MAX_COHORT)))
+    return tuple(map(ShareCiphertext._make, r.records(CT, MAX_COHORT)))
 
 
 def read_pairs(r: Reader, fmt: struct.Struct) -> tuple[tuple[int, bytes], ...]:

@@ -1,7 +1,8 @@
-"""Messages of the advertisement and of fast mode: ADVERTISE, MASKED_INPUT, UNMASK."""
+"""Messages of every stage: ADVERTISE, MASKED_INPUT, UNMASK."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -29,13 +30,14 @@ from lepton_fed.secagg.messages._codec import (
 )
 from lepton_fed.secagg.messages._records import (
     CT_DTYPE,
-    NEIGHBOUR_KEY,
+    MEMBER,
     ROUND_KEY,
     SEED,
     SEED_DTYPE,
     SHARE,
     SHARE_DTYPE,
-    NeighbourKey,
+    SIGNATURE,
+    MemberKey,
     RoundKey,
     ShareCiphertext,
     check_sizes,
@@ -101,64 +103,105 @@ class AdvertiseReply(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class MaskedInputRequest(Message):
-    """Server -> node: the round's cohort, graph, thresholds, encoding and neighbour keys."""
+    """Server -> node: the round's cohort with every member's identity and round key,
+    the graph seed (their hash), thresholds, encoding, and the neighbours' signatures.
+
+    ``members[i]`` belongs to ``cohort[i]``. ``signatures`` holds one
+    ``(neighbour id, Ed25519 signature of its round key)`` per graph neighbour of the
+    recipient, in increasing id order.
+    """
 
     STAGE = Stage.MASKED_INPUT
     KIND = REQUEST
     recipient: int
     cohort: tuple[int, ...]
+    members: tuple[MemberKey, ...]
     graph_seed: bytes
     neighbours: int
     threshold: int
     clip: float
     bits: int
     dim: int
-    neighbour_keys: tuple[NeighbourKey, ...]
+    signatures: tuple[tuple[int, bytes], ...]
 
     def _write_body(self, w: Writer) -> None:
+        if len(self.members) != len(self.cohort):
+            raise ValueError("members must have one entry per cohort member")
+        for mk in self.members:
+            check_sizes((mk.identity_key, KEY_BYTES), (mk.round_key, KEY_BYTES))
+        check_sizes(*[(sig, SIGNATURE_BYTES) for _, sig in self.signatures])
         w.u64(self.recipient)
         w.ids(self.cohort)
+        w.records(MEMBER, self.members)
         w.fixed(self.graph_seed, KEY_BYTES)
-        w.u32(self.neighbours)
-        w.u32(self.threshold)
-        w.f64(self.clip)
-        w.u8(self.bits)
-        w.u64(self.dim)
-        for k in self.neighbour_keys:
-            check_sizes(
-                (k.identity_key, KEY_BYTES),
-                (k.public_key, KEY_BYTES),
-                (k.signature, SIGNATURE_BYTES),
+        params = self.parameter_bytes(
+            neighbours=self.neighbours,
+            threshold=self.threshold,
+            clip=self.clip,
+            bits=self.bits,
+            dim=self.dim,
+        )
+        w.fixed(params, _PARAMS.size)
+        w.records(SIGNATURE, self.signatures)
+
+    @staticmethod
+    def parameter_bytes(
+        *, neighbours: int, threshold: int, clip: float, bits: int, dim: int
+    ) -> bytes:
+        """The fixed-size block after the seed: k u32, t u32, clip f64, bits u8, dim u64."""
+        return _PARAMS.pack(neighbours, threshold, clip, bits, dim)
+
+    @classmethod
+    def encode_parts(
+        cls,
+        *,
+        run_id: int,
+        round: int,
+        recipient: int,
+        shared: bytes,
+        signatures: bytes,
+        count: int,
+    ) -> bytes:
+        """``to_bytes`` from pre-encoded parts (the server writes n requests per round).
+
+        Args:
+            shared: the part every recipient gets: cohort ids, members block, seed
+                and :meth:`parameter_bytes`.
+            signatures: ``count`` records of (u64 id, 64-byte signature).
+        """
+        return b"".join(
+            (
+                cls.header_bytes(run_id=run_id, round=round, sender=SERVER_ID),
+                U64.pack(recipient),
+                shared,
+                U32.pack(count),
+                signatures,
             )
-        w.records(
-            NEIGHBOUR_KEY,
-            [
-                (k.node_id, k.identity_key, k.public_key, k.signature)
-                for k in self.neighbour_keys
-            ],
         )
 
     @classmethod
     def _read_fields(cls, r: Reader) -> dict[str, Any]:
         recipient = r.u64()
         cohort = r.ids()
+        members = tuple(map(MemberKey._make, r.records(MEMBER, MAX_COHORT)))
         seed = r.fixed(KEY_BYTES)
         k, t, clip, bits, dim = r.u32(), r.u32(), r.f64(), r.u8(), r.u64()
-        nks = tuple(
-            NeighbourKey(node_id=nid, identity_key=ik, public_key=pk, signature=sig)
-            for nid, ik, pk, sig in r.records(NEIGHBOUR_KEY, MAX_COHORT)
-        )
+        sigs = tuple((int(n), bytes(s)) for n, s in r.records(SIGNATURE, MAX_COHORT))
         return {
             "recipient": recipient,
             "cohort": cohort,
+            "members": members,
             "graph_seed": seed,
             "neighbours": k,
             "threshold": t,
             "clip": clip,
             "bits": bits,
             "dim": dim,
-            "neighbour_keys": nks,
+            "signatures": sigs,
         }
+
+
+_PARAMS = struct.Struct("<IIdBQ")
 
 
 def _masked_input_body(body: memoryview) -> tuple[bytes, np.ndarray, np.ndarray]:
