@@ -69,7 +69,11 @@ def _name(context: Context) -> str:
 def _policy_decline(msg: Message, node: NodeState, cfg: Any) -> Message | None:
     from lepton_fed.policy import check_request
 
-    declines = check_request(node_policy(node.context), cfg)
+    from lepton_fed.secagg.settings import config_security_bits
+
+    # the node computes the secure-aggregation level itself from k, t and the cohort size,
+    # rather than trusting the level the server's config states
+    declines = check_request(node_policy(node.context), cfg, security_level=config_security_bits)
     if not declines:
         return None
     first = declines[0]

@@ -181,9 +181,9 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
             )
         if isinstance(k, int) and k < 3:
             p.append(f"secagg=on needs at least 3 clients per round, got {k}")
-        if sa.get("mode", "fast") not in (None, "fast"):
-            p.append(f"secagg.mode={sa.mode!r}: the robust mode was removed (it trusted the "
-                     "server to report dropouts honestly); remove the setting")
+        from lepton_fed.secagg.settings import check_secagg_config
+
+        p += check_secagg_config(cfg)
         if sa.clip is not None and not sa.clip > 0:
             p.append(f"secagg.clip must be > 0, got {sa.clip}")
         if cfg.compression["update"] != "none":

@@ -27,6 +27,7 @@ from lepton_fed.config.derived import update_clip
 from lepton_fed.data.preprocess import Preprocessor, Scaler
 from lepton_fed.errors import RunFailed
 from lepton_fed.models import build_model, get_state, set_state
+from lepton_fed.server import checkpoint  # H5: checkpoint/resume
 from lepton_fed.server.aggregate import decode_replies, mean_update_reply, sum_updates
 from lepton_fed.server.bootstrap import Bootstrap, bootstrap
 from lepton_fed.server.evaluate import evaluate_model
@@ -35,6 +36,11 @@ from lepton_fed.server.fedeval import federated_evaluate
 from lepton_fed.server.outputs import RunWriter, plot_metrics
 from lepton_fed.server.registry import NodeRegistry
 from lepton_fed.server.setup import no_node_accepted, setup_nodes, wait_for_nodes
+from lepton_fed.server.validate_updates import (  # H5: update validation
+    check_aggregate,
+    rejected_epsilons,
+    validate_replies,
+)
 from lepton_fed.utils.device import resolve_device
 from lepton_fed.utils.records import from_array_record, to_array_record
 from lepton_fed.utils.seed import derive_seed, seed_everything
@@ -107,7 +113,7 @@ class _Run:
     """State of one run shared by the setup, round and finish steps."""
 
     def __init__(self, grid: Grid, cfg: DictConfig, writer: RunWriter,
-                 observers: Sequence[RoundObserver]) -> None:
+                 observers: Sequence[RoundObserver], resume: str | None = None) -> None:
         self.grid, self.cfg, self.writer, self.observers = grid, cfg, writer, list(observers)
         self.fed = cfg.federation
         self.t_start = time.monotonic()
@@ -138,6 +144,9 @@ class _Run:
         self.fed_eval = _federated_eval_on(cfg)
         self.last_eval: tuple[int, dict[str, Any]] = (0, {})
         self.stop_reason: str | None = None
+        # H5: resume=RUN_DIR restores this checkpoint at the end of setup()
+        self.ckpt = checkpoint.load(resume) if resume else None
+        self.first_round = 1
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -153,6 +162,8 @@ class _Run:
         if not res.accepted:
             raise no_node_accepted(self.reg)
         self.scaler, self.scaler_source = self._scaler(res.stats)
+        if self.ckpt is not None:  # H5: a resumed run keeps its scaler
+            self.scaler, self.scaler_source = checkpoint.saved_scaler(self.ckpt)
         self.scaler_rec = ConfigRecord({"scaler-mean": self.scaler.mean.tolist(),
                                         "scaler-scale": self.scaler.scale.tolist()})
         test = self.boot.test
@@ -176,6 +187,8 @@ class _Run:
         print(f"[lepton-fed] setup done ({res.accepted} nodes, scaler: {self.scaler_source})"
               + (f"; round 0: acc {acc:.4f} loss {ev0['loss']:.4f}" if acc is not None else ""),
               flush=True)
+        if self.ckpt is not None:  # H5: continue after the checkpointed round
+            self.first_round = checkpoint.restore(self, self.ckpt)
 
     def _scaler(self, stats: list[Any]) -> tuple[Scaler, str]:
         """The federation's declared normalization, else the nodes' summed statistics,
@@ -238,15 +251,33 @@ class _Run:
         cfg = self.cfg
         if self.secure is not None:
             r = self.secure.round(self.grid, rnd, msgs, self.gstate, self.privacy)
+            # H5: the unmasked sum is checked too; a bad one abandons the round
+            bad = check_aggregate(r.aggregate, self.gstate) if r.aggregate is not None else None
+            if bad is not None:
+                log.warning("round %d: secure aggregate rejected: %s", rnd, bad)
+                r.aggregate, r.info = None, {"round": rnd, "abandoned": bad}
             return RoundOutcome(
                 ok=r.ok if r.aggregate is not None else [], declined=r.declined,
                 errors=[(e.metadata.src_node_id, error_code(e)) for e in r.errors],
                 aggregate=r.aggregate, bytes_up=r.bytes_up, bytes_down=r.bytes_down,
                 secagg=r.info)
         ex = exchange(self.grid, msgs, float(self.fed.round_timeout), self.reg.learn_name)
+        # ---- H5: every reply is checked before use (validate_updates); usable ones
+        # ---- are ordered by node name so the sums do not depend on arrival order
+        ex.ok, rejected = validate_replies(
+            ex.ok, self.gstate, rnd=rnd, sent=ex.node_of, codec=cfg.compression["update"],
+            clip=update_clip(cfg), name=lambda m: self.reg.name(ex.node(m)),
+            weight_key=str(getattr(self.strategy, "weighted_by_key", "num-examples")))
+        for j in rejected:
+            log.warning("round %d: update of %s rejected (%s): %s", rnd,
+                        self.reg.name(ex.node(j.reply)), j.code, j.detail)
+        for name, eps in rejected_epsilons(rejected, lambda m: self.reg.name(ex.node(m))).items():
+            self.per_client_eps[name] = max(self.per_client_eps.get(name, 0.0), eps)
+        # ---- end H5
         out = RoundOutcome(ok=ex.ok, declined=ex.declined,
                            errors=[(ex.node(e), error_code(e)) for e in ex.errors]
-                           + [(n, "NO_REPLY") for n in ex.missing],
+                           + [(n, "NO_REPLY") for n in ex.missing]
+                           + [(ex.node(j.reply), j.code) for j in rejected],  # H5
                            bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, node_of=ex.node_of)
         if ex.ok and cfg.privacy.mode == "central":
             total = sum_updates(ex.ok, self.gstate, cfg.compression["update"],
@@ -394,7 +425,8 @@ def _print_row(row: dict[str, Any], rounds: int) -> None:
 
 
 def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter,
-                   observers: Sequence[RoundObserver] = ()) -> dict[str, Any]:
+                   observers: Sequence[RoundObserver] = (),
+                   resume: str | None = None) -> dict[str, Any]:
     """Run ``cfg.federation.rounds`` rounds and write the run directory.
 
     Raises:
@@ -402,10 +434,13 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter,
             client succeeded in a round for a reason other than a decline.
     """
     seed_everything(cfg.seed)
-    run = _Run(grid, cfg, writer, observers)
+    resume = resume or cfg.get("resume")  # H5: resume=RUN_DIR (server/checkpoint.py)
+    run = _Run(grid, cfg, writer, observers, resume=str(resume) if resume else None)
     run.setup()
-    for rnd in range(1, int(cfg.federation.rounds) + 1):
-        if not run.round(rnd):
+    for rnd in range(run.first_round, int(cfg.federation.rounds) + 1):
+        going_on = run.round(rnd)
+        checkpoint.save(run, rnd)  # H5: after every round (atomic)
+        if not going_on:
             break
     return run.finish()
 
@@ -418,6 +453,9 @@ def _secagg_summary(cfg: DictConfig, rows: list[dict[str, Any]]) -> dict[str, An
         out |= {
             "neighbours": first.get("neighbours"), "threshold": first.get("threshold"),
             "security_bits": first.get("security_bits"),
+            "correctness_bits": first.get("correctness_bits"),
+            "level": {k: cfg.secagg.get(k) for k in ("security_bits", "colluding_fraction",
+                                                     "dropout_rate", "correctness_bits")},
             "clip": update_clip(cfg), "field_bits": 32, "max_weight": cfg.secagg.max_weight,
             "timeout_s": cfg.secagg.timeout,
             "abandoned_rounds": [p["round"] for p in per_round if "abandoned" in p],
