@@ -68,7 +68,6 @@ def _name(context: Context) -> str:
 
 def _policy_decline(msg: Message, node: NodeState, cfg: Any) -> Message | None:
     from lepton_fed.policy import check_request
-
     from lepton_fed.secagg.settings import config_security_bits
 
     # the node computes the secure-aggregation level itself from k, t and the cohort size,
