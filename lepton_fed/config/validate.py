@@ -179,8 +179,12 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
                 "client's individual update, and secure aggregation only reveals their sum "
                 "(use fedavg, fedprox, fedadam, fedyogi or fedadagrad)"
             )
-        if isinstance(k, int) and k < 3:
-            p.append(f"secagg=on needs at least 3 clients per round, got {k}")
+        mcoh = sa.get("min_cohort", 3)
+        if not isinstance(mcoh, int) or mcoh < 3:
+            p.append(f"secagg.min_cohort must be an integer >= 3, got {mcoh}")
+        elif isinstance(k, int) and k < mcoh:
+            p.append(f"secagg=on needs at least secagg.min_cohort={mcoh} clients per round, "
+                     f"got {k}")
         from lepton_fed.secagg.settings import check_secagg_config
 
         p += check_secagg_config(cfg)
