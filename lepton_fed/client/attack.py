@@ -1,0 +1,107 @@
+"""Malicious virtual clients, for robustness experiments in SIMULATION only.
+
+The ``attack`` config group picks an attack and the fraction of virtual clients that run
+it; the attackers are a seeded choice of partitions (:func:`attackers`), the same in
+every round. A node that reads its own data (``node_config["data-path"]``: a real node)
+never attacks, whatever the run config says.
+
+Attacks (Byzantine clients skip every honest step, so they act AFTER the clip):
+
+* ``sign_flip``: sends ``-scale * delta`` (its honest update reversed);
+* ``scaling``: sends ``factor * delta`` (boosted, as a model-replacement attacker);
+* ``label_flip``: trains on labels ``c - 1 - y`` (``c`` classes), then behaves honestly;
+* ``gaussian``: sends ``N(0, std^2)`` noise in place of its update (seeded per round).
+
+The client round calls :func:`poison_labels` before local training and
+:func:`poison_update` on the clipped update before it is encoded; both return their
+input unchanged on an honest node.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from lepton_fed.client.node import NodeState
+from lepton_fed.utils.seed import derive_seed
+
+__all__ = ["ATTACKS", "attack_problems", "attackers", "is_attacker", "poison_labels",
+           "poison_update"]
+
+#: attack name -> its numeric parameter and that parameter's lower bound (exclusive)
+ATTACKS: dict[str, tuple[str, float] | None] = {
+    "none": None, "sign_flip": ("scale", 0.0), "scaling": ("factor", 0.0),
+    "label_flip": None, "gaussian": ("std", 0.0),
+}
+
+
+def _attack(cfg: DictConfig) -> Any:
+    return cfg.get("attack")
+
+
+def attack_problems(cfg: DictConfig) -> list[str]:
+    """Every problem with ``cfg.attack`` (empty when valid or absent)."""
+    a = _attack(cfg)
+    if a is None:
+        return []
+    name = a.get("name")
+    if name not in ATTACKS:
+        return [f"attack.name={name!r}: choose one of {sorted(ATTACKS)}"]
+    p: list[str] = []
+    frac = a.get("fraction")
+    if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac <= 1:
+        p.append(f"attack.fraction must be a number in [0, 1], got {frac!r}")
+    param = ATTACKS[name]
+    if param is not None:
+        v = a.get(param[0])
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                math.isfinite(v) and v > param[1]):
+            p.append(f"attack.{param[0]} must be a finite number > {param[1]:g}, got {v!r}")
+    return p
+
+
+def attackers(cfg: DictConfig) -> frozenset[int]:
+    """Partition ids of the malicious clients: ``round(fraction * num_clients)`` of
+    them, chosen with a seed derived from ``cfg.seed``."""
+    a = _attack(cfg)
+    if a is None or a.get("name", "none") == "none":
+        return frozenset()
+    n = int(cfg.federation.num_clients)
+    k = int(round(float(a.fraction) * n))
+    return frozenset(random.Random(derive_seed(cfg.seed, "attack")).sample(range(n), k))
+
+
+def is_attacker(node: NodeState, cfg: DictConfig) -> bool:
+    """Whether this node is a malicious VIRTUAL client of ``cfg``'s attack."""
+    nc = node.context.node_config
+    if "data-path" in nc or "partition-id" not in nc:
+        return False
+    return node.partition_id in attackers(cfg)
+
+
+def poison_labels(node: NodeState, cfg: DictConfig, y: np.ndarray, num_classes: int
+                  ) -> np.ndarray:
+    """The labels this node trains on: flipped (``c - 1 - y``) for a label-flip attacker."""
+    if _attack(cfg) is None or cfg.attack.name != "label_flip" or not is_attacker(node, cfg):
+        return y
+    flipped: np.ndarray = (num_classes - 1 - np.asarray(y)).astype(np.asarray(y).dtype)
+    return flipped
+
+
+def poison_update(node: NodeState, cfg: DictConfig, rnd: int, delta: np.ndarray) -> np.ndarray:
+    """The update this node sends: attacked for a sign-flip, scaling or Gaussian attacker."""
+    a = _attack(cfg)
+    if a is None or a.name in ("none", "label_flip") or not is_attacker(node, cfg):
+        return delta
+    if a.name == "sign_flip":
+        out: np.ndarray = (-float(a.scale) * delta).astype(delta.dtype)
+    elif a.name == "scaling":
+        out = (float(a.factor) * delta).astype(delta.dtype)
+    else:
+        rng = np.random.default_rng(derive_seed(cfg.seed, "attack", rnd, node.partition_id))
+        out = rng.normal(0.0, float(a.std), size=delta.shape).astype(delta.dtype)
+    return out
