@@ -109,3 +109,30 @@ def test_pyproject_lists_every_package_of_the_source_tree():
     conf = [n for n in expected if n == "lepton_fed.conf" or n.startswith("lepton_fed.conf.")]
     missing = [n for n in conf if n not in data]
     assert not missing, f"conf groups without package-data (their YAML would not ship): {missing}"
+
+
+def test_root_import_is_light_and_the_api_resolves_lazily():
+    """``import lepton_fed`` loads none of the heavy stacks; each root name loads its own
+    module on first use and is the object its home module defines."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lepton_fed\n"
+        "heavy = ('torch', 'flwr', 'hydra', 'onnx', 'onnxruntime', 'opacus', 'omegaconf')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "lepton_fed.NodePolicy\n"
+        "print('torch' in sys.modules, 'flwr' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[]", "False False"], out.stdout
+    from lepton_fed import _LAZY
+
+    assert set(_LAZY) | {n for n in lepton_fed.__all__ if n not in _LAZY} == set(
+        lepton_fed.__all__)
+    for name, module in _LAZY.items():
+        assert getattr(lepton_fed, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lepton_fed.nope  # noqa: B018
