@@ -107,6 +107,25 @@ def ledger_history(ledger_dir: str | Path, *, delta: float,
     return out
 
 
+def _rows(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if path.is_file():
+        for ln in path.read_text().splitlines():
+            try:
+                row = json.loads(ln)
+            except json.JSONDecodeError:  # a line still being written
+                continue
+            if isinstance(row, dict):
+                out.append(row)
+    return out
+
+
+def _live_summary(last: dict[str, Any]) -> dict[str, Any]:
+    """What a run still going has said about its nodes (its last metrics row)."""
+    per = last.get("epsilon_per_node") or {}
+    return {"privacy": {"per_client": per}, "nodes": {"names": sorted(per)}}
+
+
 def _nodes(summary: dict[str, Any], node: str | None) -> list[dict[str, Any]]:
     privacy = summary.get("privacy") or {}
     per = privacy.get("per_client") or {}
@@ -149,8 +168,8 @@ def build_statement(run_dir: str | Path, *, node: str | None = None,
     privacy = (summary or {}).get("privacy") or {}
     delta = privacy.get("delta", cfg.privacy.get("delta"))
     policy, policy_source = _policy(cfg, policy_path)
-    rows = [ln for ln in (d / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
-        if (d / "metrics.jsonl").is_file() else []
+    rows = _rows(d / "metrics.jsonl")
+    last = rows[-1] if rows else {}
     mech: dict[str, Any] = {"mode": mode, "description": _MECHANISM[mode],
                             "enforced_by": _ENFORCED[mode],
                             "secure_aggregation": bool(cfg.secagg.enabled)}
@@ -168,12 +187,12 @@ def build_statement(run_dir: str | Path, *, node: str | None = None,
         "run_dir": str(d), "finished": summary is not None,
         "rounds_completed": (summary or {}).get("rounds_completed", len(rows)),
         "rounds_planned": int(cfg.federation.rounds), "mechanism": mech,
-        "spent": {"epsilon": privacy.get("epsilon"), "delta": delta,
+        "spent": {"epsilon": privacy.get("epsilon", last.get("epsilon")), "delta": delta,
                   "scope": {"dpsgd": "max over nodes; each node's figure is its ledger's "
                                      "total on its data",
                             "central": "the released models, against everyone but the "
                                        "coordinator", "none": "nothing is bounded"}[mode]},
-        "nodes": _nodes(summary, node) if summary else [],
+        "nodes": _nodes(summary or _live_summary(last), node) if summary or last else [],
         "policy": {"source": policy_source, **policy.to_mapping()},
         "left_in_clear": clear_items(cfg, policy, summary),
         "who_sees": who_sees(cfg),
