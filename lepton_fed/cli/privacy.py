@@ -6,6 +6,12 @@ Examples::
     lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 \\
         --target-epsilon 8
     lepton-fed privacy --mode central --rounds 20 --clients-per-round 10 --sigma 1.0
+    lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 \\
+        --target-epsilon 8 --accountant rdp
+
+Both accountants' epsilons are printed; ``--accountant`` (default pld, as
+``privacy.accountant``) is the one that calibrates sigma for ``--target-epsilon``. Both
+are upper bounds on the true epsilon; PLD (privacy loss distributions) is the tighter.
 
 dpsgd: sample-level epsilon of ONE client, assuming it trains in every round (the
 worst case: a client sampled less often spends less; client sampling is not used
@@ -25,6 +31,7 @@ import sys
 from typing import Any
 
 from lepton_fed.errors import ConfigError
+from lepton_fed.privacy.pld import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 
 __all__ = ["register", "run"]
 
@@ -61,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--delta", type=float, default=1e-5, help="target delta (default 1e-5)"
+    )
+    p.add_argument(
+        "--accountant", choices=list(ACCOUNTANTS), default=DEFAULT_ACCOUNTANT,
+        help=f"accountant that calibrates sigma (default {DEFAULT_ACCOUNTANT}); "
+        "both epsilons are printed",
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON object instead of text"
@@ -107,8 +119,8 @@ def _problems(args: argparse.Namespace) -> list[str]:
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     from lepton_fed.privacy import analysis as pa
 
-    r, d = args.rounds, args.delta
-    res: dict[str, Any] = {"mode": args.mode, "rounds": r, "delta": d}
+    r, d, acc = args.rounds, args.delta, args.accountant
+    res: dict[str, Any] = {"mode": args.mode, "rounds": r, "delta": d, "accountant": acc}
     if args.mode == "dpsgd":
         sch = pa.local_schedule(
             num_examples=args.examples,
@@ -132,14 +144,14 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
                 delta=d,
                 sample_rate=sch.sample_rate,
                 steps=steps,
+                accountant=acc,
             )
             res["target_epsilon"] = args.target_epsilon
-        res["epsilon"] = pa.epsilon_for(
-            noise_multiplier=res["sigma"],
-            sample_rate=sch.sample_rate,
-            steps=steps,
-            delta=d,
-        )
+        for a in ACCOUNTANTS:
+            res[f"epsilon_{a}"] = pa.epsilon_for(
+                noise_multiplier=res["sigma"], sample_rate=sch.sample_rate, steps=steps,
+                delta=d, accountant=a,
+            )
         res["delta_above_1_over_n"] = d >= 1.0 / args.examples
     else:
         m = args.clients_per_round
@@ -147,18 +159,20 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             res["sigma"] = args.sigma
         else:
             res["sigma"] = pa.central_noise_multiplier_for(
-                target_epsilon=args.target_epsilon, delta=d, rounds=r
+                target_epsilon=args.target_epsilon, delta=d, rounds=r, accountant=acc
             )
             res["target_epsilon"] = args.target_epsilon
-        res["epsilon"] = pa.central_epsilon(
-            noise_multiplier=res["sigma"], rounds=r, delta=d
-        )
+        for a in ACCOUNTANTS:
+            res[f"epsilon_{a}"] = pa.central_epsilon(
+                noise_multiplier=res["sigma"], rounds=r, delta=d, accountant=a
+            )
         res.update(
             clients_per_round=m,
             clip=args.clip,
             noise_std_sum=res["sigma"] * args.clip,
             noise_std_mean=res["sigma"] * args.clip / m,
         )
+    res["epsilon"] = res[f"epsilon_{acc}"]
     return res
 
 
@@ -179,15 +193,22 @@ def _text(res: dict[str, Any]) -> str:
             f"noise: std {res['noise_std_sum']:.6g} on the sum of {res['clients_per_round']} "
             f"clipped updates = {res['noise_std_mean']:.6g} on their mean (clip {res['clip']:g})",
         ]
+    acc = res["accountant"]
+    other = next(a for a in ACCOUNTANTS if a != acc)
     if "target_epsilon" in res:
         lines.append(
             f"sigma needed: {res['sigma']:.6g} (epsilon {res['epsilon']:.4f} <= target "
-            f"{res['target_epsilon']:g} at delta {res['delta']:g})"
+            f"{res['target_epsilon']:g} at delta {res['delta']:g}, {acc.upper()})"
         )
     else:
         lines.append(
-            f"epsilon: {res['epsilon']:.4f} at delta {res['delta']:g} (sigma {res['sigma']:g}, RDP)"
+            f"epsilon: {res['epsilon']:.4f} at delta {res['delta']:g} (sigma {res['sigma']:g}, "
+            f"{acc.upper()})"
         )
+    lines.append(
+        f"same run under {other.upper()}: epsilon {res[f'epsilon_{other}']:.4f} "
+        "(both are upper bounds; PLD is the tighter)"
+    )
     if res.get("delta_above_1_over_n"):
         lines.append(
             f"warning: delta {res['delta']:g} >= 1/examples; a mechanism that publishes one "

@@ -19,6 +19,7 @@ Where the ledger lives and what keys it (:func:`ledger_key`):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -43,9 +44,11 @@ from lepton_fed.privacy.analysis import (
     noise_multiplier_for,
 )
 from lepton_fed.privacy.dpsgd import choose_grad_sample_mode
+from lepton_fed.privacy.pld import ACCOUNTANTS, run_accountant
 
 __all__ = [
     "DPDecision",
+    "dp_report",
     "dp_settings_or_decline",
     "is_real_node",
     "ledger_key",
@@ -54,6 +57,7 @@ __all__ = [
 ]
 
 _RESERVATION = "dp-reservation"  # node state: "<ledger key> <reservation id>"
+_REPORT = "dp-report"  # node state: JSON of the last settled round's figures
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,10 @@ def _store(node: NodeState) -> FileLedger | None:
     return FileLedger(d, node_id=str(node.context.node_id)) if d else None
 
 
-def _eps(ledger: PrivacyLedger, delta: float, *, without: str | None = None) -> float:
+def _eps(ledger: PrivacyLedger, delta: float, accountant: str, *,
+         without: str | None = None) -> float:
     h = [e.as_tuple() for e in ledger.events if without is None or e.reservation != without]
-    return epsilon_for_history(h, delta=delta) if h else 0.0
+    return epsilon_for_history(h, delta=delta, accountant=accountant) if h else 0.0
 
 
 def _sigma(node: NodeState, cfg: DictConfig, sample_rate: float, steps: int) -> float:
@@ -159,7 +164,8 @@ def _sigma(node: NodeState, cfg: DictConfig, sample_rate: float, steps: int) -> 
         else:
             sigma = noise_multiplier_for(
                 target_epsilon=float(pr.epsilon), delta=float(pr.delta),
-                sample_rate=sample_rate, steps=int(cfg.federation.rounds) * steps)
+                sample_rate=sample_rate, steps=int(cfg.federation.rounds) * steps,
+                accountant=run_accountant(cfg))
         node.set("dp-sigma", float(sigma))
     return float(sigma)
 
@@ -187,6 +193,7 @@ def _reserve(
 ) -> DPDecision:
     pr = cfg.privacy
     delta = float(pr.delta)
+    acc = run_accountant(cfg)
     store = _store(node)
     if is_real_node(node) and store is None:
         return DPDecision(None, 0.0, LEDGER_REQUIRED,
@@ -201,14 +208,16 @@ def _reserve(
                            steps=sch.steps, round=round_)
     try:
         if store is not None:
-            ledger, held = store.reserve(key, planned, target_epsilon=_target(cfg), delta=delta)
+            ledger, held = store.reserve(key, planned, target_epsilon=_target(cfg),
+                                         delta=delta, accountant=acc)
         else:
             ledger = _state_ledger(node, key)
-            held = ledger.reserve(planned, target_epsilon=_target(cfg), delta=delta)
+            held = ledger.reserve(planned, target_epsilon=_target(cfg), delta=delta,
+                                  accountant=acc)
             node.set("dp-ledger", ledger.to_bytes())
     except PrivacyBudgetExhausted:
         spent = store.load(key) if store is not None else _state_ledger(node, key)
-        return DPDecision(None, _eps(spent, delta), BUDGET_EXHAUSTED,
+        return DPDecision(None, _eps(spent, delta, acc), BUDGET_EXHAUSTED,
                           f"this round would take the ledger above privacy.epsilon="
                           f"{pr.epsilon} at privacy.delta={pr.delta}", key)
     assert held.reservation is not None
@@ -220,7 +229,7 @@ def _reserve(
         secure_mode=bool(pr.secure_mode),
         reproducible=bool(pr.get("reproducible", False)),
     )
-    return DPDecision(settings, _eps(ledger, delta, without=held.reservation), None, "",
+    return DPDecision(settings, _eps(ledger, delta, acc, without=held.reservation), None, "",
                       key, held.reservation)
 
 
@@ -261,7 +270,18 @@ def record_round(
         ledger.settle(reservation, actual)
         node.set("dp-ledger", ledger.to_bytes())
     node.set(_RESERVATION, "")
-    return _eps(ledger, float(cfg.privacy.delta))
+    delta, acc = float(cfg.privacy.delta), run_accountant(cfg)
+    report = {f"epsilon-{a}": _eps(ledger, delta, a) for a in ACCOUNTANTS}
+    node.set(_REPORT, json.dumps(report))
+    return report[f"epsilon-{acc}"]
+
+
+def dp_report(node: NodeState) -> dict[str, float]:
+    """Figures of the last settled round, for the train reply's metrics (the node's
+    policy filters them like every metric): ``epsilon-rdp`` and ``epsilon-pld``, the
+    node's whole spend under each accountant. Empty before the first settled round."""
+    raw = node.get(_REPORT)
+    return {str(k): float(v) for k, v in json.loads(str(raw)).items()} if raw else {}
 
 
 def dp_settings_or_decline(

@@ -13,8 +13,14 @@ Nothing here holds state or touches data. Two mechanisms are covered:
   noise, with no amplification by client sampling. Accounted with Flower's
   ``RdpAccountant`` (backed by ``dp-accounting``).
 
-Epsilon values are upper bounds: the conversion minimises over the finite set of RDP
-orders :data:`DEFAULT_ORDERS`, so a coarser order set can only make epsilon larger.
+Every function takes ``accountant="rdp"`` (default) or ``"pld"``: the same mechanisms
+accounted with privacy loss distributions (:mod:`lepton_fed.privacy.pld`), 7-10 %
+tighter on our settings. A run chooses one with ``privacy.accountant`` (default
+``pld``) and uses it for calibration and for its ledger's budget check alike.
+
+Epsilon values are upper bounds: the RDP conversion minimises over the finite set of
+orders :data:`DEFAULT_ORDERS`, so a coarser order set can only make epsilon larger;
+PLD discretizes pessimistically.
 
 Pinned values. Opacus's own ``tests/accountants_test.py`` pins the first one; the
 second is the 144-example, batch-16, 5-round client measured in
@@ -41,6 +47,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+from lepton_fed.privacy.pld import check_accountant, pld_central_epsilon, pld_epsilon
 
 __all__ = [
     "DEFAULT_ORDERS",
@@ -232,6 +240,7 @@ def epsilon_for(
     steps: int,
     delta: float,
     orders: Sequence[float] | None = None,
+    accountant: str = "rdp",
 ) -> float:
     """Epsilon spent by ``steps`` DP-SGD steps with Poisson sampling.
 
@@ -247,7 +256,8 @@ def epsilon_for(
         sample_rate: per-step inclusion probability q in (0, 1].
         steps: number of optimizer steps, >= 0.
         delta: target δ in (0, 1).
-        orders: RDP orders to optimise over (default :data:`DEFAULT_ORDERS`).
+        orders: RDP orders to optimise over (default :data:`DEFAULT_ORDERS`; RDP only).
+        accountant: ``"rdp"`` or ``"pld"``.
 
     Returns:
         Epsilon (0.0 for zero steps; may be ``inf`` for tiny σ).
@@ -261,7 +271,8 @@ def epsilon_for(
         4.7285
     """
     return epsilon_for_history(
-        [(noise_multiplier, sample_rate, steps)], delta=delta, orders=orders
+        [(noise_multiplier, sample_rate, steps)], delta=delta, orders=orders,
+        accountant=accountant,
     )
 
 
@@ -270,16 +281,19 @@ def epsilon_for_history(
     *,
     delta: float,
     orders: Sequence[float] | None = None,
+    accountant: str = "rdp",
 ) -> float:
-    """Epsilon of a heterogeneous sequence of DP-SGD phases, composed with RDP.
+    """Epsilon of a heterogeneous sequence of DP-SGD phases, composed with RDP or PLD.
 
-    Each entry is ``(noise_multiplier, sample_rate, steps)``; the RDP curves add up and
-    are converted to one (ε, δ) at the end, which is tighter than adding per-phase
-    epsilons. Same guarantee and assumptions as :func:`epsilon_for`; all phases must
-    run on the same dataset (the accounting unit is one example of it).
+    Each entry is ``(noise_multiplier, sample_rate, steps)``; the RDP curves add up (or
+    the loss distributions convolve) and are converted to one (ε, δ) at the end, which
+    is tighter than adding per-phase epsilons. Same guarantee and assumptions as
+    :func:`epsilon_for`; all phases must run on the same dataset (the accounting unit
+    is one example of it).
 
     Raises:
-        ValueError: an entry or ``delta`` is out of range.
+        ValueError: an entry, ``delta`` or ``accountant`` is out of range, or
+            ``orders`` with the PLD accountant.
 
     Example:
         >>> h = [(1.0, 0.01, 500), (2.0, 0.02, 300)]
@@ -291,7 +305,16 @@ def epsilon_for_history(
     """
     d = _check_delta(delta)
     o = _check_orders(orders)
+    if _accountant(accountant, o) == "pld":
+        return pld_epsilon(_pairs(history), d)
     return _epsilon(_pairs(history), d, o)
+
+
+def _accountant(accountant: object, orders: tuple[float, ...] | None) -> str:
+    a = check_accountant(accountant)
+    if a == "pld" and orders is not None:
+        raise ValueError("orders are RDP orders; the PLD accountant takes none")
+    return a
 
 
 def _calibrate(eps_of_sigma: Callable[[float], float], target: float) -> float:
@@ -339,6 +362,7 @@ def noise_multiplier_for(
     sample_rate: float,
     steps: int,
     orders: Sequence[float] | None = None,
+    accountant: str = "rdp",
 ) -> float:
     """Smallest noise multiplier whose DP-SGD run stays within ``target_epsilon``.
 
@@ -346,8 +370,9 @@ def noise_multiplier_for(
     epochs), then keep σ fixed; calibrating per round both costs time and, with a
     per-round target, does not bound the total. Guarantee and assumptions as in
     :func:`epsilon_for`; the result satisfies
-    ``epsilon_for(noise_multiplier=result, ...) <= target_epsilon``, within a
-    relative precision of 1e-6 on σ.
+    ``epsilon_for(noise_multiplier=result, ..., accountant=accountant) <=
+    target_epsilon``, within a relative precision of 1e-6 on σ. Results are cached
+    (nodes of one simulation with equal schedules calibrate once).
 
     Raises:
         ValueError: an argument is out of range, or the target cannot be met with
@@ -367,6 +392,15 @@ def noise_multiplier_for(
     q = _check_sample_rate(sample_rate)
     n = _check_int("steps", steps, minimum=1)
     o = _check_orders(orders)
+    return _calibrated_sigma(t, d, q, n, o, _accountant(accountant, o))
+
+
+@lru_cache(maxsize=256)
+def _calibrated_sigma(
+    t: float, d: float, q: float, n: int, o: tuple[float, ...] | None, accountant: str
+) -> float:
+    if accountant == "pld":
+        return _calibrate(lambda s: pld_epsilon({(s, q): n}, d), t)
     return _calibrate(lambda s: _epsilon({(s, q): n}, d, o), t)
 
 
@@ -414,7 +448,9 @@ def _central_rdp_accountant(delta: float, population_size: int = 1) -> object:
     )
 
 
-def central_epsilon(*, noise_multiplier: float, rounds: int, delta: float) -> float:
+def central_epsilon(
+    *, noise_multiplier: float, rounds: int, delta: float, accountant: str = "rdp"
+) -> float:
     """Client-level epsilon of ``rounds`` central-DP (DP-FedAvg) releases.
 
     Each round releases ``sum_i clip(Δ_i, C) + N(0, (σC)^2 I)`` (or that divided by a
@@ -426,6 +462,8 @@ def central_epsilon(*, noise_multiplier: float, rounds: int, delta: float) -> fl
     released global models, but **not** against the aggregator that adds the noise
     (it sees the un-noised sum). Void if the noise is not added, if C is not enforced
     on every update, or if the mean's denominator depends on who replied.
+    ``accountant="rdp"`` uses Flower's ``RdpAccountant``; ``"pld"`` the exact
+    composition of Gaussians (one Gaussian of σ/√rounds) through ``dp-accounting``'s PLD.
 
     Raises:
         ValueError: an argument is out of range.
@@ -433,8 +471,11 @@ def central_epsilon(*, noise_multiplier: float, rounds: int, delta: float) -> fl
     s = _check_noise_multiplier(noise_multiplier)
     r = _check_int("rounds", rounds, minimum=0)
     d = _check_delta(delta)
+    a = check_accountant(accountant)
     if r == 0:
         return 0.0
+    if a == "pld":
+        return pld_central_epsilon({s: r}, d)
     from flwr.serverapp import GaussianPrivacyEvent
 
     acc = _central_rdp_accountant(d)
@@ -445,7 +486,7 @@ def central_epsilon(*, noise_multiplier: float, rounds: int, delta: float) -> fl
 
 
 def central_noise_multiplier_for(
-    *, target_epsilon: float, delta: float, rounds: int
+    *, target_epsilon: float, delta: float, rounds: int, accountant: str = "rdp"
 ) -> float:
     """Smallest noise multiplier keeping ``rounds`` central-DP releases within target.
 
@@ -462,6 +503,7 @@ def central_noise_multiplier_for(
     t = _check_epsilon("target_epsilon", target_epsilon)
     d = _check_delta(delta)
     r = _check_int("rounds", rounds, minimum=1)
+    a = check_accountant(accountant)
     return _calibrate(
-        lambda z: central_epsilon(noise_multiplier=z, rounds=r, delta=d), t
+        lambda z: central_epsilon(noise_multiplier=z, rounds=r, delta=d, accountant=a), t
     )

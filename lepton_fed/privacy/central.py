@@ -5,8 +5,8 @@ the server adds ``N(0, (σC)^2 I)`` to the **sum** of the clipped updates
 (:func:`add_gaussian_noise`), then divides by the *planned* number of clients ``m``
 (fixed and public, never the number that actually replied). Noise on the sum works
 when the server only ever sees the sum (secure aggregation), and equals Flower's
-``std = σC/m`` on the mean. :class:`CentralAccountant` composes the rounds with RDP
-(McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models").
+``std = σC/m`` on the mean. :class:`CentralAccountant` composes the rounds with RDP or
+PLD (McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models").
 
 Guarantee: client-level (ε, δ)-DP, add/remove-one-client adjacency, for the sequence
 of released global models, against anyone who sees them (other clients, model users).
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CentralAccountant", "add_gaussian_noise", "clip_update"]
 
+# The "/rdp" suffix dates from when RDP was the only accountant; the state (σ and m per
+# round) is accountant-neutral, and kept under this name so stored states still load.
 MECHANISM = "central/gaussian-sum/no-amplification/rdp"
 STATE_VERSION = 1
 _STATE_KEYS = frozenset({"version", "mechanism", "delta", "population_size", "rounds"})
@@ -134,20 +136,29 @@ def add_gaussian_noise(
 
 
 class CentralAccountant:
-    """Client-level privacy spent by central-DP rounds, composed with RDP.
+    """Client-level privacy spent by central-DP rounds, composed with RDP or PLD.
 
-    Wraps Flower's ``RdpAccountant`` (``dp-accounting`` backend) with
-    ``NO_AMPLIFICATION`` and ``ADD_OR_REMOVE_ONE``: every round counts in full, which
-    is exact for a client that takes part in every round and an upper bound for the
-    others. Guarantee and assumptions: see the module docstring.
+    RDP: Flower's ``RdpAccountant`` (``dp-accounting`` backend) with
+    ``NO_AMPLIFICATION`` and ``ADD_OR_REMOVE_ONE``. PLD: the exact composition of the
+    rounds' Gaussian mechanisms (:func:`~lepton_fed.privacy.pld.pld_central_epsilon`).
+    Either way every round counts in full, which is exact for a client that takes part
+    in every round and an upper bound for the others. Guarantee and assumptions: see
+    the module docstring.
 
     Args:
         delta: target δ in (0, 1) at which :attr:`epsilon` is reported.
         population_size: number of clients in the federation (metadata here: no
             amplification is claimed; it bounds ``num_clients`` per round).
+        accountant: ``"rdp"`` or ``"pld"``: the one :attr:`epsilon` and
+            :meth:`can_afford` use (:meth:`epsilon_with` gives either).
     """
 
-    def __init__(self, *, delta: float, population_size: int) -> None:
+    def __init__(
+        self, *, delta: float, population_size: int, accountant: str = "rdp"
+    ) -> None:
+        from lepton_fed.privacy.pld import check_accountant
+
+        self.accountant = check_accountant(accountant)
         self.delta = _check_delta(delta)
         self.population_size = _check_int("population_size", population_size, minimum=1)
         self._rounds: list[tuple[float, int]] = []
@@ -179,14 +190,27 @@ class CentralAccountant:
 
     @property
     def epsilon(self) -> float:
-        """Epsilon spent so far at :attr:`delta` (0.0 before the first round)."""
+        """Epsilon spent so far at :attr:`delta` with :attr:`accountant` (0.0 before
+        the first round)."""
+        return self.epsilon_with(self.accountant)
+
+    def epsilon_with(self, accountant: str) -> float:
+        """Epsilon spent so far at :attr:`delta` with ``accountant`` (``rdp``/``pld``)."""
+        from lepton_fed.privacy.pld import check_accountant, pld_central_epsilon
+
         if not self._rounds:
             return 0.0
+        if check_accountant(accountant) == "pld":
+            by_sigma: dict[float, int] = {}
+            for s, _m in self._rounds:
+                by_sigma[s] = by_sigma.get(s, 0) + 1
+            return pld_central_epsilon(by_sigma, self.delta)
         return float(self._acc.get_epsilon(self.delta))
 
     def projected_epsilon(self, *, noise_multiplier: float, num_clients: int) -> float:
         """Epsilon after one more round with these parameters (state unchanged)."""
-        tmp = CentralAccountant(delta=self.delta, population_size=self.population_size)
+        tmp = CentralAccountant(delta=self.delta, population_size=self.population_size,
+                                accountant=self.accountant)
         tmp.load_state_dict(self.state_dict())
         tmp.step(noise_multiplier=noise_multiplier, num_clients=num_clients)
         return tmp.epsilon

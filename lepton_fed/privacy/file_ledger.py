@@ -39,7 +39,9 @@ class FileLedger:
 
     Guarantee: with every writer going through these methods, the stored epsilon of a
     key never exceeds the ``target_epsilon`` of the reservations and charges that
-    wrote it (each checked against everything stored, pending included, at the time).
+    wrote it (each checked against everything stored, pending included, at the time),
+    under the accountant each check was given (both accountants are upper bounds on the
+    true epsilon, so a target kept under either is kept).
     Needs POSIX ``fcntl`` and a file system whose ``flock`` is honoured by every
     process that shares the directory (a local disk; not every network file system).
 
@@ -122,8 +124,10 @@ class FileLedger:
         *,
         target_epsilon: float,
         delta: float,
+        accountant: str = "rdp",
     ) -> tuple[PrivacyLedger, PrivacyEvent]:
-        """Check the budget and record ``event`` as a pending reservation, locked.
+        """Check the budget (with ``accountant``: ``"rdp"`` or ``"pld"``) and record
+        ``event`` as a pending reservation, locked.
 
         Returns:
             ``(ledger, reserved)``: the stored ledger after the reservation and the
@@ -135,7 +139,8 @@ class FileLedger:
         """
         with self._locked(key):
             ledger = self._read(key) or PrivacyLedger(dataset=key, node_id=self.node_id)
-            reserved = ledger.reserve(event, target_epsilon=target_epsilon, delta=delta)
+            reserved = ledger.reserve(event, target_epsilon=target_epsilon, delta=delta,
+                                      accountant=accountant)
             self._write(ledger)
             return ledger, reserved
 
@@ -169,8 +174,10 @@ class FileLedger:
         *,
         target_epsilon: float,
         delta: float,
+        accountant: str = "rdp",
     ) -> PrivacyLedger:
-        """Check the budget and record ``event`` for ``key`` in one locked step.
+        """Check the budget (with ``accountant``) and record ``event`` for ``key`` in
+        one locked step.
 
         Returns:
             The updated ledger.
@@ -181,7 +188,8 @@ class FileLedger:
         """
         with self._locked(key):
             ledger = self._read(key) or PrivacyLedger(dataset=key, node_id=self.node_id)
-            ledger.require(event, target_epsilon=target_epsilon, delta=delta)
+            ledger.require(event, target_epsilon=target_epsilon, delta=delta,
+                           accountant=accountant)
             ledger.record(event)
             self._write(ledger)
             return ledger

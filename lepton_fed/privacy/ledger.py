@@ -46,8 +46,11 @@ LEDGER_FORMAT = "lepton-fed/privacy-ledger"
 LEDGER_VERSION = 2
 #: Versions this code reads (version 1 had no reservations; it is upgraded on save).
 READABLE_VERSIONS = (1, 2)
-#: The only mechanism a ledger accounts: Poisson-subsampled Gaussian steps (DP-SGD),
-#: composed with RDP. A ledger claiming anything else is refused on load.
+#: The only mechanism a ledger holds: Poisson-subsampled Gaussian steps (DP-SGD). A
+#: ledger claiming anything else is refused on load. (The stored events are
+#: accountant-neutral ``(σ, q, steps)``; the "/rdp" suffix dates from when RDP was the
+#: only accountant and stays so that every stored ledger keeps its digest. Each budget
+#: check composes them with the accountant it is given.)
 MECHANISM = "dpsgd/poisson-subsampled-gaussian/rdp"
 _TOP_KEYS = frozenset(
     {"format", "version", "mechanism", "dataset", "node_id", "events", "digest"}
@@ -249,30 +252,39 @@ class PrivacyLedger:
         )
 
     # ------------------------------------------------------------- accounting
+    # Every check takes the run's accountant ("rdp" or "pld", privacy.accountant); the
+    # default "rdp" is the more conservative one. Both give valid upper bounds on the
+    # true epsilon, so a budget kept under either one is kept.
 
-    def epsilon(self, *, delta: float) -> float:
+    def epsilon(self, *, delta: float, accountant: str = "rdp") -> float:
         """Epsilon spent so far at ``delta``, over the whole history (0.0 if empty)."""
-        return epsilon_for_history(self.history, delta=delta)
+        return epsilon_for_history(self.history, delta=delta, accountant=accountant)
 
-    def projected_epsilon(self, event: PrivacyEvent, *, delta: float) -> float:
+    def projected_epsilon(
+        self, event: PrivacyEvent, *, delta: float, accountant: str = "rdp"
+    ) -> float:
         """Epsilon the history would reach if ``event`` were recorded."""
-        return epsilon_for_history([*self.history, event.as_tuple()], delta=delta)
+        return epsilon_for_history([*self.history, event.as_tuple()], delta=delta,
+                                   accountant=accountant)
 
     def can_afford(
-        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float,
+        accountant: str = "rdp",
     ) -> bool:
         """Whether recording ``event`` keeps epsilon within ``target_epsilon``.
 
         A relative tolerance of 1e-9 absorbs floating-point noise of the accountant,
-        so a σ from :func:`~lepton_fed.privacy.analysis.noise_multiplier_for` for the
-        whole run affords exactly the planned rounds.
+        so a σ from :func:`~lepton_fed.privacy.analysis.noise_multiplier_for` (with the
+        same accountant) for the whole run affords exactly the planned rounds.
         """
         t = _check_epsilon("target_epsilon", target_epsilon)
         _check_delta(delta)
-        return self.projected_epsilon(event, delta=delta) <= t * (1.0 + _REL_TOL)
+        eps = self.projected_epsilon(event, delta=delta, accountant=accountant)
+        return eps <= t * (1.0 + _REL_TOL)
 
     def require(
-        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float,
+        accountant: str = "rdp",
     ) -> None:
         """Like :meth:`can_afford`, but raise instead of returning False.
 
@@ -280,12 +292,14 @@ class PrivacyLedger:
             PrivacyBudgetExhausted: the round would exceed the budget; the message
                 says what was spent and what the round would bring it to.
         """
-        if not self.can_afford(event, target_epsilon=target_epsilon, delta=delta):
+        if not self.can_afford(event, target_epsilon=target_epsilon, delta=delta,
+                               accountant=accountant):
+            spent = self.epsilon(delta=delta, accountant=accountant)
+            after = self.projected_epsilon(event, delta=delta, accountant=accountant)
             raise PrivacyBudgetExhausted(
-                f"dataset {self._dataset[:16]}: spent epsilon={self.epsilon(delta=delta):.4f}; "
+                f"dataset {self._dataset[:16]}: spent epsilon={spent:.4f} ({accountant}); "
                 f"this round ({event.steps} steps, sigma={event.noise_multiplier:.4g}, "
-                f"q={event.sample_rate:.4g}) would reach "
-                f"{self.projected_epsilon(event, delta=delta):.4f} > target "
+                f"q={event.sample_rate:.4g}) would reach {after:.4f} > target "
                 f"{target_epsilon} at delta={delta}"
             )
 
@@ -307,7 +321,8 @@ class PrivacyLedger:
         return event
 
     def reserve(
-        self, event: PrivacyEvent, *, target_epsilon: float, delta: float
+        self, event: PrivacyEvent, *, target_epsilon: float, delta: float,
+        accountant: str = "rdp",
     ) -> PrivacyEvent:
         """Check the budget for ``event`` and record it as a pending reservation.
 
@@ -323,7 +338,8 @@ class PrivacyLedger:
         """
         if not isinstance(event, PrivacyEvent):
             raise ValueError(f"event must be a PrivacyEvent; got {event!r}")
-        self.require(event, target_epsilon=target_epsilon, delta=delta)
+        self.require(event, target_epsilon=target_epsilon, delta=delta,
+                     accountant=accountant)
         stored = replace(event, reservation=uuid.uuid4().hex, pending=True,
                          recorded_at=_now())
         self._events.append(stored)

@@ -1,5 +1,7 @@
 """Server-side privacy bookkeeping: central-DP noise and accounting, and the run's
-privacy summary (per-client DP-SGD epsilons reported by the nodes' ledgers).
+privacy summary (per-client DP-SGD epsilons reported by the nodes' ledgers, under
+both accountants when the nodes' policies let them send both, and the DP-SGD
+hyperparameters the nodes chose themselves: ``privacy.auto``).
 
 Central-DP noise comes from OS entropy (:class:`~lepton_fed.privacy.noise.OSNoise`;
 ``privacy.secure_mode``: :class:`~lepton_fed.privacy.noise.SecureNoise`), never from
@@ -10,6 +12,7 @@ Central-DP noise comes from OS entropy (:class:`~lepton_fed.privacy.noise.OSNois
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,7 @@ from omegaconf import DictConfig
 
 from lepton_fed.errors import ConfigError
 from lepton_fed.privacy.noise import REPRODUCIBLE_RISK, check_noise_config, noise_source
+from lepton_fed.privacy.pld import ACCOUNTANTS, run_accountant
 from lepton_fed.utils.seed import derive_seed
 
 __all__ = ["ServerPrivacy"]
@@ -46,6 +50,10 @@ class ServerPrivacy:
         self.delta = cfg.privacy.delta
         self.noise_multiplier: float | None = None
         self.accountant: Any = None
+        self.accountant_name = run_accountant(cfg)
+        # per accountant, per node: the largest epsilon its replies reported
+        self.node_eps: dict[str, dict[str, float]] = {a: {} for a in ACCOUNTANTS}
+        self.node_auto: dict[str, dict[str, float]] = {}  # node -> DP settings it chose
         problems = check_noise_config(cfg)
         if problems:
             raise ConfigError(problems)
@@ -61,10 +69,11 @@ class ServerPrivacy:
             if cfg.privacy.epsilon is not None:
                 z = central_noise_multiplier_for(
                     target_epsilon=float(cfg.privacy.epsilon), delta=float(self.delta),
-                    rounds=int(cfg.federation.rounds))
+                    rounds=int(cfg.federation.rounds), accountant=self.accountant_name)
             self.noise_multiplier = float(z)
             self.accountant = CentralAccountant(
-                delta=float(self.delta), population_size=int(cfg.federation.num_clients))
+                delta=float(self.delta), population_size=int(cfg.federation.num_clients),
+                accountant=self.accountant_name)
 
     def noisy_mean(self, total: np.ndarray, rnd: int) -> np.ndarray:
         """Noised sum of clipped updates divided by the PLANNED cohort size.
@@ -87,6 +96,20 @@ class ServerPrivacy:
             self.accountant.step(noise_multiplier=float(self.noise_multiplier or 0.0),
                                  num_clients=num_clients)
 
+    def observe(self, node: str, metrics: Mapping[str, Any]) -> None:
+        """Take the DP figures of one train reply (whatever its node's policy let it
+        send in the clear): ``epsilon-rdp`` / ``epsilon-pld`` and the ``dp-*`` settings
+        the node chose (:func:`lepton_fed.client.dp.dp_report`)."""
+        for a in ACCOUNTANTS:
+            v = metrics.get(f"epsilon-{a}")
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                self.node_eps[a][node] = max(self.node_eps[a].get(node, 0.0), float(v))
+        chosen = {k[3:]: float(v) for k, v in metrics.items()
+                  if k.startswith("dp-") and isinstance(v, int | float)
+                  and not isinstance(v, bool)}
+        if chosen:
+            self.node_auto[node] = chosen
+
     def epsilon(self, per_client: dict[str, float]) -> float | None:
         """Epsilon spent so far: max over clients (dpsgd) or the server's (central)."""
         if self.mode == "dpsgd":
@@ -103,6 +126,8 @@ class ServerPrivacy:
             "reproducible": self.reproducible,
         }
         if self.mode != "none":
+            out |= {"accountant": self.accountant_name, "epsilons": self._epsilons(per_client)}
+        if self.mode != "none":
             name = "seeded" if self.reproducible else "secure" if self.secure_mode else "os"
             out |= {"secure_mode": self.secure_mode, "noise": _NOISE[name]}
         if self.mode == "dpsgd":
@@ -111,5 +136,19 @@ class ServerPrivacy:
                     "grad_sample_mode": self.cfg.privacy.grad_sample_mode}
         if self.mode == "central":
             out |= {"noise_multiplier": self.noise_multiplier, "clip": self.cfg.privacy.clip,
-                    "accounting": "rdp, Gaussian mechanism per round, no sampling amplification"}
+                    "accounting": f"{self.accountant_name}, Gaussian mechanism per round, "
+                                  "no sampling amplification"}
+        return out
+
+    def _epsilons(self, per_client: dict[str, float]) -> dict[str, float | None]:
+        """Epsilon under each accountant: the server's own (central), or the largest a
+        node reported (dpsgd; None when no node's policy let it send that one)."""
+        if self.mode == "central" and self.accountant is not None:
+            return {a: self.accountant.epsilon_with(a) for a in ACCOUNTANTS}
+        out: dict[str, float | None] = {}
+        for a in ACCOUNTANTS:
+            seen = dict(self.node_eps[a])
+            if a == self.accountant_name:
+                seen |= {k: max(v, seen.get(k, 0.0)) for k, v in per_client.items()}
+            out[a] = max(seen.values()) if seen else None
         return out

@@ -23,15 +23,42 @@ def run(argv, capsys):
 
 
 def test_dpsgd_sigma_prints_epsilon(capsys):
-    code, out, _ = run([*PLAN, "--sigma", "0.879"], capsys)
+    code, out, _ = run([*PLAN, "--sigma", "0.879", "--accountant", "rdp"], capsys)
     assert code == 0
-    assert "epsilon: 7.9938 at delta 1e-05" in out
+    assert "epsilon: 7.9938 at delta 1e-05 (sigma 0.879, RDP)" in out
     assert "45 steps" in out and "every round" in out
+    assert "same run under PLD: epsilon 6.99" in out
+
+
+def test_default_accountant_is_pld_and_both_epsilons_are_shown(capsys):
+    from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent
+    from dp_accounting.pld import PLDAccountant
+
+    code, out, _ = run([*PLAN, "--sigma", "0.879", "--json"], capsys)
+    res = json.loads(out)
+    acc = PLDAccountant(value_discretization_interval=1e-4)
+    acc.compose(PoissonSampledDpEvent(1 / 9, GaussianDpEvent(0.879)), 45)
+    assert code == 0 and res["accountant"] == "pld"
+    assert res["epsilon"] == res["epsilon_pld"]
+    assert res["epsilon_pld"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-3)
+    assert res["epsilon_rdp"] == pytest.approx(7.9938, abs=1e-4)
+    assert res["epsilon_pld"] < res["epsilon_rdp"]
+
+
+def test_target_calibrates_with_the_chosen_accountant(capsys):
+    _, out, _ = run([*PLAN, "--target-epsilon", "3", "--json"], capsys)
+    pld = json.loads(out)
+    _, out, _ = run([*PLAN, "--target-epsilon", "3", "--json", "--accountant", "rdp"], capsys)
+    rdp = json.loads(out)
+    assert pld["epsilon_pld"] <= 3.0 and rdp["epsilon_rdp"] <= 3.0
+    assert pld["epsilon_pld"] == pytest.approx(3.0, rel=1e-4)
+    assert pld["sigma"] < rdp["sigma"]  # the tighter accountant needs less noise
 
 
 def test_dpsgd_target_prints_sigma_json(capsys):
     code, out, _ = run(
-        [*PLAN, "--target-epsilon", "8", "--local-epochs", "1", "--json"], capsys
+        [*PLAN, "--target-epsilon", "8", "--local-epochs", "1", "--json",
+         "--accountant", "rdp"], capsys
     )
     res = json.loads(out)
     assert code == 0
@@ -55,7 +82,7 @@ def test_central_prints_epsilon_and_noise(capsys):
         capsys,
     )
     assert code == 0
-    assert "epsilon: 4.7285" in out
+    assert "under RDP: epsilon 4.7285" in out
     assert "0.25 on their mean" in out
 
 
