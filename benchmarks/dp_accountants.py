@@ -57,7 +57,6 @@ def _clear_caches() -> None:
 def main() -> int:
     from lepton_fed.privacy.analysis import (
         epsilon_for,
-        epsilon_for_history,
         local_schedule,
         noise_multiplier_for,
     )
