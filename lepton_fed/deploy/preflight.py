@@ -26,7 +26,8 @@ __all__ = ["check_bundle", "check_data", "check_dir", "check_superlink", "parse_
 
 def check_bundle(bundle: NodeFiles) -> dict[str, Any]:
     """The bundle's ``federation.json`` after checking every file and the roster."""
-    from lepton_fed.deploy.roster import verify_roster
+    from lepton_fed.secagg.provisioning import load_federation_public_key
+    from lepton_fed.secagg.roster import RosterError, load_roster
 
     if not bundle.root.is_dir():
         raise DeployError(f"node bundle {bundle.root} does not exist")
@@ -40,13 +41,16 @@ def check_bundle(bundle: NodeFiles) -> dict[str, Any]:
         raise DeployError(f"private keys in {bundle.root} are readable by other users: "
                           f"chmod 600 {bundle.auth_key} {bundle.secagg_identity}")
     info: dict[str, Any] = json.loads(bundle.federation_json.read_text(encoding="utf-8"))
-    members = verify_roster(bundle.roster, bundle.federation_public_key)
-    me = [m for m in members if m.name == info.get("node")]
+    try:
+        roster = load_roster(bundle.roster, load_federation_public_key(bundle.federation_public_key))
+    except (RosterError, ValueError, OSError) as e:
+        raise DeployError(f"{bundle.roster}: {e}") from None
+    me = [m for m in roster.members if m.name == info.get("node")]
     if not me:
         raise DeployError(f"the roster does not list this node ({info.get('node')!r}); "
                           "the bundle is stale: ask the coordinator for a new one")
     mine = " ".join(bundle.auth_public_key.read_text(encoding="ascii").split()[:2])
-    if me[0].auth_public_key != mine:
+    if me[0].attribute("auth_public_key") != mine:
         raise DeployError("the roster lists another auth key for this node (re-keyed?): "
                           "ask the coordinator for the current bundle")
     return info

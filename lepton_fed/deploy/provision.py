@@ -15,7 +15,6 @@ Functions here are pure file writers (no network, no processes); they never prin
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.deploy import pki
 from lepton_fed.deploy.layout import DeployError, FederationDir, NodeFiles, check_name
-from lepton_fed.deploy.roster import Member, sign_roster
+from lepton_fed.secagg.roster import RosterMember, sign_roster
 from lepton_fed.serving.signing import (
     key_fingerprint,
     load_or_create_signing_key,
@@ -169,6 +168,8 @@ def remove_node(directory: str | os.PathLike[str], name: str) -> None:
     fed, info = load_federation(directory)
     if name not in info["nodes"]:
         raise DeployError(f"node {name!r} is not in federation {info['name']!r}")
+    if info["nodes"] == [name]:
+        raise DeployError(f"{name!r} is the last node; a federation needs at least one")
     signing_key = _signing_key(fed)
     _retire(fed, name)
     info["nodes"] = [n for n in info["nodes"] if n != name]
@@ -210,26 +211,20 @@ def _retire(fed: FederationDir, name: str) -> None:
     (fed.coordinator.node_keys / f"{name}.pub").unlink(missing_ok=True)
 
 
-def _member(fed: FederationDir, name: str) -> Member:
+def _member(fed: FederationDir, name: str) -> RosterMember:
     node = fed.node(name)
     ident = serialization.load_pem_private_key(node.secagg_identity.read_bytes(), None)
     assert isinstance(ident, Ed25519PrivateKey)
     auth_line = node.auth_public_key.read_text(encoding="ascii").split()
-    return Member(
-        name=name,
-        secagg_identity=base64.b64encode(pki.ed25519_raw_public(ident)).decode("ascii"),
-        auth_public_key=" ".join(auth_line[:2]),
-    )
+    return RosterMember(name, pki.ed25519_raw_public(ident),
+                        (("auth_public_key", " ".join(auth_line[:2])),))
 
 
 def _publish(fed: FederationDir, info: dict[str, Any], signing_key: Ed25519PrivateKey) -> None:
     """Re-sign the roster and rewrite every public file (coordinator + each bundle)."""
     info["roster_version"] = int(info.get("roster_version", 0)) + 1
-    roster = sign_roster(
-        federation=info["name"], members=[_member(fed, n) for n in info["nodes"]],
-        signing_key=signing_key, version=info["roster_version"],
-    )
-    roster_bytes = (json.dumps(roster, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    roster_bytes = sign_roster([_member(fed, n) for n in info["nodes"]], signing_key,
+                               federation=info["name"], version=info["roster_version"])
     info_bytes = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
     co = fed.coordinator
     pki.write_public(fed.federation_json, info_bytes)

@@ -112,9 +112,22 @@ def fed(tmp_path_factory):
             g.stop()
 
 
+def _run(argv: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    """Run to completion in a session of its own; on timeout stop that whole group."""
+    with subprocess.Popen(argv, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            raise AssertionError(f"{argv[:4]} timed out:\n{out[-2000:]}\n{err[-2000:]}") from None
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def _cli(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return _run([*CLI, *args], cwd, timeout)
 
 
 def test_two_hospitals_train_two_rounds(fed):
@@ -154,8 +167,8 @@ def test_a_foreign_app_package_is_refused_with_its_hash(fed, tmp_path):
                   f'privacy=none federation.num_clients=2 federation.clients_per_round=2 '
                   f'federation.rounds=1"\nrun-dir = "{tmp_path / "evil-run"}"\n')
     env = dict(ENV, FLWR_HOME=str(fed["dir"].coordinator.state / "flwr_home"))
-    out = subprocess.run([tool("flwr"), "run", str(app), "lepton", "--stream", "--run-config",
-                          str(rc)], env=env, capture_output=True, text=True, timeout=90)
+    out = _run([tool("flwr"), "run", str(app), "lepton", "--stream", "--run-config", str(rc)],
+               tmp_path, 90, env)
     assert "Successfully started run" in out.stdout, out.stdout + out.stderr
     for name in ("hospital-a", "hospital-b"):
         log = fed["dir"].node(name).state / "logs" / "runner.log"
@@ -204,10 +217,10 @@ def test_a_node_without_the_federation_ca_cannot_connect(fed, tmp_path):
                cwd=tmp_path, timeout=60)
     assert out.returncode == 8 and "does not accept" in out.stderr, out.stderr
     # Flower's own SuperNode with the right key but no CA (system roots): TLS fails, no session.
-    sn = subprocess.run([tool("flower-supernode"), "--superlink", f"127.0.0.1:{fed['port']}",
-                         "--auth-supernode-private-key", str(fed["dir"].node("hospital-a").auth_key),
-                         "--isolation", "process", "--port", str(free_port()), "--max-retries", "1"],
-                        env=ENV, capture_output=True, text=True, timeout=60, start_new_session=True)
+    sn = _run([tool("flower-supernode"), "--superlink", f"127.0.0.1:{fed['port']}",
+               "--auth-supernode-private-key", str(fed["dir"].node("hospital-a").auth_key),
+               "--isolation", "process", "--port", str(free_port()), "--max-retries", "1"],
+              tmp_path, 60)
     assert sn.returncode != 0 and "SuperNode ID" not in sn.stdout + sn.stderr
 
 
