@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from flwr.clientapp import ClientApp
 from safetensors.numpy import load_file
 
 from lepton_fed.client import app as client_module
@@ -15,12 +16,28 @@ from lepton_fed.server.outputs import RunWriter
 from lepton_fed.server.rounds import run_federation
 
 
-class Died(Exception):
-    """Stands for the process dying in the middle of a round."""
+class Died(BaseException):
+    """Stands for the process dying (the in-process grid turns Exceptions into replies)."""
 
 
-class DieInRound:
-    """Raises after round ``k`` wrote its metrics row, before its checkpoint."""
+def _dying_app(k):
+    """The real ClientApp, except that the process dies while one node trains round k,
+    after other nodes of that round have trained."""
+    app = ClientApp()
+    app.query("setup")(client_module.setup)
+    app.evaluate()(client_module.evaluate)
+
+    @app.train()
+    def train(msg, ctx):
+        if int(msg.content["config"]["server-round"]) == k and ctx.node_id == 3:
+            raise Died
+        return client_module.train(msg, ctx)
+
+    return app
+
+
+class DieAfterRound:
+    """Dies once round ``k`` is checkpointed and its row published."""
 
     def __init__(self, k):
         self.k = k
@@ -33,15 +50,15 @@ class DieInRound:
         pass
 
 
-def _run(cfg, d, observers=(), resume=None):
-    grid = InProcessGrid(client_module.app, cfg.federation.num_clients)
+def _run(cfg, d, observers=(), resume=None, app=None):
+    grid = InProcessGrid(app or client_module.app, cfg.federation.num_clients)
     return run_federation(grid, cfg, RunWriter(d), observers, resume=resume)
 
 
 def _interrupted(cfg, d, k):
     with pytest.raises(Died):
-        _run(cfg, d, [DieInRound(k)])
-    assert ck.load(d).round == k - 1
+        _run(cfg, d, app=_dying_app(k))
+    assert ck.load(d).round == k - 1 and _rounds(d) == list(range(1, k))
     return _run(cfg, d, resume=str(d))
 
 
@@ -65,7 +82,7 @@ def test_resumed_run_ends_with_the_uninterrupted_model(compose_cfg, tmp_path, ov
     a = _run(cfg, tmp_path / "a")
     b = _interrupted(cfg, tmp_path / "b", 3)
     assert _max_diff(tmp_path / "a", tmp_path / "b") <= 1e-6
-    assert _rounds(tmp_path / "b") == [1, 2, 3, 4]  # round 3's first row is gone
+    assert _rounds(tmp_path / "b") == [1, 2, 3, 4]
     assert b["rounds_completed"] == 4 and b["privacy"]["epsilon"] == a["privacy"]["epsilon"]
     if cfg.privacy.mode == "central":
         acc = ck.load(tmp_path / "b").state["privacy"]["accountant"]
@@ -77,7 +94,7 @@ def test_the_server_optimizer_state_is_what_makes_fedadam_exact(compose_cfg, tmp
     cfg = compose_cfg("federation.rounds=4", "model=logreg", "strategy=fedadam")
     _run(cfg, tmp_path / "a")
     with pytest.raises(Died):
-        _run(cfg, tmp_path / "b", [DieInRound(3)])
+        _run(cfg, tmp_path / "b", app=_dying_app(3))
     state_path = tmp_path / "b" / ck.CHECKPOINT_DIR / "state.json"
     state = json.loads(state_path.read_text())
     assert state["strategy"]["arrays"]["m_t"] and state["strategy"]["arrays"]["v_t"]
@@ -95,7 +112,7 @@ def test_secure_aggregation_resumes_under_a_new_protocol_run(compose_cfg, tmp_pa
     _run(cfg, tmp_path / "a")
     d = tmp_path / "b"
     with pytest.raises(Died):
-        _run(cfg, d, [DieInRound(3)])
+        _run(cfg, d, [DieAfterRound(2)])
     before = ck.load(d).state["secagg"]["run_ids"]
     s = _run(cfg, d, resume=str(d))
     after = ck.load(d).state["secagg"]["run_ids"]
@@ -107,7 +124,7 @@ def test_secure_aggregation_resumes_under_a_new_protocol_run(compose_cfg, tmp_pa
 def test_a_resume_with_another_config_is_refused(compose_cfg, tmp_path):
     cfg = compose_cfg("federation.rounds=3", "model=logreg")
     with pytest.raises(Died):
-        _run(cfg, tmp_path, [DieInRound(2)])
+        _run(cfg, tmp_path, [DieAfterRound(2)])
     other = compose_cfg("federation.rounds=3", "model=logreg", "client.epochs=3")
     with pytest.raises(CheckpointError, match="client.epochs: the run has 1, now 3"):
         _run(other, tmp_path, resume=str(tmp_path))
@@ -121,3 +138,30 @@ def test_resuming_a_finished_run_changes_nothing_and_can_extend_it(compose_cfg, 
     longer = _run(compose_cfg("federation.rounds=3", "model=logreg"), tmp_path,
                   resume=str(tmp_path))
     assert longer["rounds_completed"] == 3 and _rounds(tmp_path) == [1, 2, 3]
+
+
+def test_a_published_round_is_always_in_the_checkpoint(compose_cfg, tmp_path):
+    """Observers (and metrics.jsonl) see a round only once it is on disk, so a resumed
+    run never runs a published round again (central DP: no second noisy release)."""
+    cfg = compose_cfg("federation.rounds=4", "model=logreg", "privacy=central",
+                      "privacy.noise_multiplier=0.5")
+    seen = []
+
+    class Watch:
+        def on_round(self, row):
+            state = ck.load(tmp_path).state
+            seen.append((row["round"], state["round"],
+                         len(state["privacy"]["accountant"]["rounds"])))
+            if row["round"] == 2:
+                raise Died
+
+        def on_finish(self, summary):
+            pass
+
+    with pytest.raises(Died):
+        _run(cfg, tmp_path, [Watch()])
+    assert seen == [(1, 1, 1), (2, 2, 2)]
+    s = _run(cfg, tmp_path, resume=str(tmp_path))
+    assert _rounds(tmp_path) == [1, 2, 3, 4]
+    assert len(ck.load(tmp_path).state["privacy"]["accountant"]["rounds"]) == 4
+    assert s["privacy"]["epsilon"] > 0
