@@ -1,4 +1,7 @@
-"""Small helpers shared by the benchmark scripts: results JSON, timing, tables."""
+"""Helpers shared by the benchmark scripts: results JSON, timing, tables, and the one
+harness for simulations in fresh worker processes (:func:`run_worker`,
+:func:`backend_config`, :func:`quiet_env`, :func:`timed_server_main`,
+:func:`wait_quiet`)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,16 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 __all__ = [
+    "QUIET_ENV",
     "RESULTS_DIR",
     "ROOT",
+    "backend_config",
     "hospital_correct",
+    "loadavg",
     "machine",
     "mean_std",
     "median",
     "print_table",
+    "quiet_env",
+    "run_worker",
+    "timed_server_main",
     "timer",
+    "wait_quiet",
     "write_result",
 ]
+
+#: What ``lepton_fed.simulation`` sets before Ray starts (no telemetry, no installs).
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
 
 
 def _git_commit() -> str:
@@ -79,7 +99,8 @@ def timer() -> Iterator[dict[str, float]]:
         out["s"] = time.perf_counter() - t0
 
 
-def median(xs: Sequence[float]) -> float:  # noqa: D103
+def median(xs: Sequence[float]) -> float:
+    """Median (NaN for no values)."""
     return float(statistics.median(xs)) if xs else float("nan")
 
 
@@ -142,3 +163,137 @@ def hospital_correct(run_dir: Path, cfg: Any) -> tuple[dict[str, float], Any]:
     correct = pred == y
     per = {str(names[s]): float(correct[silo == s].mean()) for s in np.unique(silo)}
     return per, correct
+
+
+# --------------------------------------------------------------------------------------
+# Simulations in fresh worker processes
+# --------------------------------------------------------------------------------------
+
+
+def quiet_env() -> None:
+    """Set :data:`QUIET_ENV` (keeping values already set), as lepton-fed's launcher does."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def backend_config(
+    cpus_per_client: float = 1.0, gpus_per_client: float = 0.0
+) -> dict[str, Any]:
+    """lepton-fed's Ray backend config (``lepton_fed/simulation.py``) for a plain-Flower
+    baseline run on the same terms: per-client resources, ``num_cpus`` = this machine's
+    cores, no dashboard, errors-only logging."""
+    return {
+        "client_resources": {
+            "num_cpus": float(cpus_per_client),
+            "num_gpus": float(gpus_per_client),
+        },
+        "init_args": {
+            "num_cpus": os.cpu_count() or 1,
+            "include_dashboard": False,
+            "logging_level": "ERROR",
+            "log_to_driver": True,
+        },
+    }
+
+
+@contextmanager
+def timed_server_main(out: dict[str, Any]) -> Iterator[None]:
+    """Record ``out["main_start"]``/``out["main_end"]`` (monotonic) around the ServerApp
+    body (``run_federation`` as ``lepton_fed.server.app`` calls it) inside the block.
+
+    The one place a benchmark patches the library: the round loop's observers see
+    rounds and the summary, not the moment the ServerApp body starts.
+    """
+    import lepton_fed.server.app as sapp
+
+    orig = sapp.run_federation
+
+    def timed(*a: Any, **k: Any) -> Any:
+        out["main_start"] = time.monotonic()
+        try:
+            return orig(*a, **k)
+        finally:
+            out["main_end"] = time.monotonic()
+
+    sapp.run_federation = timed
+    try:
+        yield
+    finally:
+        sapp.run_federation = orig
+
+
+def loadavg() -> float:
+    """The 1-minute load average, rounded (0.0 where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return 0.0
+
+
+def run_worker(
+    script: str | os.PathLike[str],
+    args: Sequence[str],
+    *,
+    timeout: float = 900.0,
+    raise_on_failure: bool = True,
+) -> dict[str, Any]:
+    """Run ``python SCRIPT --worker ARGS... --result FILE`` in a fresh process.
+
+    The worker writes its figures as JSON to ``FILE``; this adds ``process_wall_s``
+    (interpreter start to exit, Ray shut-down included) and ``loadavg_1min`` (before,
+    after). The script's folder, the benchmarks folder and the repository root are put
+    on ``PYTHONPATH`` so the worker (and Ray's workers) import the script's module and
+    ``_common`` by name, as Ray pickles apps defined there by reference.
+
+    Returns:
+        The worker's JSON plus the two fields; with ``raise_on_failure=False`` a failed
+        worker gives ``{"failed": "exit N", "log_tail": ..., "process_wall_s": ...}``.
+
+    Raises:
+        SystemExit: the worker failed (``raise_on_failure``), after printing its log tail.
+    """
+    script = Path(script).resolve()
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in QUIET_ENV.items()}}
+    here = str(Path(__file__).resolve().parent)
+    paths = (str(script.parent), here, str(ROOT), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+    with tempfile.TemporaryDirectory() as d:
+        res = Path(d) / "result.json"
+        load0 = loadavg()
+        t0 = time.monotonic()
+        cmd = [sys.executable, str(script), "--worker", *args, "--result", str(res)]
+        try:
+            proc = subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            )
+            code, log = proc.returncode, proc.stdout[-3000:] + "\n" + proc.stderr[-5000:]
+        except subprocess.TimeoutExpired as e:
+            code, log = -1, f"timed out after {timeout} s: {e}"
+        wall = time.monotonic() - t0
+        if code != 0 or not res.exists():
+            if raise_on_failure:
+                sys.stderr.write(log.strip() + "\n")
+                raise SystemExit(f"worker {' '.join(args)} failed (exit {code})")
+            return {"failed": f"exit {code}", "log_tail": log.strip(),
+                    "process_wall_s": wall}  # fmt: skip
+        out: dict[str, Any] = json.loads(res.read_text())
+    out["process_wall_s"] = wall
+    out["loadavg_1min"] = [load0, loadavg()]  # before, after
+    return out
+
+
+def wait_quiet(threshold: float, poll_s: float = 10.0, max_wait_s: float = 300.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below ``threshold`` (or give up).
+
+    Returns:
+        ``{"threshold", "waited_s", "quiet_at_start", "samples_1min"}``.
+    """
+    t0 = time.monotonic()
+    samples = [loadavg()]
+    while samples[-1] >= threshold and time.monotonic() - t0 < max_wait_s:
+        print(f"  load {samples[-1]:.2f} >= {threshold}: waiting "
+              f"({time.monotonic() - t0:.0f}/{max_wait_s:.0f} s)", flush=True)  # fmt: skip
+        time.sleep(poll_s)
+        samples.append(loadavg())
+    return {"threshold": threshold, "waited_s": round(time.monotonic() - t0, 1),
+            "quiet_at_start": samples[-1] < threshold, "samples_1min": samples}  # fmt: skip

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pickle
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +54,15 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, median, print_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    backend_config,
+    median,
+    print_table,
+    quiet_env,
+    run_worker,
+    timed_server_main,
+    write_result,
+)
 
 LR, MOMENTUM, BATCH, EPOCHS, HIDDEN, SEED = 0.1, 0.9, 16, 1, (128, 128), 0
 
@@ -115,7 +121,8 @@ def digits_split(
     return _DATA[num_parts]
 
 
-def plain_net() -> nn.Module:  # noqa: D103
+def plain_net() -> nn.Module:
+    """The MLP of the task (64-128-128-10)."""
     return nn.Sequential(
         nn.Linear(64, HIDDEN[0]),
         nn.ReLU(),
@@ -212,7 +219,8 @@ def run_plain_strategy(grid: Grid, clients: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def make_plain_server(clients: int, rounds: int, out: dict[str, Any]) -> ServerApp:  # noqa: D103
+def make_plain_server(clients: int, rounds: int, out: dict[str, Any]) -> ServerApp:
+    """The plain-Flower ServerApp; timings and accuracies go into ``out``."""
     app = ServerApp()
 
     @app.main()
@@ -222,19 +230,6 @@ def make_plain_server(clients: int, rounds: int, out: dict[str, Any]) -> ServerA
         out["main_end"] = time.monotonic()
 
     return app
-
-
-def backend_config() -> dict[str, Any]:
-    """A copy of lepton_fed/simulation.py's backend config (1 CPU per client)."""
-    return {
-        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": os.cpu_count() or 1,
-            "include_dashboard": False,
-            "logging_level": "ERROR",
-            "log_to_driver": True,
-        },
-    }
 
 
 # --------------------------------------------------------------------------------------
@@ -247,33 +242,16 @@ def worker(kind: str, clients: int, rounds: int, result: Path) -> None:
     import logging
 
     t_proc = time.monotonic()
-    for k, v in (
-        ("FLWR_TELEMETRY_ENABLED", "0"),
-        ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1"),
-        ("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0"),
-        ("RAY_DEDUP_LOGS", "0"),
-    ):
-        os.environ.setdefault(k, v)
+    quiet_env()
     out: dict[str, Any] = {"kind": kind}
     import flwr.simulation  # noqa: F401  (imports Ray: both workers pay it before t0)
 
     if kind == "lepton":
-        import lepton_fed.server.app as sapp
         from lepton_fed.config import compose
         from lepton_fed.simulation import simulate
 
         cfg = compose(lepton_overrides(clients, rounds))
-        orig = sapp.run_federation
-
-        def timed_main(*a: Any, **k: Any) -> Any:  # marks when the ServerApp body runs
-            out["main_start"] = time.monotonic()
-            try:
-                return orig(*a, **k)
-            finally:
-                out["main_end"] = time.monotonic()
-
-        sapp.run_federation = timed_main
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as d, timed_server_main(out):
             t0 = time.monotonic()
             summary = simulate(cfg, d)
             t1 = time.monotonic()
@@ -316,41 +294,11 @@ def worker(kind: str, clients: int, rounds: int, result: Path) -> None:
     result.write_text(json.dumps(out))
 
 
-def run_worker(kind: str, clients: int, rounds: int) -> dict[str, Any]:
-    """Launch one worker process; add its process wall time (interpreter to exit)."""
-    with tempfile.TemporaryDirectory() as d:
-        res = Path(d) / "r.json"
-        load0 = os.getloadavg()[0]
-        t0 = time.monotonic()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                kind,
-                "--clients",
-                str(clients),
-                "--rounds",
-                str(rounds),
-                "--result",
-                str(res),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        wall = time.monotonic() - t0
-        if proc.returncode != 0 or not res.exists():
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            raise SystemExit(f"{kind} worker failed (exit {proc.returncode})")
-        out = json.loads(res.read_text())
-    out["process_wall_s"] = wall
-    out["loadavg_1min"] = [
-        round(load0, 2),
-        round(os.getloadavg()[0], 2),
-    ]  # before, after
-    return out
+def run_kind(kind: str, clients: int, rounds: int) -> dict[str, Any]:
+    """One worker process of ``kind`` (see :func:`_common.run_worker`)."""
+    return run_worker(
+        __file__, [kind, "--clients", str(clients), "--rounds", str(rounds)]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -431,8 +379,13 @@ def _components(clients: int, rounds: int) -> dict[str, dict[str, float]]:
     acc: dict[str, list[float]] = defaultdict(list)
     patched: list[tuple[Any, str, Any]] = []
 
+    missing: list[str] = []
+
     def wrap(obj: Any, name: str, label: str) -> None:
-        orig = getattr(obj, name)
+        orig = getattr(obj, name, None)
+        if orig is None:  # renamed in the library: say so instead of failing the run
+            missing.append(f"{getattr(obj, '__name__', obj)}.{name}")
+            return
         patched.append((obj, name, orig))
 
         def timed(*a: Any, **k: Any) -> Any:
@@ -458,9 +411,7 @@ def _components(clients: int, rounds: int) -> dict[str, dict[str, float]]:
 
     cnode.NodeState.cfg = property(cfg_timed)  # type: ignore[assignment]
     wrap(capp, "run_train_round", "client: run_train_round (whole local round)")
-    wrap(
-        cround, "node_train_data", "client: node_train_data (federated_split + subset)"
-    )
+    wrap(cround, "node_data", "client: node_data (this node's rows)")
     wrap(cround, "model_spec", "client: model_spec")
     wrap(cround, "build_model", "client: build_model")
     wrap(cround, "from_array_record", "client: from_array_record")
@@ -472,7 +423,7 @@ def _components(clients: int, rounds: int) -> dict[str, dict[str, float]]:
     wrap(cround, "unflatten_state", "client: unflatten_state")
     wrap(cround, "to_array_record", "client: to_array_record")
     wrap(srounds, "to_array_record", "server: to_array_record")
-    wrap(srounds, "_exchange", "server: _exchange (all clients, incl. client work)")
+    wrap(srounds, "exchange", "server: exchange (all clients, incl. client work)")
     wrap(srounds, "decode_replies", "server: decode_replies")
     wrap(srounds, "from_array_record", "server: from_array_record")
     wrap(srounds, "set_state", "server: set_state")
@@ -500,6 +451,9 @@ def _components(clients: int, rounds: int) -> dict[str, dict[str, float]]:
             "ms_per_round": 1e3 * float(np.mean(tail)) * per_round,
         }
     out["_round_seconds"] = {"median_r2+": median(res["round_seconds"][1:])}
+    if missing:
+        print(f"warning: not timed (no such attribute): {', '.join(missing)}")
+        out["_not_timed"] = {m: 0.0 for m in missing}
     return out
 
 
@@ -550,7 +504,8 @@ def profile(clients: int, rounds: int, repeats: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
+    """Ray runs (alternating frameworks), then the in-process profile; write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "--repeats",
@@ -594,7 +549,7 @@ def main() -> None:  # noqa: D103
             got = {}
             for kind in order:
                 print(f"repeat {i + 1}/{a.repeats}: {kind} ...", flush=True)
-                got[kind] = run_worker(kind, a.clients, a.rounds)
+                got[kind] = run_kind(kind, a.clients, a.rounds)
             lr_, pr_ = (
                 median(got["lepton"]["round_seconds"][1:]),
                 median(got["plain"]["round_seconds"][1:]),
@@ -746,7 +701,7 @@ def main() -> None:  # noqa: D103
         )
         payload["profile"] = prof
     path = write_result(a.out, payload)
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

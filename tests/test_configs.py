@@ -116,3 +116,21 @@ def test_strategy_settings_checked_against_the_class():
     with pytest.raises(ConfigError, match=r"strategy.eta: not a setting of strategy=fedavg"):
         precheck(["strategy=fedavg", "+strategy.eta=0.1"])
     precheck(["strategy=fedadam", "strategy.eta=0.05"])
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "experiment").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_experiment_preset_composes_with_its_documented_command(path: Path, request):
+    """Each preset (dp_* included) composes and validates with the command on its own
+    first line; ../shared/data is the shared_data fixture (skipped when absent)."""
+    import shlex
+
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# lepton-fed")]
+    args = shlex.split(lines[0].removeprefix("# lepton-fed simulate"))
+    assert any(a.endswith(f"experiment={path.stem}") for a in args), lines[0]
+    if any("../shared/data" in a for a in args):
+        data = request.getfixturevalue("shared_data")
+        args = [a.replace("../shared/data", str(data)) for a in args]
+    cfg = precheck(args)[0]
+    if path.stem.startswith("dp_"):
+        assert cfg.privacy.mode == "dpsgd" and cfg.privacy.epsilon > 0
