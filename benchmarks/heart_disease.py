@@ -137,7 +137,7 @@ def pooled_baseline(data_path: str, seed: int) -> dict[str, Any]:
     return {"client_avg": float(np.mean(per)), "pooled": float(correct.mean())}
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "data",

@@ -57,7 +57,7 @@ class PruneReport:
     hidden_after: list[int] | None = None
     note: str = ""
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

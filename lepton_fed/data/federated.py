@@ -28,10 +28,10 @@ class FederatedSplit:
     test_idx: np.ndarray
     client_idx: list[np.ndarray]
 
-    def client(self, pid: int) -> TabularData:  # noqa: D102
+    def client(self, pid: int) -> TabularData:
         return self.data.subset(self.client_idx[pid])
 
-    def test(self) -> TabularData:  # noqa: D102
+    def test(self) -> TabularData:
         return self.data.subset(self.test_idx)
 
 

@@ -28,7 +28,7 @@ class FeatureStats:
     sumsq: np.ndarray
 
     @staticmethod
-    def of(X: np.ndarray) -> FeatureStats:  # noqa: D102
+    def of(X: np.ndarray) -> FeatureStats:
         X64 = np.asarray(X, dtype=np.float64)
         return FeatureStats(int(X64.shape[0]), X64.sum(0), (X64**2).sum(0))
 
@@ -74,18 +74,18 @@ class Scaler:
         return Scaler(mean.astype(np.float32), scale.astype(np.float32))
 
     @staticmethod
-    def identity(n: int) -> Scaler:  # noqa: D102
+    def identity(n: int) -> Scaler:
         return Scaler(np.zeros(n, np.float32), np.ones(n, np.float32))
 
-    def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: D102
+    def transform(self, X: np.ndarray) -> np.ndarray:
         out: np.ndarray = ((np.asarray(X, np.float32) - self.mean) / self.scale).astype(np.float32)
         return out
 
-    def to_dict(self) -> dict[str, list[float]]:  # noqa: D102
+    def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> Scaler:  # noqa: D102
+    def from_dict(d: Mapping[str, Any]) -> Scaler:
         return Scaler(np.asarray(d["mean"], np.float32), np.asarray(d["scale"], np.float32))
 
 
@@ -111,7 +111,7 @@ class Preprocessor:
     task: str = "multiclass"
 
     @property
-    def feature_names(self) -> list[str]:  # noqa: D102
+    def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -153,7 +153,7 @@ class Preprocessor:
         """Encode and scale raw rows."""
         return self.scaler.transform(self.encode_rows(rows))
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
         return {
             "version": 1,
             "features": [f.to_dict() for f in self.features],
@@ -164,7 +164,7 @@ class Preprocessor:
         }
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> Preprocessor:  # noqa: D102
+    def from_dict(d: Mapping[str, Any]) -> Preprocessor:
         return Preprocessor(
             [FeatureSpec.from_dict(f) for f in d["features"]],
             Scaler.from_dict(d["scaler"]),

@@ -22,14 +22,14 @@ class FeatureSpec:
     kind: str = "numeric"
     levels: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "categorical":
             d["levels"] = list(self.levels)
         return d
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> FeatureSpec:  # noqa: D102
+    def from_dict(d: dict[str, Any]) -> FeatureSpec:
         return FeatureSpec(str(d["name"]), str(d.get("kind", "numeric")), tuple(d.get("levels", ())))
 
 
@@ -57,11 +57,11 @@ class TabularData:
     silo_names: list[str] = field(default_factory=list)
 
     @property
-    def num_classes(self) -> int:  # noqa: D102
+    def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
-    def num_features(self) -> int:  # noqa: D102
+    def num_features(self) -> int:
         return int(self.X.shape[1])
 
     @property

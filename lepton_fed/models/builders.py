@@ -23,7 +23,7 @@ class LogisticRegression(nn.Module):
         super().__init__()
         self.linear = nn.Linear(num_features, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.linear(x)
         return out
 
@@ -43,7 +43,7 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.net(x)
         return out
 
@@ -86,7 +86,7 @@ class CNN(nn.Module):
         )
         self.head = nn.Linear(c2 * 16, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], *self.input_shape)
         out: Tensor = self.head(self.features(x).flatten(1))
         return out
