@@ -68,9 +68,12 @@ def write_app(directory: Path) -> Path:
 
 
 def _with_node_defaults(overrides: Sequence[str], n_nodes: int) -> list[str]:
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    extra = [f"{k}={n_nodes}" for k in ("federation.num_clients", "federation.clients_per_round")
-             if k not in keys]
+    """Default ``num_clients`` to the federation's size, ``clients_per_round`` to all of them."""
+    given = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    num = given.get("federation.num_clients", str(n_nodes))
+    extra = [] if "federation.num_clients" in given else [f"federation.num_clients={num}"]
+    if "federation.clients_per_round" not in given:
+        extra.append(f"federation.clients_per_round={num}")
     return [*extra, *overrides]
 
 

@@ -146,6 +146,17 @@ def test_two_hospitals_train_two_rounds(fed):
     print(f"loopback run wall time {time.monotonic() - t0:.1f}s")
 
 
+def test_a_failed_run_exits_non_zero(fed):
+    # `flwr run` itself exits 0 when the ServerApp fails; `lepton-fed run` must not.
+    run_dir = fed["tmp"] / "failing-run"
+    out = _cli("run", "--federation", str(fed["dir"].root), "--run-dir", str(run_dir), "data=csv",
+               f"data.path={fed['csv']}", "data.label=target", "data.features=[no_such_column]",
+               "privacy=none", "federation.rounds=1", cwd=fed["tmp"])
+    assert out.returncode == 7, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "finished:failed" in out.stderr and "no_such_column" in out.stderr
+    assert not (run_dir / "summary.json").exists()
+
+
 def test_a_foreign_app_package_is_refused_with_its_hash(fed, tmp_path):
     from flwr.cli.build import build_fab_from_disk
 
