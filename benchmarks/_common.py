@@ -266,7 +266,10 @@ def run_worker(
             proc = subprocess.run(
                 cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
             )
-            code, log = proc.returncode, proc.stdout[-3000:] + "\n" + proc.stderr[-5000:]
+            code, log = (
+                proc.returncode,
+                proc.stdout[-3000:] + "\n" + proc.stderr[-5000:],
+            )
         except subprocess.TimeoutExpired as e:
             code, log = -1, f"timed out after {timeout} s: {e}"
         wall = time.monotonic() - t0
@@ -282,7 +285,9 @@ def run_worker(
     return out
 
 
-def wait_quiet(threshold: float, poll_s: float = 10.0, max_wait_s: float = 300.0) -> dict[str, Any]:
+def wait_quiet(
+    threshold: float, poll_s: float = 10.0, max_wait_s: float = 300.0
+) -> dict[str, Any]:
     """Wait until the 1-minute load average is below ``threshold`` (or give up).
 
     Returns:

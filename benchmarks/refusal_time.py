@@ -42,7 +42,9 @@ def cli_bad_config() -> float:
         )  # fmt: skip
         wall = time.monotonic() - t0
     if out.returncode != 2 or "3 configuration problem(s)" not in out.stderr:
-        raise SystemExit(f"unexpected CLI result {out.returncode}: {out.stderr[-2000:]}")
+        raise SystemExit(
+            f"unexpected CLI result {out.returncode}: {out.stderr[-2000:]}"
+        )
     return wall
 
 
@@ -93,7 +95,10 @@ def main() -> None:
     }  # fmt: skip
     print_table(
         ["refusal", "median s", "max s", "target s", "met"],
-        [[k, v["median_s"], v["max_s"], v["target_s"], v["met"]] for k, v in summary.items()],
+        [
+            [k, v["median_s"], v["max_s"], v["target_s"], v["met"]]
+            for k, v in summary.items()
+        ],
     )
     path = write_result("refusal_time", {"summary": summary, "runs": runs,
                                          "loadavg_1min": [load0, loadavg()]})  # fmt: skip

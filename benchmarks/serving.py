@@ -149,7 +149,11 @@ def bench_input_stage(art: Path, rows: list[dict], seconds: float) -> dict[str, 
 
     m = json.loads((art / "manifest.json").read_text())
     method = m["runtime"]["method"]
-    if m["runtime"]["engine"] != "onnxruntime" or method not in ("dynamic", "static"):
+    if m["runtime"]["engine"] != "onnxruntime" or method not in (
+        "dynamic",
+        "dynamic-linear",
+        "static",
+    ):
         return {"skipped": f"served {m['runtime']['engine']} {method}"}
     pre = Preprocessor.from_dict(json.loads((art / "preprocess.json").read_text()))
     X = pre.encode_rows(rows)
@@ -160,8 +164,10 @@ def bench_input_stage(art: Path, rows: list[dict], seconds: float) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(ref.model, X.shape[1], Path(tmp) / "fp32.onnx")
         core = (
-            quantize_onnx_dynamic(fp32, Path(tmp) / "q.onnx")
-            if method == "dynamic"
+            quantize_onnx_dynamic(
+                fp32, Path(tmp) / "q.onnx", linear_only=method == "dynamic-linear"
+            )
+            if method.startswith("dynamic")
             else quantize_onnx_static(fp32, Path(tmp) / "q.onnx", Xs[:256])
         ).path
         staged = add_input_stage(core, pre, Path(tmp) / "staged.onnx")
@@ -170,7 +176,8 @@ def bench_input_stage(art: Path, rows: list[dict], seconds: float) -> dict[str, 
         paths = {
             "bare_int8_on_scaled_rows": (bare, Xs),
             "format1_numpy_scaling_plus_graph": (
-                lambda x: bare(pre.scaler.transform(x)), X
+                lambda x: bare(pre.scaler.transform(x)),
+                X,
             ),
             "format2_graph_with_stage_on_raw_rows": (graph, X),
         }

@@ -30,16 +30,26 @@ def run(codec: str, seed: int, rounds: int, topk: float) -> dict[str, float]:
     from lepton_fed.server.outputs import RunWriter
     from lepton_fed.server.rounds import run_federation
 
-    cfg = compose([
-        f"compression={codec}", f"compression.topk_fraction={topk}", "data=digits",
-        "model.hidden=[128,128]", "federation.num_clients=20",
-        "federation.clients_per_round=20", f"federation.rounds={rounds}", "client.lr=0.1",
-        f"seed={seed}",
-    ])
+    cfg = compose(
+        [
+            f"compression={codec}",
+            f"compression.topk_fraction={topk}",
+            "data=digits",
+            "model.hidden=[128,128]",
+            "federation.num_clients=20",
+            "federation.clients_per_round=20",
+            f"federation.rounds={rounds}",
+            "client.lr=0.1",
+            f"seed={seed}",
+        ]
+    )
     with tempfile.TemporaryDirectory() as d:
         s = run_federation(InProcessGrid(app, 20), cfg, RunWriter(d))
-    return {"accuracy": s["final"]["accuracy"], "bytes_up": s["bytes"]["up"],
-            "bytes_up_per_round": s["bytes"]["up"] / rounds}
+    return {
+        "accuracy": s["final"]["accuracy"],
+        "bytes_up": s["bytes"]["up"],
+        "bytes_up_per_round": s["bytes"]["up"] / rounds,
+    }
 
 
 def main() -> None:
@@ -55,15 +65,21 @@ def main() -> None:
         res[codec] = {
             "accuracy_mean": float(np.mean([r["accuracy"] for r in runs])),
             "accuracy_std": float(np.std([r["accuracy"] for r in runs])),
-            "bytes_up_per_round": float(np.mean([r["bytes_up_per_round"] for r in runs])),
+            "bytes_up_per_round": float(
+                np.mean([r["bytes_up_per_round"] for r in runs])
+            ),
         }
     base = res["none"]
-    print(f"\n{'codec':6} {'bytes up/round':>15} {'ratio':>7} {'accuracy':>16} {'delta (pt)':>10}")
+    print(
+        f"\n{'codec':6} {'bytes up/round':>15} {'ratio':>7} {'accuracy':>16} {'delta (pt)':>10}"
+    )
     for codec, r in res.items():
         r["bytes_ratio"] = r["bytes_up_per_round"] / base["bytes_up_per_round"]
         r["accuracy_loss_points"] = 100 * (base["accuracy_mean"] - r["accuracy_mean"])
-        print(f"{codec:6} {r['bytes_up_per_round']:>15,.0f} {r['bytes_ratio']:>7.3f} "
-              f"{r['accuracy_mean']:.4f}±{r['accuracy_std']:.4f} {r['accuracy_loss_points']:>10.2f}")
+        print(
+            f"{codec:6} {r['bytes_up_per_round']:>15,.0f} {r['bytes_ratio']:>7.3f} "
+            f"{r['accuracy_mean']:.4f}±{r['accuracy_std']:.4f} {r['accuracy_loss_points']:>10.2f}"
+        )
     targets = {
         "int8_bytes_ratio<=0.26": res["int8"]["bytes_ratio"] <= 0.26,
         "int8_loss<=0.5pt": res["int8"]["accuracy_loss_points"] <= 0.5,
@@ -71,7 +87,9 @@ def main() -> None:
         "topk_loss<=1pt": res["topk"]["accuracy_loss_points"] <= 1.0,
     }
     print("targets:", targets)
-    write_result("wire", {"settings": vars(args), "results": res, "targets_met": targets})
+    write_result(
+        "wire", {"settings": vars(args), "results": res, "targets_met": targets}
+    )
 
 
 if __name__ == "__main__":

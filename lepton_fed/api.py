@@ -24,9 +24,7 @@ from omegaconf import DictConfig
 __all__ = ["compose", "simulate"]
 
 
-def compose(
-    overrides: Sequence[str] = (), *, deployment: bool = False
-) -> DictConfig:
+def compose(overrides: Sequence[str] = (), *, deployment: bool = False) -> DictConfig:
     """The composed, validated config: ``conf/config.yaml`` with Hydra ``overrides``.
 
     Args:
@@ -80,7 +78,9 @@ def _in_process(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from lepton_fed.sim_bundle import write_bundle
 
     with tempfile.TemporaryDirectory(prefix="lepton-fed-sim-") as bundle:
-        write_bundle(bundle, cfg)  # the nodes' keys, roster and policy: not the server's
+        write_bundle(
+            bundle, cfg
+        )  # the nodes' keys, roster and policy: not the server's
         grid = InProcessGrid(client_app, int(cfg.federation.num_clients), bundle=bundle)
         return run_federation(grid, cfg, RunWriter(run_dir))
 
@@ -122,7 +122,9 @@ def simulate(
         cfg = compose(overrides)
     else:
         if not isinstance(config, DictConfig):
-            raise TypeError(f"config must be a DictConfig (see compose()), not {type(config)}")
+            raise TypeError(
+                f"config must be a DictConfig (see compose()), not {type(config)}"
+            )
         raise_if(validate(config))
         cfg = config
     out = Path(run_dir) if run_dir is not None else _default_run_dir()

@@ -51,7 +51,9 @@ def test_import_has_no_side_effects(monkeypatch):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR", "RAY"))}
     code = "import os, lepton_fed; print(sorted(k for k in os.environ if k.startswith(('FLWR','RAY'))))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 
@@ -74,8 +76,13 @@ def test_mapped_packages_resolve_to_the_top_level_folders(tmp_path):
         "    print(pathlib.Path(importlib.import_module('lepton_fed.' + n).__file__).parent.name)\n"
         "print(sorted(k for k in sys.modules if k.split('.')[0] in ('strategies', 'simulations')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["strategies", "simulations", "[]"], out.stdout
 
@@ -83,7 +90,9 @@ def test_mapped_packages_resolve_to_the_top_level_folders(tmp_path):
 def test_pyproject_lists_every_package_of_the_source_tree():
     """[tool.setuptools] packages is an explicit list (package-dir mappings rule out
     `find`), so a new sub-package or conf group left off it would be missing from the wheel."""
-    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
     mapped = setuptools_cfg["package-dir"]
     expected = {"lepton_fed"}
     expected |= {
@@ -94,21 +103,36 @@ def test_pyproject_lists_every_package_of_the_source_tree():
         root = REPO / folder
         expected.add(name)
         if name == "lepton_fed.conf":  # data-only: each group folder holding YAML
-            expected |= {f"{name}.{d.name}" for d in root.iterdir()
-                         if d.is_dir() and d.name != "local" and any(d.glob("*.yaml"))}
+            expected |= {
+                f"{name}.{d.name}"
+                for d in root.iterdir()
+                if d.is_dir() and d.name != "local" and any(d.glob("*.yaml"))
+            }
         else:
-            expected |= {f"{name}." + ".".join(p.parent.relative_to(root).parts)
-                         for p in root.rglob("*/__init__.py")}
-    assert mapped == {"lepton_fed.conf": "conf", "lepton_fed.simulations": "simulations",
-                      "lepton_fed.strategies": "strategies"}
+            expected |= {
+                f"{name}." + ".".join(p.parent.relative_to(root).parts)
+                for p in root.rglob("*/__init__.py")
+            }
+    assert mapped == {
+        "lepton_fed.conf": "conf",
+        "lepton_fed.simulations": "simulations",
+        "lepton_fed.strategies": "strategies",
+    }
     listed = set(setuptools_cfg["packages"])
     assert listed == expected, (
         f"pyproject [tool.setuptools] packages: add {sorted(expected - listed)}, "
-        f"remove {sorted(listed - expected)}")
+        f"remove {sorted(listed - expected)}"
+    )
     data = setuptools_cfg["package-data"]
-    conf = [n for n in expected if n == "lepton_fed.conf" or n.startswith("lepton_fed.conf.")]
+    conf = [
+        n
+        for n in expected
+        if n == "lepton_fed.conf" or n.startswith("lepton_fed.conf.")
+    ]
     missing = [n for n in conf if n not in data]
-    assert not missing, f"conf groups without package-data (their YAML would not ship): {missing}"
+    assert not missing, (
+        f"conf groups without package-data (their YAML would not ship): {missing}"
+    )
 
 
 def test_root_import_is_light_and_the_api_resolves_lazily():
@@ -124,15 +148,19 @@ def test_root_import_is_light_and_the_api_resolves_lazily():
         "lepton_fed.NodePolicy\n"
         "print('torch' in sys.modules, 'flwr' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["[]", "False False"], out.stdout
     from lepton_fed import _LAZY
 
     assert set(_LAZY) | {n for n in lepton_fed.__all__ if n not in _LAZY} == set(
-        lepton_fed.__all__)
+        lepton_fed.__all__
+    )
     for name, module in _LAZY.items():
-        assert getattr(lepton_fed, name) is getattr(importlib.import_module(module), name)
+        assert getattr(lepton_fed, name) is getattr(
+            importlib.import_module(module), name
+        )
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lepton_fed.nope  # noqa: B018

@@ -250,7 +250,9 @@ def _stage_nodes(
         raise ValueError(
             f"the scaler has {mean.shape[1]} columns; the schema encodes {layout.width}"
         )
-    if not mean.any() and bool((scale == 1).all()):  # identity: a declared normalization
+    if not mean.any() and bool(
+        (scale == 1).all()
+    ):  # identity: a declared normalization
         nodes.append(helper.make_node("Identity", [encoded], [out_name], name=P + "id"))
     else:
         centred = P + "centred"
@@ -301,7 +303,9 @@ def add_input_stage(
         )
     dims = graph.input[0].type.tensor_type.shape.dim
     layout = InputLayout.of(pre)
-    if len(dims) != 2 or (dims[1].HasField("dim_value") and dims[1].dim_value != layout.width):
+    if len(dims) != 2 or (
+        dims[1].HasField("dim_value") and dims[1].dim_value != layout.width
+    ):
         raise ValueError(
             f"the model's input is {[d.dim_value or d.dim_param for d in dims]}; "
             f"the schema encodes {layout.width} columns"
@@ -322,7 +326,9 @@ def add_input_stage(
     graph.initializer.extend(inits)
     del graph.input[:]
     graph.input.extend(inputs)
-    if layout.categorical and not any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+    if layout.categorical and not any(
+        o.domain == "ai.onnx.ml" for o in model.opset_import
+    ):
         model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
     onnx.checker.check_model(model)
     out = Path(out_path)

@@ -119,7 +119,11 @@ def _stage(cands: list[Any], fp32: Path | None, pre: Preprocessor) -> Path | Non
     for c in cands:
         if c.runtime == "onnxruntime":
             c.path = add_input_stage(c.path, pre, c.path.with_suffix(".raw.onnx"))
-    return None if fp32 is None else add_input_stage(fp32, pre, fp32.with_suffix(".raw.onnx"))
+    return (
+        None
+        if fp32 is None
+        else add_input_stage(fp32, pre, fp32.with_suffix(".raw.onnx"))
+    )
 
 
 def _serve_fp32(

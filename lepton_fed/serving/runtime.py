@@ -153,7 +153,9 @@ def load_backend(
         ArtifactError: an unknown engine/precision pair or bytes that do not load.
     """
     if in_graph and (pre is None or engine != "onnxruntime"):
-        raise ArtifactError("only an ONNX graph with its preprocessing can scale in-graph")
+        raise ArtifactError(
+            "only an ONNX graph with its preprocessing can scale in-graph"
+        )
     try:
         base: Backend
         if engine == "onnxruntime":

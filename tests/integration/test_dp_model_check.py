@@ -15,19 +15,32 @@ from lepton_fed.server.rounds import run_federation
 
 
 def _bn_mlp(*, num_features, num_classes, **_):
-    return nn.Sequential(nn.Linear(num_features, 16), nn.BatchNorm1d(16), nn.ReLU(),
-                         nn.Linear(16, num_classes))
+    return nn.Sequential(
+        nn.Linear(num_features, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, num_classes),
+    )
 
 
 def _prelu_mlp(*, num_features, num_classes, **_):
-    return nn.Sequential(nn.Linear(num_features, 16), nn.PReLU(), nn.Linear(16, num_classes))
+    return nn.Sequential(
+        nn.Linear(num_features, 16), nn.PReLU(), nn.Linear(16, num_classes)
+    )
 
 
-BASE = ("privacy=dpsgd", "privacy.epsilon=3", "federation.rounds=2",
-        "federation.num_clients=3", "federation.clients_per_round=3")
+BASE = (
+    "privacy=dpsgd",
+    "privacy.epsilon=3",
+    "federation.rounds=2",
+    "federation.num_clients=3",
+    "federation.clients_per_round=3",
+)
 
 
-def test_batchnorm_is_replaced_with_a_warning_and_trains(compose_cfg, tmp_path, monkeypatch):
+def test_batchnorm_is_replaced_with_a_warning_and_trains(
+    compose_cfg, tmp_path, monkeypatch
+):
     monkeypatch.setitem(registry._REGISTRY, "bn_mlp", _bn_mlp)
     cfg = compose_cfg(*BASE, "model.name=bn_mlp", "privacy.grad_sample_mode=hooks")
     with pytest.warns(UserWarning, match=r"BatchNorm1d -> GroupNorm"):
@@ -37,13 +50,16 @@ def test_batchnorm_is_replaced_with_a_warning_and_trains(compose_cfg, tmp_path, 
     assert not any("running_mean" in k for k in keys)
 
 
-def test_unfixable_layer_refused_before_any_node_is_contacted(compose_cfg, tmp_path,
-                                                              monkeypatch):
+def test_unfixable_layer_refused_before_any_node_is_contacted(
+    compose_cfg, tmp_path, monkeypatch
+):
     monkeypatch.setitem(registry._REGISTRY, "prelu_mlp", _prelu_mlp)
     cfg = compose_cfg(*BASE, "model.name=prelu_mlp", "privacy.grad_sample_mode=ew")
     grid = InProcessGrid(app, 3)
-    with warnings.catch_warnings(), pytest.raises(IncompatibleModelError,
-                                                  match=r"layer '1' \(PReLU\)"):
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(IncompatibleModelError, match=r"layer '1' \(PReLU\)"),
+    ):
         run_federation(grid, cfg, RunWriter(tmp_path))
     assert grid.seen == []
 
@@ -63,8 +79,9 @@ def test_simulate_refuses_before_ray_starts(compose_cfg, tmp_path, monkeypatch):
     from lepton_fed.simulation import simulate
 
     started = []
-    monkeypatch.setattr(flwr.simulation, "run_simulation",
-                        lambda *a, **k: started.append(1))  # a spy: must never run
+    monkeypatch.setattr(
+        flwr.simulation, "run_simulation", lambda *a, **k: started.append(1)
+    )  # a spy: must never run
     monkeypatch.setitem(registry._REGISTRY, "prelu_mlp", _prelu_mlp)
     cfg = compose_cfg(*BASE, "model.name=prelu_mlp", "privacy.grad_sample_mode=ew")
     with pytest.raises(IncompatibleModelError, match="PReLU"):

@@ -45,11 +45,18 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
-def _pre(features: list[FeatureSpec], rows: list[dict], classes: int = 2) -> Preprocessor:
+def _pre(
+    features: list[FeatureSpec], rows: list[dict], classes: int = 2
+) -> Preprocessor:
     width = InputLayout.of(Preprocessor(features, Scaler.identity(1), [])).width
     enc = Preprocessor(features, Scaler.identity(width), []).encode_rows(rows)
     scaler = Scaler.from_stats([FeatureStats.of(enc)])
-    spec = {"name": "mlp", "num_features": width, "num_classes": classes, "hidden": [16]}
+    spec = {
+        "name": "mlp",
+        "num_features": width,
+        "num_classes": classes,
+        "hidden": [16],
+    }
     return Preprocessor(features, scaler, [f"c{i}" for i in range(classes)], spec)
 
 
@@ -106,7 +113,9 @@ def test_raw_rows_give_exactly_the_logits_of_python_preprocessing(
     np.testing.assert_array_equal(raw, ref)
     # ... and the feed built from the encoded matrix is the same feed
     layout = InputLayout.of(pre)
-    again = _session(graphs["staged"][kind]).run(None, layout.feed(pre.encode_rows(rows)))
+    again = _session(graphs["staged"][kind]).run(
+        None, layout.feed(pre.encode_rows(rows))
+    )
     np.testing.assert_array_equal(again[0], raw)
 
 
@@ -146,7 +155,9 @@ def test_numeric_only_schema_has_one_input_and_identity_scaler_no_arithmetic(
     ops = [n.op_type for n in onnx.load(str(staged)).graph.node]
     assert "Sub" not in ops and "Div" not in ops
     X = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    np.testing.assert_array_equal(sess.run(None, {"features": X})[0], OrtBackend(core)(X))
+    np.testing.assert_array_equal(
+        sess.run(None, {"features": X})[0], OrtBackend(core)(X)
+    )
 
 
 def test_width_mismatch_is_refused(graphs: dict, tmp_path: Path) -> None:
@@ -156,5 +167,8 @@ def test_width_mismatch_is_refused(graphs: dict, tmp_path: Path) -> None:
         add_input_stage(graphs["cores"]["fp32"], other, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="expected one graph input 'nope'"):
         add_input_stage(
-            graphs["cores"]["fp32"], graphs["pre"], tmp_path / "y.onnx", input_name="nope"
+            graphs["cores"]["fp32"],
+            graphs["pre"],
+            tmp_path / "y.onnx",
+            input_name="nope",
         )
