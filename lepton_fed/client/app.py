@@ -10,7 +10,11 @@
   the request carries a masked-input request and the reply carries only the masked vector.
 - ``evaluate``: the global model on the node's held-out rows; replies with sums only.
 - ``query.secagg_advertise`` / ``query.secagg_unmask``: the other secure-aggregation
-  stages (see :mod:`lepton_fed.server.secure`).
+  stages (see :mod:`lepton_fed.server.secure`); ``secagg.slot`` (``train``, default, or
+  ``eval``) picks the protocol state they use.
+- ``query.secagg_evaluate``: federated evaluation under secure aggregation: the global
+  model on the node's held-out rows, returned only as a masked evaluation vector (eval
+  slot); the node's sums never leave it in the clear.
 
 Everything the server sends is untrusted input. Any exception becomes an error reply
 carrying a reason code only (:mod:`lepton_fed.client.codes`); details stay in the node's log.
@@ -177,15 +181,34 @@ def secagg_unmask(msg: Message, context: Context) -> Message:
     return _secagg_step(msg, context, "unmask")
 
 
-def _secagg_step(msg: Message, context: Context, step: str) -> Message:
-    """Runs one secure-aggregation step (``advertise``/``unmask``) on the node's saved
-    client state."""
-    from lepton_fed.client.secure import load_client, save_client
+@app.query("secagg_evaluate")
+@_coded
+def secagg_evaluate(msg: Message, context: Context) -> Message:
+    """Secure federated evaluation: the masked evaluation vector of the global model."""
+    from lepton_fed.client.secure import secure_eval_reply
 
     node = NodeState(context)
     if (need := _configured(msg, node)) is not None:
         return need
-    client = load_client(node)
-    reply = getattr(client, step)(bytes(cast(bytes, msg.content["secagg"]["request"])))
-    save_client(node, client)
+    if (declined := _policy_decline(msg, node, node.cfg)) is not None:
+        return declined
+    _take_scaler(msg, node)
+    reply = secure_eval_reply(node, bytes(cast(bytes, msg.content["secagg"]["request"])),
+                              cast(ArrayRecord, msg.content["arrays"]))
+    return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
+
+
+def _secagg_step(msg: Message, context: Context, step: str) -> Message:
+    """Runs one secure-aggregation step (``advertise``/``unmask``) on the node's saved
+    client state of the request's slot."""
+    from lepton_fed.client.secure import load_client, save_client, slot_of
+
+    node = NodeState(context)
+    if (need := _configured(msg, node)) is not None:
+        return need
+    rec = msg.content["secagg"]
+    slot = slot_of(rec.get("slot"))
+    client = load_client(node, slot)
+    reply = getattr(client, step)(bytes(cast(bytes, rec["request"])))
+    save_client(node, client, slot)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

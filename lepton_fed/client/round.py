@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
+from lepton_fed.client.evaluate import EvalSums
 from lepton_fed.client.local_data import node_data
 from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy
@@ -34,7 +35,7 @@ from lepton_fed.utils.device import resolve_device
 from lepton_fed.utils.records import from_array_record, to_array_record
 from lepton_fed.utils.seed import derive_seed
 
-__all__ = ["BUDGET_EXHAUSTED", "Outcome", "run_evaluate", "run_train_round"]
+__all__ = ["BUDGET_EXHAUSTED", "Outcome", "evaluation_sums", "run_evaluate", "run_train_round"]
 
 #: decline code: the node's privacy ledger cannot pay for the round
 BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
@@ -150,12 +151,22 @@ def run_train_round(
 
 
 def run_evaluate(node: NodeState, arrays: ArrayRecord) -> Outcome:
-    """The global model ``arrays`` on this node's held-out rows: sums only."""
-    from lepton_fed.client.evaluate import eval_sums
+    """The global model ``arrays`` on this node's held-out rows: sums only, in the clear,
+    when the node's policy allows ``evaluation`` in the clear."""
     from lepton_fed.policy import filter_metrics
 
     if not filter_metrics(node_policy(node.context), {"evaluation": 1}):
         return Outcome(decline=METRICS_NOT_ALLOWED)
+    sums, _ = evaluation_sums(node, arrays)
+    return Outcome(metrics=dict(sums))
+
+
+def evaluation_sums(node: NodeState, arrays: ArrayRecord) -> tuple[EvalSums, int]:
+    """The global model ``arrays`` on this node's held-out rows: its sums and the number
+    of classes, WITHOUT the policy gate -- for secure evaluation, where the sums leave
+    the node only inside a masked vector (:func:`lepton_fed.client.secure.masked_eval_reply`)."""
+    from lepton_fed.client.evaluate import eval_sums
+
     cfg = node.cfg
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     test = node_data(cfg, node.context).test
@@ -165,5 +176,5 @@ def run_evaluate(node: NodeState, arrays: ArrayRecord) -> Outcome:
                       num_classes=len(test.class_names), input_shape=test.input_shape)
     model = build_model(spec)
     set_state(model, from_array_record(arrays))
-    return Outcome(metrics=dict(eval_sums(model, X, test.y, resolve_device(cfg.device))))
+    return eval_sums(model, X, test.y, resolve_device(cfg.device)), len(test.class_names)
 

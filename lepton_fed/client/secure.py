@@ -1,7 +1,11 @@
 """Secure aggregation on the Message API: the client side of the Flower adapter.
 
 The node's :class:`~lepton_fed.secagg.SecAggClient` state is saved to the Context after
-every step (restoring an older state could reuse a round key).
+every step (restoring an older state could reuse a round key). A node keeps one state
+per SLOT: ``train`` (model updates) and ``eval`` (federated evaluation sums, a separate
+protocol run with its own run id, round numbers and round keys), so evaluating never
+consumes or resets a training round key. Requests name their slot
+(``secagg.slot``, default ``train``); an unknown slot is refused.
 
 Where the node's keys and roster come from:
 
@@ -28,9 +32,11 @@ secure-aggregation request is refused with a
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import ArrayRecord
 
 from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy, sim_bundle
@@ -44,7 +50,23 @@ from lepton_fed.secagg.provisioning import (
 )
 from lepton_fed.secagg.roster import RosterError, load_roster
 
-__all__ = ["load_client", "masked_reply", "save_client"]
+__all__ = ["SLOTS", "load_client", "masked_eval_reply", "masked_reply", "save_client",
+           "secure_eval_reply", "slot_of"]
+
+#: Context key of each slot's saved protocol state
+SLOTS = {"train": "secagg-state", "eval": "secagg-state-eval"}
+
+
+def slot_of(value: object) -> str:
+    """The slot a request names (``None``/absent: ``train``).
+
+    Raises:
+        ProtocolAbort: an unknown slot.
+    """
+    slot = "train" if value is None else str(value)
+    if slot not in SLOTS:
+        raise ProtocolAbort("secagg_bad_slot: unknown secure-aggregation slot")
+    return slot
 
 
 def _identity(node: NodeState, policy: NodePolicy) -> Ed25519PrivateKey:
@@ -89,8 +111,11 @@ def _roster(node: NodeState) -> frozenset[bytes] | None:
     return roster.identity_keys
 
 
-def load_client(node: NodeState) -> SecAggClient:
-    """This node's protocol client, restored from its Context (or new).
+def load_client(node: NodeState, slot: str = "train") -> SecAggClient:
+    """This node's protocol client for ``slot``, restored from its Context (or new).
+
+    A new client refuses cohorts smaller than the policy's ``min_clients_per_round``
+    (at least 2) and (k, t) weaker than its ``min_security_bits``.
 
     Raises:
         ProtocolAbort: no roster and no explicit trust-on-first-use allowance, no
@@ -99,7 +124,7 @@ def load_client(node: NodeState) -> SecAggClient:
     """
     policy = node_policy(node.context)
     key = _identity(node, policy)
-    raw = node.get("secagg-state")
+    raw = node.get(SLOTS[slot_of(slot)])
     if raw:
         return SecAggClient.from_bytes(bytes(raw), identity_key=key)
     roster = _roster(node)
@@ -118,14 +143,15 @@ def load_client(node: NodeState) -> SecAggClient:
             allow_tofu=policy.allow_tofu_keys and roster is None,
             min_security_bits=0.0 if bits is None else bits,  # None: no requirement
             colluding_fraction=policy.colluding_fraction,
+            min_cohort=max(2, policy.min_clients_per_round),
         )
     except ValueError as exc:
         raise ProtocolAbort(f"secagg_unprovisioned: {exc}") from None
 
 
-def save_client(node: NodeState, client: SecAggClient) -> None:
-    """Persist the protocol state after every step."""
-    node.set("secagg-state", client.to_bytes())
+def save_client(node: NodeState, client: SecAggClient, slot: str = "train") -> None:
+    """Persist ``slot``'s protocol state after every step."""
+    node.set(SLOTS[slot_of(slot)], client.to_bytes())
 
 
 def masked_reply(node: NodeState, request: bytes, delta: np.ndarray, weight: float) -> bytes:
@@ -135,3 +161,33 @@ def masked_reply(node: NodeState, request: bytes, delta: np.ndarray, weight: flo
                                 weight=float(weight))
     save_client(node, client)
     return reply
+
+
+def masked_eval_reply(node: NodeState, request: bytes, vector: np.ndarray, weight: float) -> bytes:
+    """Mask an evaluation vector (:func:`lepton_fed.models.predict.eval_vector`, every
+    entry in [0, clip]) and its weight with the ``eval`` slot's state."""
+    client = load_client(node, "eval")
+    reply = client.masked_input(request, delta=np.asarray(vector, np.float64),
+                                weight=float(weight))
+    save_client(node, client, "eval")
+    return reply
+
+
+def secure_eval_reply(node: NodeState, request: bytes, arrays: ArrayRecord) -> bytes:
+    """Evaluate the global model ``arrays`` on this node's held-out rows and return the
+    masked evaluation vector -- the node's sums leave it only inside the mask.
+
+    Raises:
+        ProtocolAbort: a request whose dimension is not the evaluation vector's, or any
+            other refusal of the eval slot's protocol client.
+        ValueError: a request whose clip is below an entry of the vector (the server
+            must send clip = ``EVAL_CLIP``).
+    """
+    from lepton_fed.client.round import evaluation_sums
+    from lepton_fed.models.predict import eval_vector
+    from lepton_fed.secagg.evaluation import EVAL_CLIP, eval_weight
+
+    sums, classes = evaluation_sums(node, arrays)
+    vec = eval_vector(sums, scale=EVAL_CLIP, binary=classes == 2)
+    weight = eval_weight(float(cast(float, sums["eval-n"])), float(node.cfg.secagg.max_weight))
+    return masked_eval_reply(node, request, vec, weight)

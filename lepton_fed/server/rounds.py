@@ -212,8 +212,14 @@ class _Run:
         if self.fed_eval:
             connected = set(self.grid.get_node_ids())
             nodes = sorted(self.reg.ready & connected)
-            fed, ex = federated_evaluate(self.grid, self.reg, to_array_record(self.gstate), nodes,
-                                         self.scaler_rec, float(self.fed.round_timeout))
+            ex: Any
+            if self.secure is not None:  # H3: secure evaluation: only federation totals
+                fed, ex = self.secure.secure_evaluate(
+                    self.grid, self.reg, to_array_record(self.gstate), nodes, self.scaler_rec,
+                    binary=len(self.boot.class_names) == 2, min_cohort=self.min_cohort)
+            else:
+                fed, ex = federated_evaluate(self.grid, self.reg, to_array_record(self.gstate),
+                                             nodes, self.scaler_rec, float(self.fed.round_timeout))
             self.bytes_up += ex.bytes_up
             self.bytes_down += ex.bytes_down
             ev["federated"] = fed

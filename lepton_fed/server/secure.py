@@ -15,6 +15,15 @@ The graph degree k and threshold t are derived per round from ``secagg.security_
 (explicit ``secagg.neighbours``/``threshold`` override them; every node refuses a
 (k, t) weaker than its own minimum). The round info records k, t and the bounds.
 
+Federated evaluation under secure aggregation (:meth:`SecureAggregator.secure_evaluate`)
+is a SEPARATE protocol run (its own :class:`SecAggServer`, run id
+:func:`~lepton_fed.secagg.evaluation.eval_run_id`, ``federation.rounds + 1`` advertised
+rounds, clip ``EVAL_CLIP``; nodes keep a separate ``eval`` slot), so training round
+numbers and keys are untouched: ``query.secagg_advertise`` (slot ``eval``), then
+``query.secagg_evaluate`` (the global model; the node replies with its masked evaluation
+vector only), then ``query.secagg_unmask`` (slot ``eval``). The server learns the
+federation's example-weighted accuracy, loss and binned AUC, never a node's.
+
 The server learns the sum of ``w_i * delta_i`` and of ``w_i`` and nothing else about an
 individual update (see ``lepton_fed/secagg/README.md`` for the threat model). A
 :class:`~lepton_fed.errors.ProtocolAbort` abandons the round: the global model stays as
@@ -30,16 +39,20 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from lepton_fed.config.derived import update_clip
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.models import flatten_state
-from lepton_fed.secagg import SecAggServer
+from lepton_fed.models.predict import eval_from_mean
+from lepton_fed.secagg import SecAggResult, SecAggServer
+from lepton_fed.secagg.evaluation import EVAL_CLIP, eval_dim, eval_run_id
 from lepton_fed.secagg.settings import params_from_config
 from lepton_fed.server.aggregate import mean_update_reply
+from lepton_fed.server.exchange import decline_code, error_code
+from lepton_fed.server.registry import NodeRegistry
 from lepton_fed.utils.records import content_bytes
 from lepton_fed.utils.seed import derive_seed
 
@@ -74,14 +87,20 @@ class SecureAggregator:
         self.params = params_from_config(sa, rounds=int(cfg.federation.rounds), clip=clip)
         self.server = SecAggServer(params=self.params, run_id=run_id)
         self.timeout = float(sa.timeout)
+        self.run_id = run_id
+        self._eval: SecAggServer | None = None  # evaluation's own protocol run (lazy)
+        self._eval_round = 0
 
     def _exchange(self, grid: Grid, requests: dict[int, bytes], message_type: str,
                   res: SecureRoundResult, extra: dict[int, RecordDict] | None = None,
-                  ) -> tuple[dict[int, bytes], list[Message]]:
+                  slot: str = "train") -> tuple[dict[int, bytes], list[Message]]:
         msgs = []
         for nid, req in requests.items():
             content = extra[nid] if extra is not None else RecordDict()
-            content["secagg"] = ConfigRecord({"request": req})
+            rec = ConfigRecord({"request": req})
+            if slot != "train":
+                rec["slot"] = slot
+            content["secagg"] = rec
             msgs.append(Message(content, dst_node_id=nid, message_type=message_type))
         res.bytes_down += sum(content_bytes(m.content) for m in msgs)
         replies = list(grid.send_and_receive(msgs, timeout=self.timeout))
@@ -148,6 +167,101 @@ class SecureAggregator:
                 result.total_weight if self.cfg.privacy.mode != "central" else m, 1e-12),
         }
         return res
+
+
+    def _eval_server(self) -> SecAggServer:
+        if self._eval is None:
+            params = params_from_config(self.cfg.secagg, rounds=int(self.cfg.federation.rounds) + 1,
+                                        clip=EVAL_CLIP)
+            self._eval = SecAggServer(params=params, run_id=eval_run_id(self.run_id))
+        return self._eval
+
+    def secure_evaluate(
+        self, grid: Grid, reg: NodeRegistry, arrays: ArrayRecord, nodes: list[int],
+        scaler: ConfigRecord, *, binary: bool, min_cohort: int,
+    ) -> tuple[dict[str, Any] | None, SecureRoundResult]:
+        """Federated evaluation of ``arrays`` by a secure sum over ``nodes``.
+
+        Every node evaluates on its own held-out rows and sends only its masked
+        evaluation vector; the server learns the weighted mean over the contributors:
+        federation-wide ``accuracy``, ``loss`` (per-example loss capped at
+        ``EVAL_LOSS_CAP``), ``auc`` (binary), ``n`` (``total weight * max_weight``: the
+        number of held-out rows while no node holds more than ``secagg.max_weight``) and
+        ``nodes`` (contributors). No ``per_node`` figures exist. Returns None (and the
+        result's ``abandoned`` reason) with fewer than ``min_cohort`` nodes, when the
+        protocol aborts, with fewer than ``min_cohort`` contributors (the sum is then not
+        used), or when no contributor holds rows out.
+        """
+        res = SecureRoundResult()
+        if len(nodes) < max(2, min_cohort):
+            res.abandoned = (f"{len(nodes)} node(s) ready for evaluation, fewer than the "
+                             f"minimum cohort {max(2, min_cohort)}")
+            res.info = {"abandoned": res.abandoned}
+            return None, res
+        srv = self._eval_server()
+        self._eval_round += 1
+        rnd = self._eval_round
+        try:
+            need = [n for n in nodes if srv.advertised_until(n) < rnd]
+            if need:
+                reqs = srv.advertise(need, first_round=rnd)
+                replies, _ = self._exchange(grid, reqs, "query.secagg_advertise", res, slot="eval")
+                srv.collect_advertisements(replies)
+            reqs = srv.start_round(round=rnd, cohort=nodes, dim=eval_dim(binary))
+            extra = {}
+            for nid in reqs:
+                content = RecordDict({"arrays": arrays})
+                if nid not in reg.scaler_sent:
+                    content["lepton"] = scaler
+                extra[nid] = content
+            masked, ok = self._exchange(grid, reqs, "query.secagg_evaluate", res, extra=extra,
+                                        slot="eval")
+            for r in ok:
+                if "decline" in r.content:
+                    res.declined.append(r)
+                    reg.record_decline(r.metadata.src_node_id, decline_code(r))
+                else:
+                    res.ok.append(r)
+                    reg.scaler_sent.add(r.metadata.src_node_id)
+            for r in res.errors:
+                reg.record_failure(r.metadata.src_node_id, error_code(r))
+            reqs = srv.collect_masked_inputs(masked)
+            shares, _ = self._exchange(grid, reqs, "query.secagg_unmask", res, slot="eval")
+            missing = {n: q for n, q in reqs.items() if n not in shares}
+            if missing:  # one retry: a byte-identical request gets the same reply
+                more, _ = self._exchange(grid, missing, "query.secagg_unmask", res, slot="eval")
+                shares.update(more)
+            result = srv.collect_unmask(shares)
+        except ProtocolAbort as exc:
+            log.warning("secure evaluation abandoned: %s", exc)
+            res.abandoned = str(exc)
+            res.info = {"abandoned": str(exc)}
+            return None, res
+        res.info = _eval_info(result)
+        if len(result.contributors) < max(2, min_cohort):
+            res.abandoned = (f"{len(result.contributors)} contributor(s), fewer than the "
+                             f"minimum cohort {max(2, min_cohort)}: no figure released")
+            res.info["abandoned"] = res.abandoned
+            log.warning("secure evaluation abandoned: %s", res.abandoned)
+            return None, res
+        if not result.total_weight > 0:
+            return None, res
+        out = eval_from_mean(result.weighted_mean(), scale=EVAL_CLIP,
+                             n=result.total_weight * float(self.cfg.secagg.max_weight))
+        out["nodes"] = len(result.contributors)
+        out["secure"] = True
+        return out, res
+
+
+def _eval_info(result: SecAggResult) -> dict[str, Any]:
+    return {
+        "contributors": len(result.contributors), "neighbours": result.neighbours,
+        "threshold": result.threshold,
+        "security_bits": (None if math.isinf(result.security_bits)
+                          else round(result.security_bits, 2)),
+        "dropped": {str(getattr(k, "name", k)).lower(): list(v)
+                    for k, v in result.dropped.items() if v},
+    }
 
 
 def run_id_for(cfg: DictConfig, grid: Grid) -> int:
