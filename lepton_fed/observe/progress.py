@@ -38,10 +38,12 @@ class ProgressObserver:
         total_rounds: ``federation.rounds``.
         enabled: True/False to force; None: on when ``file`` is a terminal.
         file: where to draw (default ``sys.stdout``).
+        min_interval_s: redraw at most this often (rounds faster than that are drawn
+            when the next one comes, the last one always).
     """
 
     def __init__(self, total_rounds: int, *, enabled: bool | None = None,
-                 file: IO[str] | None = None) -> None:
+                 file: IO[str] | None = None, min_interval_s: float = 0.25) -> None:
         stream = file if file is not None else sys.stdout
         if enabled is None:
             enabled = bool(getattr(stream, "isatty", lambda: False)())
@@ -50,6 +52,8 @@ class ProgressObserver:
         self.t0 = time.monotonic()
         self.done = 0
         self.round_seconds = 0.0
+        self.min_interval_s = min_interval_s
+        self._drawn = -float("inf")
         self._p: Any = None
         if not enabled:
             return
@@ -85,14 +89,18 @@ class ProgressObserver:
         self._p.update(self._task, completed=min(self.done, self.total),
                        figures=" ".join(figs), elapsed=_clock(elapsed),
                        eta=_clock(eta_seconds(self.round_seconds, self.done, self.total)))
-        self._p.refresh()
+        now = time.monotonic()
+        if now - self._drawn >= self.min_interval_s or self.done >= self.total:
+            self._drawn = now
+            self._p.refresh()
 
     def on_finish(self, summary: dict[str, Any]) -> None:
         """Stop drawing (the bar stays on screen at its last state)."""
         self.close()
 
     def close(self) -> None:
-        """Stop the live display (idempotent)."""
+        """Draw the last state and stop the live display (idempotent)."""
         if self._p is not None:
             p, self._p = self._p, None
+            p.refresh()
             p.stop()

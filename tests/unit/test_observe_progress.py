@@ -27,11 +27,14 @@ def test_bar_draws_rounds_figures_and_eta_on_a_terminal():
     p = ProgressObserver(4, file=out)
     assert p.enabled
     p.on_round({"round": 1, "accuracy": 0.81234, "epsilon": 0.5, "seconds": 10.0})
-    p.on_round({"round": 2, "accuracy": None, "epsilon": 0.7, "seconds": 10.0})
     text = out.getvalue()
-    assert "2/4" in text and "acc 0.812" in text and "eps 0.70" in text
-    assert "ETA 0:00:20" in text  # two rounds of 10 s left
-    p.on_finish({})
+    assert "1/4" in text and "acc 0.812" in text and "eps 0.50" in text
+    assert "ETA 0:00:30" in text  # three rounds of 10 s left
+    p.on_round({"round": 2, "accuracy": None, "epsilon": 0.7, "seconds": 10.0})
+    assert "2/4" not in out.getvalue()  # redrawn at most every min_interval_s
+    p.on_finish({})  # the last state is always drawn
+    text = out.getvalue()
+    assert "2/4" in text and "eps 0.70" in text and "ETA 0:00:20" in text
     p.close()  # idempotent
 
 

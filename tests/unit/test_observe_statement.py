@@ -115,3 +115,19 @@ def test_a_run_still_going_and_bad_input(compose_cfg, tmp_path):
     _run(cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"node 'x' is not in this run.*partition-0"):
         build_statement(tmp_path, node="x")
+
+
+def test_statement_command(compose_cfg, tmp_path, capsys):
+    from lepton_fed.observe.statement_cli import run_statement, statement_parser
+
+    cfg = compose_cfg("federation.rounds=1", "federation.num_clients=3",
+                      "federation.clients_per_round=3")
+    _run(cfg, tmp_path)
+    capsys.readouterr()
+    assert run_statement(statement_parser().parse_args([str(tmp_path), "--json"])) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["mechanism"]["mode"] == "none" and st["finished"] is True
+    assert run_statement(statement_parser().parse_args(
+        [str(tmp_path), "--node", "partition-1"])) == 0
+    out = capsys.readouterr().out
+    assert "partition-1" in out and "partition-0" not in out.split("WHAT LEFT")[0]

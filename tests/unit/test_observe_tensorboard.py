@@ -63,7 +63,7 @@ def test_events_read_back_with_tensorboard(tmp_path):
     assert eps == [(1, 0.5), (2, 0.75)]
     assert [e.step for e in acc.Scalars("eval/accuracy")] == [1]  # round 2 not evaluated
     assert [e.value for e in acc.Scalars("participation/clients")] == [3, 4]
-    text = acc.Tensors("privacy/text_summary")[0].tensor_proto.string_val[0].decode()
+    text = acc.Tensors("privacy")[0].tensor_proto.string_val[0].decode()
     assert '"mode": "dpsgd"' in text  # the privacy summary as text
 
 
