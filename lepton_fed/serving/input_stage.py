@@ -147,19 +147,6 @@ class InputLayout:
         out[CATEGORIES_INPUT] = cats
         return out
 
-    def feed_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """Graph inputs straight from raw rows (no validation: a plain consumer's view)."""
-        out: dict[str, np.ndarray] = {}
-        if self.numeric:
-            out[NUMERIC_INPUT] = np.asarray(
-                [[r[n] for n in self.numeric] for r in rows], dtype=np.float32
-            ).reshape(len(rows), len(self.numeric))
-        if self.categorical:
-            out[CATEGORIES_INPUT] = np.asarray(
-                [[str(r[n]) for n, _ in self.categorical] for r in rows], dtype=object
-            ).reshape(len(rows), len(self.categorical))
-        return out
-
 
 def _stage_nodes(
     layout: InputLayout, pre: Preprocessor, out_name: str, batch: Any
