@@ -153,3 +153,32 @@ def test_dpsgd_killed_mid_round_never_forgets_spend(tmp_path, reference):
     a, b = _summary(ref)["privacy"]["per_client"], _summary(d)["privacy"]["per_client"]
     assert set(a) == set(b)
     assert all(b[n] >= a[n] - 1e-12 for n in a), (a, b)
+
+
+@pytest.mark.integration
+def test_cli_simulation_on_ray_killed_then_resumed_with_resume_run_dir(tmp_path, reference):
+    """``lepton-fed simulate ... `` killed with SIGKILL after round 2 (its whole process
+    group: the Ray processes it started), then ``lepton-fed simulate resume=RUN_DIR``
+    with nothing else: the run's own config, same directory, same model as an
+    uninterrupted run."""
+    d = tmp_path / "run"
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "lepton_fed.cli.main", "simulate"]
+    proc = subprocess.Popen([*cli, *BASE, f"hydra.run.dir={d}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: (d / "metrics.jsonl").exists() and len(_rows(d)) >= 2, proc, 400)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group our child leads
+        proc.wait(timeout=30)
+    assert not (d / "summary.json").exists()
+    out = subprocess.run([*cli, f"resume={d}"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=400, start_new_session=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"resumed {d} after round" in out.stdout
+    assert [r["round"] for r in _rows(d)] == [1, 2, 3, 4, 5]
+    assert _max_diff(reference(BASE), d) <= 1e-6
+    bad = subprocess.run([*cli, f"resume={d}", "client.lr=0.5"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=200)
+    assert bad.returncode == 2 and "client.lr: the run has 0.05, now 0.5" in bad.stderr
