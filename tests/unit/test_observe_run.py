@@ -69,3 +69,24 @@ def test_prometheus_matches_the_run(dp_run):
     for node, eps in summary["privacy"]["per_client"].items():
         assert s[("lepton_epsilon", (("node", node),))] == pytest.approx(eps)
     assert s[("lepton_epsilon_max", ())] == pytest.approx(summary["privacy"]["epsilon"])
+
+
+def test_per_node_detail_reaches_tensorboard_and_prometheus(dp_run):
+    """Once the round loop writes each row's per-node detail (``epsilon_per_node``,
+    ``declines``, ``failures``, ``sampled``, ``connected``), both observers show it."""
+    d, rows, _, text = dp_run
+    if "epsilon_per_node" not in rows[0]:
+        pytest.skip("the round loop does not write epsilon_per_node/sampled/connected "
+                    "into metrics rows yet (lepton_fed/server/rounds.py)")
+    acc = EventAccumulator(str(d), size_guidance={"scalars": 0})
+    acc.Reload()
+    for node in rows[0]["epsilon_per_node"]:
+        got = [(e.step, e.value) for e in acc.Scalars(f"privacy/epsilon/{node}")]
+        want = [(r["round"], pytest.approx(r["epsilon_per_node"][node], rel=1e-6))
+                for r in rows if node in r["epsilon_per_node"]]
+        assert got == want
+    s = {(x.name, tuple(sorted(x.labels.items()))): x.value
+         for f in text_string_to_metric_families(text) for x in f.samples}
+    assert s[("lepton_nodes", (("state", "sampled"),))] == rows[-1]["sampled"] == 3
+    assert s[("lepton_nodes", (("state", "connected"),))] == rows[-1]["connected"] == 3
+    assert [e.value for e in acc.Scalars("participation/sampled")] == [3, 3, 3]
