@@ -100,34 +100,41 @@ def test_modes_and_parties(compose_cfg, tmp_path):
     assert json.loads(json.dumps(st)) == st  # JSON-ready
 
 
-def test_a_run_still_going_and_bad_input(compose_cfg, tmp_path):
-    cfg = compose_cfg("federation.rounds=1", "federation.num_clients=3",
-                      "federation.clients_per_round=3")
-    _run(cfg, tmp_path)
-    (tmp_path / "summary.json").unlink()
-    st = build_statement(tmp_path)
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """A finished 1-round run without DP (3 nodes)."""
+    from lepton_fed.config import compose
+
+    d = tmp_path_factory.mktemp("plain")
+    _run(compose(["federation.rounds=1", "federation.num_clients=3",
+                  "federation.clients_per_round=3"]), d)
+    return d
+
+
+def test_a_run_still_going_and_bad_input(plain_run, tmp_path):
+    import shutil
+
+    going = tmp_path / "going"
+    shutil.copytree(plain_run, going)
+    (going / "summary.json").unlink()
+    st = build_statement(going)
     assert st["finished"] is False and st["nodes"] == [] and st["rounds_completed"] == 1
     assert "still running" in render_statement(st)
     with pytest.raises(ConfigError, match="no config.yaml"):
         build_statement(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="ledger directory"):
-        build_statement(tmp_path, ledger_dir=tmp_path / "nope")
-    _run(cfg, tmp_path)
+        build_statement(plain_run, ledger_dir=tmp_path / "nope")
     with pytest.raises(ConfigError, match=r"node 'x' is not in this run.*partition-0"):
-        build_statement(tmp_path, node="x")
+        build_statement(plain_run, node="x")
 
 
-def test_statement_command(compose_cfg, tmp_path, capsys):
+def test_statement_command(plain_run, capsys):
     from lepton_fed.observe.statement_cli import run_statement, statement_parser
 
-    cfg = compose_cfg("federation.rounds=1", "federation.num_clients=3",
-                      "federation.clients_per_round=3")
-    _run(cfg, tmp_path)
-    capsys.readouterr()
-    assert run_statement(statement_parser().parse_args([str(tmp_path), "--json"])) == 0
+    assert run_statement(statement_parser().parse_args([str(plain_run), "--json"])) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["mechanism"]["mode"] == "none" and st["finished"] is True
     assert run_statement(statement_parser().parse_args(
-        [str(tmp_path), "--node", "partition-1"])) == 0
+        [str(plain_run), "--node", "partition-1"])) == 0
     out = capsys.readouterr().out
     assert "partition-1" in out and "partition-0" not in out.split("WHAT LEFT")[0]
