@@ -43,6 +43,7 @@ def _sent(grid):
      {"unit-weight", "declined", "epsilon", REPLACED}),
     (["privacy=central", "privacy.noise_multiplier=0.5"], None,
      {"num-examples", "unit-weight", "declined", "train-loss", "update-norm"}),
+    (["privacy=dpsgd", "privacy.epsilon=3", "secagg=on"], None, {"declined", "epsilon"}),
 ])
 def test_listed_clear_metrics_are_exactly_what_nodes_sent(compose_cfg, tmp_path, privacy,
                                                           clear, expected):
@@ -56,6 +57,11 @@ def test_listed_clear_metrics_are_exactly_what_nodes_sent(compose_cfg, tmp_path,
     listed = _listed_metrics(st)
     assert listed == expected
     assert _sent(grid) == {m.split(" ")[0] for m in listed}
+    update = next(i for i in st["left_in_clear"] if i.startswith("each round it trained: "))
+    masked = any("secagg=on" in o for o in privacy)
+    assert ("masked" in update) is masked
+    assert all("arrays" not in r.content for r in grid.seen
+               if r.metadata.message_type == "train") is masked  # no plain update left
     if REPLACED in listed:  # the count really was withheld
         counts = {r.content["metrics"]["num-examples"] for r in grid.seen
                   if r.metadata.message_type == "train" and "metrics" in r.content}
