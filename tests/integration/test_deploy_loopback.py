@@ -90,6 +90,12 @@ def fed(tmp_path_factory):
     fdir = init_federation(tmp / "fed", name="loopback", superlink_hosts=["127.0.0.1"],
                            nodes=["hospital-a", "hospital-b"], port=port)
     a_csv, b_csv = _csvs(tmp)
+    schema = tmp / "schema.yaml"  # the coordinator holds no data: only the declared contract
+    import pandas as pd
+    import yaml
+
+    features = [c for c in pd.read_csv(a_csv, nrows=1).columns if c != "target"]
+    schema.write_text(yaml.safe_dump({"label": "target", "classes": [0, 1], "features": features}))
     policy = tmp / "policy.yaml"
     shutil.copy(REPO / "conf" / "node_policy" / "open.yaml", policy)
     groups: list[Group] = []
@@ -106,7 +112,7 @@ def fed(tmp_path_factory):
         for g in groups[1:]:
             g.wait_for("joined federation", 60)
         yield {"dir": fdir, "tmp": tmp, "port": port, "control": control_port, "csv": a_csv,
-               "groups": groups}
+               "schema": schema, "groups": groups}
     finally:
         for g in reversed(groups):
             g.stop()
@@ -134,8 +140,8 @@ def test_two_hospitals_train_two_rounds(fed):
     run_dir = fed["tmp"] / "run"
     t0 = time.monotonic()
     out = _cli("run", "--federation", str(fed["dir"].root), "--run-dir", str(run_dir), "data=csv",
-               f"data.path={fed['csv']}", "data.label=target", "privacy=none", "secagg=off",
-               "federation.rounds=2", cwd=fed["tmp"])
+               f"data.schema={fed['schema']}", "evaluation.server_data=false", "privacy=none",
+               "secagg=off", "federation.rounds=2", cwd=fed["tmp"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[lepton-fed] round 2/2" in out.stdout and "completed" in out.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -256,7 +262,7 @@ def test_superlink_restart_keeps_registrations_and_nodes_come_back(fed):
     client.close()
     run_dir = tmp / "run-after-restart"
     out = _cli("run", "--federation", str(fed["dir"].root), "--run-dir", str(run_dir), "data=csv",
-               f"data.path={fed['csv']}", "data.label=target", "privacy=none", "secagg=off",
-               "federation.rounds=1", cwd=tmp)
+               f"data.schema={fed['schema']}", "evaluation.server_data=false", "privacy=none",
+               "secagg=off", "federation.rounds=1", cwd=tmp)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert all(g.proc.poll() is None for g in groups[1:])  # the nodes never stopped
