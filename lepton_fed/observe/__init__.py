@@ -8,7 +8,7 @@ imported only when an observer that needs them is built, so importing this packa
 none of them. Nothing here changes a run: an observer only reads the rows it is given.
 """
 
-from lepton_fed.observe.factory import observers_for
+from lepton_fed.observe.factory import close_observers, observers_for
 from lepton_fed.observe.scalars import round_scalars
 
-__all__ = ["observers_for", "round_scalars"]
+__all__ = ["close_observers", "observers_for", "round_scalars"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from lepton_fed.errors import ConfigError
 
-__all__ = ["check_observe_config", "observers_for"]
+__all__ = ["check_observe_config", "close_observers", "observers_for"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +112,13 @@ def observers_for(cfg: Any, run_dir: str | Path, *, quiet: bool = False) -> list
 
         out.append(ProgressObserver(rounds, enabled=True if progress == "true" else None))
     return out
+
+
+def close_observers(observers: list[Any]) -> None:
+    """Close what a run that ended WITHOUT ``on_finish`` (an exception) left open: the
+    TensorBoard file (flushed) and the progress bar. A Prometheus endpoint keeps serving
+    the run's last figures until the process ends or the next run takes the port."""
+    for o in observers:
+        close = getattr(o, "close", None)
+        if callable(close):
+            close()

@@ -7,10 +7,11 @@ A node whose ``node_config`` has ``metrics-port`` (e.g. ``lepton-fed node join .
 - ``lepton_node_epsilon_cap{node}``: its policy's ``max_epsilon`` (absent when uncapped);
 - ``lepton_node_budget_used_ratio{node}``: epsilon / cap;
 - ``lepton_node_rounds_trained_total{node}``, ``lepton_node_rounds_declined_total{node,
-  reason}``.
+  reason}``, ``lepton_node_rounds_failed_total{node}`` (error replies).
 
-The ClientApp calls :func:`observe_node_round` once per train request. Without
-``metrics-port`` it returns at once (nothing imported, nothing served); a missing
+The ClientApp calls :func:`observe_train_reply` (or :func:`observe_node_round`) once per
+train request. Without ``metrics-port`` (or with 0) it returns at once (nothing
+imported, nothing served); a missing
 ``prometheus-client`` or a taken port is logged once and never fails the round: the
 node's monitoring must not change what the node does.
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from lepton_fed.observe._exporter import Endpoint, endpoint, import_prometheus
 
-__all__ = ["NodeMetrics", "observe_node_round"]
+__all__ = ["NodeMetrics", "observe_node_round", "observe_train_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,17 @@ class NodeMetrics:
                                     ["node"], registry=r)
         self.declined = prom.Counter("lepton_node_rounds_declined", "rounds declined",
                                      ["node", "reason"], registry=r)
+        self.failed = prom.Counter("lepton_node_rounds_failed", "train requests answered "
+                                   "with an error", ["node"], registry=r)
         self.endpoint: Endpoint | None = (
             endpoint(port, r, addr=addr) if port is not None else None)
 
     def record_train(self, *, epsilon: float | None, epsilon_cap: float | None,
-                     declined: str | None) -> None:
-        """One train request: trained (``declined`` None) or declined with that code."""
-        if declined:
+                     declined: str | None, failed: bool = False) -> None:
+        """One train request: trained, declined with code ``declined``, or ``failed``."""
+        if failed:
+            self.failed.labels(self.node).inc()
+        elif declined:
             self.declined.labels(self.node, declined).inc()
         else:
             self.trained.labels(self.node).inc()
@@ -90,7 +95,7 @@ def _for_port(node: str, port: int, addr: str) -> NodeMetrics | None:
 
 def observe_node_round(node_config: Mapping[str, Any], *, node: str,
                        epsilon: float | None, epsilon_cap: float | None,
-                       declined: str | None) -> None:
+                       declined: str | None, failed: bool = False) -> None:
     """Record one train request on the node's exporter, if ``node_config`` asks for one
     (``metrics-port``, optional ``metrics-addr``). Never raises."""
     raw = node_config.get("metrics-port")
@@ -102,6 +107,30 @@ def observe_node_round(node_config: Mapping[str, Any], *, node: str,
                                                      "127.0.0.1"))
         if metrics is not None:
             metrics.record_train(epsilon=epsilon, epsilon_cap=epsilon_cap,
-                                 declined=declined)
+                                 declined=declined, failed=failed)
+    except Exception as exc:  # noqa: BLE001 - monitoring must not fail the round
+        log.warning("node metrics: %s", exc)
+
+
+def observe_train_reply(node_config: Mapping[str, Any], *, node: str, reply: Any,
+                        epsilon_cap: float | None) -> None:
+    """:func:`observe_node_round` from the train reply the node is about to send (a
+    Flower ``Message``): an error reply counts as failed, a ``decline`` record as
+    declined with its code, anything else as trained; the epsilon is the one in the
+    reply's metrics (absent when the node's policy keeps it). Never raises."""
+    raw = node_config.get("metrics-port")
+    if raw is None or str(raw).strip() in ("", "0"):
+        return
+    try:
+        if not reply.has_content():
+            observe_node_round(node_config, node=node, epsilon=None,
+                               epsilon_cap=epsilon_cap, declined=None, failed=True)
+            return
+        content = reply.content
+        eps = content["metrics"].get("epsilon") if "metrics" in content else None
+        code = str(content["decline"]["code"]) if "decline" in content else None
+        observe_node_round(node_config, node=node,
+                           epsilon=float(eps) if isinstance(eps, int | float) else None,
+                           epsilon_cap=epsilon_cap, declined=code)
     except Exception as exc:  # noqa: BLE001 - monitoring must not fail the round
         log.warning("node metrics: %s", exc)

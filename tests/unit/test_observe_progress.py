@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lepton_fed.errors import ConfigError
-from lepton_fed.observe import observers_for
+from lepton_fed.observe import close_observers, observers_for
 from lepton_fed.observe.factory import check_observe_config
 from lepton_fed.observe.progress import ProgressObserver, eta_seconds
 
@@ -79,8 +79,9 @@ def test_observers_for_builds_what_is_asked(tmp_path):
         assert prom.port and prom.port > 0
     finally:
         prom.endpoint.shutdown()
-    for o in obs:
-        if isinstance(o, TensorBoardObserver):
-            o.close()
+    tb = next(o for o in obs if isinstance(o, TensorBoardObserver))
+    tb.on_round({"round": 1, "accuracy": 0.5})
+    close_observers(obs)  # a run that raised: the event file is flushed and closed
+    assert tb._closed and next(tmp_path.glob("events.out.tfevents.*")).stat().st_size > 100
     none = observers_for(_cfg(tensorboard=False, progress="true"), tmp_path, quiet=True)
     assert none == []  # quiet wins over progress=true

@@ -142,3 +142,37 @@ def test_node_exporter_never_fails_the_round(monkeypatch, caplog):
     assert sum("node metrics are off" in r.message for r in caplog.records) == 1
     observe_node_round({"metrics-port": "not-a-port"}, node="a", epsilon=None,
                        epsilon_cap=None, declined=None)  # logged, no exception
+
+
+def test_node_exporter_reads_the_nodes_real_replies(monkeypatch):
+    """Trained, declined (with its code) and error replies as the ClientApp builds them."""
+    from flwr.app import Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from lepton_fed.client import codes
+    from lepton_fed.observe.node_exporter import observe_train_reply
+
+    for k, v in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):  # as a running app has
+        monkeypatch.setattr(TaskIdentity, k, v, raising=False)
+    monkeypatch.setattr(node_exporter, "_NODES", {})
+    port = _free_port()
+    nc = {"metrics-port": port}
+    req = Message(RecordDict(), dst_node_id=1, message_type="train")
+    trained = Message(RecordDict({"metrics": MetricRecord({"epsilon": 3.0, "declined": 0})}),
+                      reply_to=req)
+    declined = codes.decline_reply(req, "BUDGET_EXHAUSTED", metrics={"epsilon": 7.5})
+    failed = codes.error_reply(req, ValueError("bad"), "hospital-a")
+    for reply in (trained, trained, declined, failed):
+        observe_train_reply(nc, node="hospital-a", reply=reply, epsilon_cap=8.0)
+    observe_train_reply({}, node="x", reply=object(), epsilon_cap=None)  # off: no-op
+    try:
+        s = _scrape(port)
+    finally:
+        node_exporter._NODES[port].endpoint.shutdown()
+    node = (("node", "hospital-a"),)
+    assert s[("lepton_node_rounds_trained_total", node)] == 2
+    assert s[("lepton_node_rounds_declined_total",
+              (("node", "hospital-a"), ("reason", "BUDGET_EXHAUSTED")))] == 1
+    assert s[("lepton_node_rounds_failed_total", node)] == 1
+    assert s[("lepton_node_epsilon", node)] == 7.5
+    assert s[("lepton_node_budget_used_ratio", node)] == pytest.approx(7.5 / 8)
