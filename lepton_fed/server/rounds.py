@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -291,15 +291,20 @@ class _Run:
             out.aggregate = mean_update_reply(self.gstate, self.privacy.noisy_mean(total, rnd))
         return out
 
-    def record(self, rnd: int, out: RoundOutcome) -> None:
-        """Book-keeping of declines, failures, budgets and names."""
+    def record(self, rnd: int, out: RoundOutcome) -> dict[str, Any]:
+        """Book-keeping of declines, failures, budgets and names. Returns the round's
+        detail for its metrics row: ``declines`` and ``failures`` by code, and
+        ``epsilon_per_node`` for the nodes that reported an epsilon this round."""
         reg = self.reg
+        declines: Counter[str] = Counter()
+        reported: dict[str, float] = {}
         for r in out.ok:
             reg.scaler_sent.add(out.node(r))
         for r in out.declined:
             nid = out.node(r)
             code = decline_code(r) if "decline" in r.content else BUDGET_EXHAUSTED
             reg.record_decline(nid, code)
+            declines[code] += 1
             if code == BUDGET_EXHAUSTED:
                 self.stopped.setdefault(reg.name(nid), rnd)
         for r in out.ok + out.declined:
@@ -308,10 +313,16 @@ class _Run:
                 name = reg.name(out.node(r))
                 self.per_client_eps[name] = max(self.per_client_eps.get(name, 0.0),
                                                 float(cast(float, eps)))
+                reported[name] = self.per_client_eps[name]
         for nid, code in out.errors:
             reg.record_failure(nid, code)
             log.warning("round %d: node %s failed: %s", rnd, reg.name(nid), code)
         self.failures += len(out.errors)
+        detail: dict[str, Any] = {"declines": dict(declines),
+                                  "failures": dict(Counter(c for _, c in out.errors))}
+        if reported:
+            detail["epsilon_per_node"] = dict(sorted(reported.items()))
+        return detail
 
     def aggregate(self, rnd: int, out: RoundOutcome) -> bool:
         """Apply the round to the global model; False when nothing could be aggregated."""
@@ -345,10 +356,11 @@ class _Run:
                                 f"within {self.wait_s:.0f} s")
             log.warning("%s; ending the run", self.stop_reason)
             return False
+        connected = len(list(self.grid.get_node_ids()))
         out = self.exchange_round(rnd, self.train_messages(rnd, nodes))
         self.bytes_up += out.bytes_up
         self.bytes_down += out.bytes_down
-        self.record(rnd, out)
+        detail = self.record(rnd, out)
         changed = self.aggregate(rnd, out)
         if rnd % self.every == 0 or rnd == fed.rounds or not changed:
             ev = self.evaluate(rnd)
@@ -359,10 +371,13 @@ class _Run:
         row: dict[str, Any] = {
             "round": rnd, **ev, "clients": len(out.ok), "failed": len(out.errors),
             "declined": len(out.declined), "epsilon": eps_now, "bytes_up": out.bytes_up,
-            "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0}
+            "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0,
+            "sampled": len(nodes), "connected": connected, **detail}
         if out.secagg is not None:
             row["secagg"] = out.secagg
         self.rows.append(row)
+        # H5: the round's state is on disk before anything about it is published
+        checkpoint.save(self, rnd)
         self.writer.round(row)
         for o in self.observers:
             o.on_round(row)
@@ -444,9 +459,7 @@ def run_federation(grid: Grid, cfg: DictConfig, writer: RunWriter,
     run = _Run(grid, cfg, writer, observers, resume=str(resume) if resume else None)
     run.setup()
     for rnd in range(run.first_round, int(cfg.federation.rounds) + 1):
-        going_on = run.round(rnd)
-        checkpoint.save(run, rnd)  # H5: after every round (atomic)
-        if not going_on:
+        if not run.round(rnd):  # checkpointed inside (H5)
             break
     return run.finish()
 
