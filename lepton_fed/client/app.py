@@ -122,8 +122,20 @@ def _take_scaler(msg: Message, node: NodeState) -> None:
 
 
 @app.train()
-@_coded
 def train(msg: Message, context: Context) -> Message:
+    """One local training round (and the node's own metrics when it exports them:
+    ``node_config["metrics-port"]``)."""
+    reply = _train(msg, context)
+    if context.node_config.get("metrics-port"):
+        from lepton_fed.observe.node_exporter import observe_train_reply
+
+        observe_train_reply(context.node_config, node=_name(context), reply=reply,
+                            epsilon_cap=node_policy(context).max_epsilon)
+    return reply
+
+
+@_coded
+def _train(msg: Message, context: Context) -> Message:
     """One local training round."""
     node = NodeState(context)
     if (need := _configured(msg, node)) is not None:

@@ -201,6 +201,9 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
 
     p += check_policy_config(cfg)
     p += check_noise_config(cfg, deployment=deployment)
+    from lepton_fed.observe.factory import check_observe_config
+
+    p += check_observe_config(cfg)
     if cfg.compression["update"] not in UPDATES:
         p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
     if not 0 < cfg.compression.topk_fraction <= 1:

@@ -21,7 +21,7 @@ def make_server_app(cfg: DictConfig, run_dir: str | Path, results: dict[str, Any
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        summary = run_federation(grid, cfg, RunWriter(run_dir))
+        summary = _observed_run(grid, cfg, Path(run_dir), quiet=False)
         if results is not None:
             results.update(summary)
 
@@ -52,7 +52,19 @@ def _deployed(grid: Grid, context: Context) -> None:
         raise_if(validate(cfg, deployment=True))
     else:
         cfg = precheck(str(rc.get("config-overrides", "")).split(), deployment=True)[0]
-    run_federation(grid, cfg, RunWriter(_run_dir(str(rc.get("run-dir", "")), grid)))
+    _observed_run(grid, cfg, _run_dir(str(rc.get("run-dir", "")), grid), quiet=True)
+
+
+def _observed_run(grid: Grid, cfg: DictConfig, run_dir: Path, *, quiet: bool) -> dict[str, Any]:
+    """The round loop with the observers ``cfg.observe`` asks for (TensorBoard, Prometheus,
+    progress), closed whatever happens."""
+    from lepton_fed.observe import close_observers, observers_for
+
+    observers = observers_for(cfg, run_dir, quiet=quiet)
+    try:
+        return run_federation(grid, cfg, RunWriter(run_dir), observers)
+    finally:
+        close_observers(observers)
 
 
 def _run_dir(requested: str, grid: Grid) -> Path:
