@@ -9,7 +9,7 @@ __all__ = ["conf_dir", "group_options"]
 
 GROUPS = (
     "data", "partition", "model", "strategy", "privacy", "secagg", "compression",
-    "federation", "client", "node_policy",
+    "federation", "client", "node_policy", "attack",
 )
 
 
