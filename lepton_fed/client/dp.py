@@ -20,8 +20,9 @@ Where the ledger lives and what keys it (:func:`ledger_key`):
 from __future__ import annotations
 
 import json
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig
 
@@ -43,11 +44,13 @@ from lepton_fed.privacy.analysis import (
     local_schedule,
     noise_multiplier_for,
 )
+from lepton_fed.privacy.auto import DPChoice, choice_for
 from lepton_fed.privacy.dpsgd import choose_grad_sample_mode
 from lepton_fed.privacy.pld import ACCOUNTANTS, run_accountant
 
 __all__ = [
     "DPDecision",
+    "dp_choice",
     "dp_report",
     "dp_settings_or_decline",
     "is_real_node",
@@ -58,6 +61,9 @@ __all__ = [
 
 _RESERVATION = "dp-reservation"  # node state: "<ledger key> <reservation id>"
 _REPORT = "dp-report"  # node state: JSON of the last settled round's figures
+_CHOICE = "dp-choice"  # node state: JSON of this run's DPChoice
+
+log = logging.getLogger("lepton_fed.node")
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,20 @@ def _eps(ledger: PrivacyLedger, delta: float, accountant: str, *,
     return epsilon_for_history(h, delta=delta, accountant=accountant) if h else 0.0
 
 
+def dp_choice(node: NodeState, cfg: DictConfig, n: int) -> DPChoice:
+    """This run's DP-SGD hyperparameters for a node with ``n`` training rows: the
+    user's values, the DP rule's (:mod:`lepton_fed.privacy.auto`) for keys left null.
+    Chosen once per run (cached in the node state) and logged on the node."""
+    raw = node.get(_CHOICE)
+    if raw:
+        d = json.loads(str(raw))
+        return DPChoice(**{**d, "auto": tuple(d["auto"])})
+    choice = choice_for(cfg, n)
+    node.set(_CHOICE, json.dumps(asdict(choice)))
+    log.info(choice.describe())
+    return choice
+
+
 def _sigma(node: NodeState, cfg: DictConfig, sample_rate: float, steps: int) -> float:
     sigma = node.get("dp-sigma")
     if sigma is None:
@@ -201,8 +221,8 @@ def _reserve(
                           "privacy spend would not survive a restart")
     if key is None or is_real_node(node):
         key = ledger_key(node, data)
-    sch = local_schedule(num_examples=n, batch_size=int(cfg.client.batch_size),
-                         epochs=int(cfg.client.epochs))
+    choice = dp_choice(node, cfg, n)
+    sch = local_schedule(num_examples=n, batch_size=choice.batch_size, epochs=choice.epochs)
     sigma = _sigma(node, cfg, sch.sample_rate, sch.steps)
     planned = PrivacyEvent(noise_multiplier=sigma, sample_rate=sch.sample_rate,
                            steps=sch.steps, round=round_)
@@ -223,11 +243,13 @@ def _reserve(
     assert held.reservation is not None
     node.set(_RESERVATION, f"{key} {held.reservation}")
     settings = DPSettings(
-        noise_multiplier=sigma, max_grad_norm=float(pr.max_grad_norm),
+        noise_multiplier=sigma, max_grad_norm=choice.max_grad_norm,
         grad_sample_mode=choose_grad_sample_mode(
             str(pr.grad_sample_mode), model=str(cfg.model.name), num_features=num_features),
         secure_mode=bool(pr.secure_mode),
         reproducible=bool(pr.get("reproducible", False)),
+        batch_size=choice.batch_size, epochs=choice.epochs,
+        lr=choice.lr_at(round_, int(cfg.federation.rounds)),
     )
     return DPDecision(settings, _eps(ledger, delta, acc, without=held.reservation), None, "",
                       key, held.reservation)
@@ -272,6 +294,11 @@ def record_round(
     node.set(_RESERVATION, "")
     delta, acc = float(cfg.privacy.delta), run_accountant(cfg)
     report = {f"epsilon-{a}": _eps(ledger, delta, a) for a in ACCOUNTANTS}
+    raw = node.get(_CHOICE)
+    if raw:
+        d = json.loads(str(raw))
+        report |= DPChoice(**{**d, "auto": tuple(d["auto"])}).as_metrics()
+        report["dp-noise-multiplier"] = settings.noise_multiplier
     node.set(_REPORT, json.dumps(report))
     return report[f"epsilon-{acc}"]
 
@@ -279,7 +306,9 @@ def record_round(
 def dp_report(node: NodeState) -> dict[str, float]:
     """Figures of the last settled round, for the train reply's metrics (the node's
     policy filters them like every metric): ``epsilon-rdp`` and ``epsilon-pld``, the
-    node's whole spend under each accountant. Empty before the first settled round."""
+    node's whole spend under each accountant, and this run's DP-SGD settings
+    (``dp-batch-size``, ``dp-epochs``, ``dp-lr``, ``dp-clip``, ``dp-local-steps``,
+    ``dp-noise-multiplier``). Empty before the first settled round."""
     raw = node.get(_REPORT)
     return {str(k): float(v) for k, v in json.loads(str(raw)).items()} if raw else {}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ class DPSettings:
     ``secure_mode``: floating-point-attack-hardened noise (deployment).
     ``reproducible``: seed the DP noise and Poisson sampling from ``train_local``'s
     ``seed`` (research simulations only: whoever knows the seed can remove the noise).
+    ``batch_size``, ``epochs``, ``lr``: the schedule the node's ledger reserved
+    (:func:`lepton_fed.privacy.auto.choice_for`: the user's values, or the DP rule's
+    for the ones left null); when set they replace ``train_local``'s arguments, so the
+    round trains exactly the schedule that was paid for.
     """
 
     noise_multiplier: float
@@ -35,6 +40,9 @@ class DPSettings:
     grad_sample_mode: str = "ew"
     secure_mode: bool = False
     reproducible: bool = False
+    batch_size: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
 
 
 @dataclass
@@ -58,10 +66,10 @@ def train_local(
     X: np.ndarray,
     y: np.ndarray,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float = 0.0,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    momentum: float | None = 0.0,
     optimizer: str = "sgd",
     proximal_mu: float = 0.0,
     device: str = "cpu",
@@ -76,7 +84,21 @@ def train_local(
     ``seed`` touches nothing random at all, unless ``dp.reproducible`` (simulation
     only) derives them from ``seed``. The caller records ``steps`` and
     ``sample_rate`` in the node's ledger.
+
+    ``epochs``, ``batch_size``, ``lr`` may be None (the config's ``null`` = auto): under
+    DP they come from ``dp`` (the DP rule's choice); without DP they take the plain
+    defaults :data:`lepton_fed.privacy.auto.PLAIN` (1 epoch, batch 16, lr 0.05).
     """
+    from lepton_fed.privacy.auto import PLAIN
+
+    def pick(name: str, given: Any) -> Any:
+        from_dp = getattr(dp, name, None) if dp is not None else None
+        if from_dp is not None:
+            return from_dp
+        return given if given is not None else PLAIN[name]
+
+    epochs, batch_size, lr = pick("epochs", epochs), pick("batch_size", batch_size), pick("lr", lr)
+    momentum = float(momentum or 0.0)
     n = len(y)
     bs = min(batch_size, n)
     gen = torch.Generator().manual_seed(seed)

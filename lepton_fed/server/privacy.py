@@ -131,9 +131,12 @@ class ServerPrivacy:
             name = "seeded" if self.reproducible else "secure" if self.secure_mode else "os"
             out |= {"secure_mode": self.secure_mode, "noise": _NOISE[name]}
         if self.mode == "dpsgd":
+            from lepton_fed.privacy.auto import auto_summary
+
             out |= {"per_client": dict(sorted(per_client.items())),
                     "stopped_clients": stopped, "max_grad_norm": self.cfg.privacy.max_grad_norm,
-                    "grad_sample_mode": self.cfg.privacy.grad_sample_mode}
+                    "grad_sample_mode": self.cfg.privacy.grad_sample_mode,
+                    "auto": auto_summary(self.cfg, self.node_auto)}
         if self.mode == "central":
             out |= {"noise_multiplier": self.noise_multiplier, "clip": self.cfg.privacy.clip,
                     "accounting": f"{self.accountant_name}, Gaussian mechanism per round, "
