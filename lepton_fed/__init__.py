@@ -28,9 +28,11 @@ from lepton_fed.errors import (
     ConfigError,
     IncompatibleModelError,
     LeptonError,
+    MissingExtra,
     PrivacyBudgetExhausted,
     ProtocolAbort,
     RunFailed,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ __all__ = [
     "FileLedger",
     "IncompatibleModelError",
     "LeptonError",
+    "MissingExtra",
     "NodePolicy",
     "PrivacyBudgetExhausted",
     "PrivacyEvent",
@@ -64,6 +67,7 @@ __all__ = [
     "RunFailed",
     "SecAggClient",
     "SecAggServer",
+    "UsageError",
     "__version__",
     "compose",
     "default_params",

@@ -1,16 +1,28 @@
-"""Exception hierarchy: one root, one subclass per subsystem, each with a CLI exit code."""
+"""Exception hierarchy: one root, one subclass per subsystem, each with a CLI exit code.
+
+The ``lepton-fed`` CLI shows every :class:`LeptonError` the same way
+(:func:`format_error`) on stderr and exits with its ``exit_code``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 __all__ = [
     "ArtifactError",
     "ConfigError",
     "IncompatibleModelError",
     "LeptonError",
+    "MissingExtra",
     "PrivacyBudgetExhausted",
     "ProtocolAbort",
     "RunFailed",
+    "UsageError",
+    "format_error",
 ]
+
+#: The prefix of every error line the CLI prints.
+PREFIX = "lepton-fed: error:"
 
 
 class LeptonError(Exception):
@@ -66,3 +78,44 @@ class RunFailed(LeptonError):
     """A federated run could not make progress (e.g. no client succeeded in a round)."""
 
     exit_code = 7
+
+
+class UsageError(LeptonError):
+    """A command line that cannot be parsed (unknown flag, missing argument)."""
+
+    exit_code = 2
+
+
+class MissingExtra(LeptonError, ImportError):
+    """An optional dependency is not installed; the message names the pip command.
+
+    Also an :class:`ImportError`, so code that treats a missing optional module as
+    "feature unavailable" keeps working.
+
+    Args:
+        extra: the ``lepton-fed[...]`` extra that installs the modules.
+        modules: the modules that could not be imported.
+        purpose: what needs them, e.g. ``"lepton-fed serve"``.
+    """
+
+    exit_code = 9
+
+    def __init__(self, extra: str, modules: Iterable[str], purpose: str) -> None:
+        self.extra, self.modules, self.purpose = extra, tuple(modules), purpose
+        names = ", ".join(self.modules)
+        super().__init__(
+            f"{purpose} needs {names}, which is not installed; "
+            f'install the extra: pip install "lepton-fed[{extra}]"'
+        )
+        self.name = self.modules[0] if self.modules else None
+
+
+def format_error(exc: BaseException) -> str:
+    """The CLI's one error format: ``lepton-fed: error: <message>``.
+
+    A multi-line message (a :class:`ConfigError`'s problem list) keeps its following
+    lines; notes added with ``exc.add_note`` follow as ``  (note)`` lines.
+    """
+    text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None) or []
+    return "\n".join([f"{PREFIX} {text}", *(f"  ({n})" for n in notes)])

@@ -31,13 +31,12 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--ledger-dir {args.ledger_dir} is not a directory")
     if problems:
         raise ConfigError(problems)
-    try:
-        import uvicorn
+    from lepton_fed.utils.extras import require
 
-        from lepton_fed.observe.dashboard import create_app
-    except ImportError as exc:
-        raise ConfigError(f"the dashboard needs fastapi and uvicorn ({exc}); "
-                          "pip install 'lepton-fed[serve]'") from exc
+    require("fastapi", "uvicorn", purpose="lepton-fed dashboard")
+    import uvicorn
+
+    from lepton_fed.observe.dashboard import create_app
     from lepton_fed.observe.runs import RunIndex
 
     index = RunIndex(root)

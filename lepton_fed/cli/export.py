@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from lepton_fed.compression.quantize import QUANTIZATION_MODES
-from lepton_fed.errors import LeptonError
+from lepton_fed.errors import UsageError
 
 __all__ = ["register", "run"]
 
@@ -73,54 +72,41 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _fail(e: LeptonError) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return e.exit_code
-
-
 def _verify(args: argparse.Namespace) -> int:
     from lepton_fed.serving.signing import verify_artifact
 
-    try:
-        result = verify_artifact(args.verify, args.public_key)
-    except LeptonError as e:
-        print(f"FAILED: {e}", file=sys.stderr)
-        return e.exit_code
+    result = verify_artifact(args.verify, args.public_key)
     print(result.message)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``export`` (or ``export --verify``); returns the exit code."""
+    """Run ``export`` (or ``export --verify``); returns 0 or raises a LeptonError.
+
+    Raises:
+        UsageError: RUN_DIR/--out missing, or given together with --verify.
+        ConfigError: a bad option value or output directory.
+        MissingExtra: the ``serve`` extra (onnx, onnxruntime, onnxscript) is missing.
+        ArtifactError: the run directory or the artifact to verify is unusable.
+    """
     if args.verify:
         if args.run_dir or args.out:
-            print("error: --verify takes no RUN_DIR or --out", file=sys.stderr)
-            return 2
+            raise UsageError("export: --verify takes no RUN_DIR or --out")
         return _verify(args)
     if not args.run_dir or not args.out:
-        print(
-            "error: export needs RUN_DIR and --out DIR (or --verify DIR)",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError("export: needs RUN_DIR and --out DIR (or --verify DIR)")
     from lepton_fed.serving.export import export_artifact
 
-    try:
-        out = export_artifact(
-            args.run_dir,
-            args.out,
-            prune=args.prune,
-            signing_key_path=args.signing_key,
-            quantization=args.quantization,
-            calibration=args.calibration_rows or None,
-            max_accuracy_drop=args.max_accuracy_drop,
-            overwrite=args.overwrite,
-        )
-    except LeptonError as e:
-        return _fail(e)
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out = export_artifact(
+        args.run_dir,
+        args.out,
+        prune=args.prune,
+        signing_key_path=args.signing_key,
+        quantization=args.quantization,
+        calibration=args.calibration_rows or None,
+        max_accuracy_drop=args.max_accuracy_drop,
+        overwrite=args.overwrite,
+    )
     m = json.loads((out / "manifest.json").read_text())
     ev, rt = m["evaluation"], m["runtime"]
     acc = ev["accuracy"]

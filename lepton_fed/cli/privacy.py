@@ -30,7 +30,7 @@ import math
 import sys
 from typing import Any
 
-from lepton_fed.errors import ConfigError
+from lepton_fed.errors import ConfigError, format_error
 from lepton_fed.privacy.pld import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 
 __all__ = ["register", "run"]
@@ -227,8 +227,8 @@ def run(args: argparse.Namespace) -> int:
             res = _plan(args)
         except ValueError as e:
             raise ConfigError(str(e)) from e
-    except ConfigError as e:
-        print(f"lepton-fed privacy: {e}", file=sys.stderr)
+    except ConfigError as e:  # the CLI guard's format (lepton_fed.errors.format_error)
+        print(format_error(e), file=sys.stderr)
         return e.exit_code
     print(json.dumps(res, sort_keys=True) if args.json else _text(res))
     return 0

@@ -9,17 +9,34 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lepton_fed.errors import ConfigError
+
 __all__ = ["collect_runs", "register", "run"]
 
-COLUMNS = ("job", "overrides", "rounds", "accuracy", "loss", "auc", "epsilon", "privacy",
-           "secagg", "bytes_up", "wall_seconds")
+COLUMNS = (
+    "job",
+    "overrides",
+    "rounds",
+    "accuracy",
+    "loss",
+    "auc",
+    "epsilon",
+    "privacy",
+    "secagg",
+    "bytes_up",
+    "wall_seconds",
+)
 
 
 def _overrides(run_dir: Path) -> str:
     p = run_dir / ".hydra" / "overrides.yaml"
     if not p.is_file():
         return ""
-    lines = [ln.strip()[2:] for ln in p.read_text().splitlines() if ln.strip().startswith("- ")]
+    lines = [
+        ln.strip()[2:]
+        for ln in p.read_text().splitlines()
+        if ln.strip().startswith("- ")
+    ]
     return " ".join(lines)
 
 
@@ -28,22 +45,29 @@ def collect_runs(root: Path) -> list[dict[str, Any]]:
     rows = []
     for s in sorted(root.rglob("summary.json"), key=lambda p: str(p)):
         d = s.parent
-        summ = json.loads(s.read_text())
+        try:
+            summ = json.loads(s.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{s} is not a readable run summary ({exc})") from exc
+        if not isinstance(summ, dict):
+            raise ConfigError(f"{s} is not a run summary (a JSON object)")
         fin = summ.get("final", {})
-        rows.append({
-            "job": str(d.relative_to(root)) if d != root else d.name,
-            "overrides": _overrides(d),
-            "rounds": summ.get("rounds_completed"),
-            "accuracy": fin.get("accuracy"),
-            "loss": fin.get("loss"),
-            "auc": fin.get("auc"),
-            "epsilon": summ.get("privacy", {}).get("epsilon"),
-            "privacy": summ.get("privacy", {}).get("mode"),
-            "secagg": summ.get("secagg", {}).get("enabled"),
-            "bytes_up": summ.get("bytes", {}).get("up"),
-            "wall_seconds": summ.get("wall_seconds"),
-            "_dir": d,
-        })
+        rows.append(
+            {
+                "job": str(d.relative_to(root)) if d != root else d.name,
+                "overrides": _overrides(d),
+                "rounds": summ.get("rounds_completed"),
+                "accuracy": fin.get("accuracy"),
+                "loss": fin.get("loss"),
+                "auc": fin.get("auc"),
+                "epsilon": summ.get("privacy", {}).get("epsilon"),
+                "privacy": summ.get("privacy", {}).get("mode"),
+                "secagg": summ.get("secagg", {}).get("enabled"),
+                "bytes_up": summ.get("bytes", {}).get("up"),
+                "wall_seconds": summ.get("wall_seconds"),
+                "_dir": d,
+            }
+        )
     return rows
 
 
@@ -65,8 +89,12 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> None:
         if not mfile.is_file():
             continue
         pts = [json.loads(x) for x in mfile.read_text().splitlines() if x.strip()]
-        ax.plot([p["round"] for p in pts], [p.get("accuracy") for p in pts], marker=".",
-                label=(r["overrides"] or r["job"])[:60])
+        ax.plot(
+            [p["round"] for p in pts],
+            [p.get("accuracy") for p in pts],
+            marker=".",
+            label=(r["overrides"] or r["job"])[:60],
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
@@ -77,15 +105,22 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write report.csv, report.md and report.png into DIR (or --out)."""
+    """Write report.csv, report.md and report.png into DIR (or --out).
+
+    Raises:
+        ConfigError: DIR is not a directory, holds no run, or a summary is unreadable.
+    """
     root = Path(args.dir)
     if not root.is_dir():
-        print(f"lepton-fed report: {root} is not a directory")
-        return 2
+        raise ConfigError(
+            f"report: {root} is not a directory (give a sweep directory such "
+            "as multirun/DATE/TIME, or any folder of run directories)"
+        )
     rows = collect_runs(root)
     if not rows:
-        print(f"lepton-fed report: no run directories (summary.json) under {root}")
-        return 2
+        raise ConfigError(
+            f"report: no run directories (folders with summary.json) under {root}"
+        )
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
     with (out / "report.csv").open("w", newline="") as f:

@@ -51,13 +51,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Verify, then serve until interrupted; returns the exit code.
+    """Verify, then serve until interrupted; returns 0 or raises a LeptonError.
 
-    A tampered or unverifiable artifact prints the reason and returns non-zero without
-    opening the port.
+    A tampered or unverifiable artifact raises (with a note that nothing was started)
+    before the port is opened.
+
+    Raises:
+        MissingExtra: the ``serve`` extra (fastapi, uvicorn; onnxruntime for ONNX) is missing.
+        ArtifactError: the artifact fails verification or does not load.
     """
     from lepton_fed.serving.http import serve
+    from lepton_fed.utils.extras import require
 
+    require("fastapi", "uvicorn", purpose="lepton-fed serve")
     try:
         serve(
             args.artifact_dir,
@@ -70,19 +76,16 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
         )
     except LeptonError as e:
-        print(f"error: refusing to serve {args.artifact_dir}: {e}", file=sys.stderr)
-        return e.exit_code
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        e.add_note(f"refusing to serve {args.artifact_dir}; nothing was started")
+        raise
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m lepton_fed.cli.serve``)."""
-    p = argparse.ArgumentParser(prog="lepton-fed serve", description=__doc__)
-    _add_arguments(p)
-    return run(p.parse_args(argv))
+    """Standalone entry point (``python -m lepton_fed.cli.serve``): ``lepton-fed serve``."""
+    from lepton_fed.cli.main import main as cli_main
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

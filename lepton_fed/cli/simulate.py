@@ -1,31 +1,32 @@
-"""``lepton-fed simulate [overrides]`` and ``lepton-fed validate [overrides]``."""
+"""``lepton-fed simulate [overrides]`` and ``lepton-fed validate [overrides]``.
+
+Both check every override before anything starts and raise one
+:class:`~lepton_fed.errors.ConfigError` listing every problem (the CLI guard prints it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-
-from lepton_fed.errors import ConfigError
 
 __all__ = ["register", "run_simulate", "run_validate"]
 
 
 def _split_args(args: list[str]) -> tuple[list[str], bool]:
-    overrides = [a for a in args if not a.startswith("-") and not a.startswith("hydra.")]
+    overrides = [
+        a for a in args if not a.startswith("-") and not a.startswith("hydra.")
+    ]
     multirun = "-m" in args or "--multirun" in args
     return overrides, multirun
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """Compose and check a config; print every problem (exit 2) or OK."""
+    """Compose and check a config: print OK (exit 0) or raise ConfigError (exit 2)."""
     from lepton_fed.config.compose import precheck, to_yaml
 
     overrides, multirun = _split_args(args.overrides)
-    try:
-        cfgs = precheck(overrides, multirun=multirun)
-    except ConfigError as exc:
-        print(f"lepton-fed: {exc}", file=sys.stderr)
-        return exc.exit_code
+    cfgs = precheck(overrides, multirun=multirun)
     if args.show:
         print(to_yaml(cfgs[0]))
     print(f"config OK ({len(cfgs)} job(s))")
@@ -33,25 +34,29 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    """Pre-check every override (all problems at once), then hand over to Hydra."""
+    """Pre-check every override (all problems at once), then hand over to Hydra.
+
+    Hydra is told to re-raise what a job raises (``HYDRA_FULL_ERROR``) instead of
+    printing its own trace, so an unexpected error reaches the CLI guard too.
+    """
     from lepton_fed.config.compose import precheck
 
     overrides, multirun = _split_args(args.overrides)
-    try:
-        precheck(overrides, multirun=multirun)
-    except ConfigError as exc:
-        print(f"lepton-fed: {exc}", file=sys.stderr)
-        return exc.exit_code
+    precheck(overrides, multirun=multirun)
     from lepton_fed.simulations import run
 
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     sys.argv = ["lepton-fed simulate", *args.overrides]
     run.main()
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: D103
-    p = sub.add_parser("simulate", help="run a simulation (Hydra overrides; -m for sweeps)",
-                       add_help=False)
+    p = sub.add_parser(
+        "simulate",
+        help="run a simulation (Hydra overrides; -m for sweeps)",
+        add_help=False,
+    )
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     p.set_defaults(func=run_simulate)
     v = sub.add_parser("validate", help="check a config without running it")

@@ -65,17 +65,11 @@ QUANTIZED_OP_TYPES = frozenset(
 
 
 def require_serve_extra(*modules: str) -> None:
-    """Import ``modules`` or raise an ImportError naming the ``lepton-fed[serve]`` extra."""
-    import importlib
+    """Import ``modules`` or raise :class:`~lepton_fed.errors.MissingExtra` (an ImportError
+    too) naming ``pip install "lepton-fed[serve]"``."""
+    from lepton_fed.utils.extras import require
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise ImportError(
-                f"{name} is needed for export/serving; install the extra: "
-                f"pip install 'lepton-fed[serve]' ({e})"
-            ) from e
+    require(*modules, purpose="export and serving")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lepton_fed.data.schema import FeatureSpec, TabularData
+from lepton_fed.errors import MissingExtra
 
 __all__ = ["DATASETS", "check_source", "load_dataset"]
 
@@ -120,6 +121,9 @@ def _read_table(path: str) -> Any:
     import pandas as pd
 
     if str(path).endswith((".parquet", ".pq")):
+        from lepton_fed.utils.extras import require
+
+        require("pyarrow", purpose=f"reading the Parquet file {path}")
         return pd.read_parquet(path)
     return pd.read_csv(path, sep=None, engine="python")
 
@@ -223,6 +227,8 @@ def check_source(name: str, path: str | None, label: str | None = None) -> list[
             else:
                 try:
                     df = _read_table(path)
+                except MissingExtra:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - report, don't crash
                     out.append(f"data.path: cannot read {path!r}: {exc}")
                 else:

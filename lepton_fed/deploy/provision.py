@@ -214,7 +214,8 @@ def _retire(fed: FederationDir, name: str) -> None:
 def _member(fed: FederationDir, name: str) -> RosterMember:
     node = fed.node(name)
     ident = serialization.load_pem_private_key(node.secagg_identity.read_bytes(), None)
-    assert isinstance(ident, Ed25519PrivateKey)
+    if not isinstance(ident, Ed25519PrivateKey):
+        raise DeployError(f"{node.secagg_identity} is not an Ed25519 private key")
     auth_line = node.auth_public_key.read_text(encoding="ascii").split()
     return RosterMember(name, pki.ed25519_raw_public(ident),
                         (("auth_public_key", " ".join(auth_line[:2])),))

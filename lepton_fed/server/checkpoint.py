@@ -88,7 +88,8 @@ class Checkpoint:
     def config(self) -> DictConfig:
         """The checkpointed run's resolved config."""
         cfg = OmegaConf.create(self.state["config"])
-        assert isinstance(cfg, DictConfig)
+        if not isinstance(cfg, DictConfig):
+            raise CheckpointError(f"{self.dir}: state.json's config is not a mapping")
         return cfg
 
 

@@ -95,7 +95,7 @@ def _check_args(
         raise ConfigError(f"max_accuracy_drop={max_accuracy_drop} must be in [0, 1]")
     spec = parse_prune_spec(prune)
     _check_out(out, overwrite)
-    require_serve_extra("onnxruntime", "onnx")
+    require_serve_extra("onnx", "onnxruntime", "onnxscript")
     return spec
 
 
@@ -208,7 +208,7 @@ def export_model(
         ConfigError: a bad argument, rows or labels that do not fit, or an existing
             ``out_dir`` without ``overwrite``.
         IncompatibleModelError: the weights or the rows do not fit the model spec.
-        ImportError: the ``lepton-fed[serve]`` extra is missing.
+        MissingExtra: the ``lepton-fed[serve]`` extra is missing.
     """
     from safetensors.torch import save
 
@@ -255,7 +255,7 @@ def export_artifact(
         ConfigError: a bad argument, a RUN_DIR that is not a run directory (the missing
             files are named), or an existing ``out_dir`` without ``overwrite``.
         IncompatibleModelError: the weights do not fit the model spec.
-        ImportError: the ``lepton-fed[serve]`` extra is missing.
+        MissingExtra: the ``lepton-fed[serve]`` extra is missing.
     """
     out = Path(out_dir)
     prune_spec = _check_args(out, overwrite, quantization, max_accuracy_drop, prune)

@@ -110,7 +110,7 @@ def create_app(
 
     Raises:
         ArtifactError: the artifact fails verification (the app is not built).
-        ImportError: the ``lepton-fed[serve]`` extra is missing.
+        MissingExtra: the ``lepton-fed[serve]`` extra is missing.
     """
     _require_fastapi()
     from fastapi import FastAPI

@@ -6,7 +6,6 @@ them.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import shutil
@@ -479,14 +478,9 @@ def test_default_signing_key_is_created_private(
 
 
 def _cli(argv: list[str]) -> int:
-    from lepton_fed.cli import export, serve
+    from lepton_fed.cli.main import main
 
-    parser = argparse.ArgumentParser(prog="lepton-fed")
-    sub = parser.add_subparsers()
-    export.register(sub)
-    serve.register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return main(argv)
 
 
 def test_not_a_run_dir_names_every_missing_file(tmp_path: Path, runs) -> None:
