@@ -18,7 +18,9 @@ __all__ = [
     "ProtocolAbort",
     "RunFailed",
     "UsageError",
+    "debug_requested",
     "format_error",
+    "format_unexpected",
 ]
 
 #: The prefix of every error line the CLI prints.
@@ -119,3 +121,24 @@ def format_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     notes = getattr(exc, "__notes__", None) or []
     return "\n".join([f"{PREFIX} {text}", *(f"  ({n})" for n in notes)])
+
+
+def format_unexpected(exc: BaseException, debug: bool = False) -> str:
+    """The one line the CLI prints for an exception that is not a LeptonError (a bug)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    hint = (
+        "" if debug else " (rerun with --debug or LEPTON_FED_DEBUG=1 for the traceback)"
+    )
+    return f"{PREFIX} unexpected {type(exc).__name__}: {first}{hint}"
+
+
+def debug_requested() -> bool:
+    """Whether ``LEPTON_FED_DEBUG`` asks for tracebacks (``lepton-fed --debug`` sets it)."""
+    import os
+
+    return os.environ.get("LEPTON_FED_DEBUG", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )

@@ -317,3 +317,22 @@ def test_json_summary_needed_by_report_is_the_only_planted_fault(tmp_path):
     )
     p = _cli("report", str(tmp_path), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+
+
+def test_unexpected_error_inside_the_hydra_task_reaches_the_guard(tmp_path):
+    bug = (
+        _BUG.replace("lepton_fed.cli.report as r", "lepton_fed.simulation as r")
+        .replace("def collect_runs(root):", "def simulate(cfg, run_dir):")
+        .replace("r.collect_runs = collect_runs", "r.simulate = simulate")
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", bug, "simulate", "federation.rounds=1",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    # (Hydra itself still writes "Error executing job with overrides: [...]" above it)
+    assert p.stderr.rstrip().splitlines()[-1] == (
+        PREFIX + "unexpected KeyError: 'a bug' "
+        "(rerun with --debug or LEPTON_FED_DEBUG=1 for the traceback)"
+    )

@@ -20,7 +20,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from lepton_fed.errors import PREFIX, LeptonError, UsageError, format_error
+from lepton_fed.errors import (
+    PREFIX,
+    LeptonError,
+    UsageError,
+    debug_requested,
+    format_error,
+    format_unexpected,
+)
 
 __all__ = ["main"]
 
@@ -93,22 +100,15 @@ def _unavailable(exc: ImportError, name: str) -> Callable[[argparse.Namespace], 
     return run
 
 
-def _debug_env() -> bool:
-    return os.environ.get("LEPTON_FED_DEBUG", "").strip().lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     end = argv.index("--") if "--" in argv else len(argv)
-    debug = _debug_env() or "--debug" in argv[:end]
+    debug = debug_requested() or "--debug" in argv[:end]
     argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
     if argv and argv[0] == "simulate":  # Hydra owns everything after 'simulate'
+        if debug:  # for the Hydra task (simulations/run.py) too
+            os.environ["LEPTON_FED_DEBUG"] = "1"
         if "--help" in argv[1:] or "-h" in argv[1:]:
             sys.argv = ["lepton-fed simulate", "--help"]
             from lepton_fed.simulations import run
@@ -151,21 +151,13 @@ def _guard(func: Callable[[Any], int | None], arg: Any, *, debug: bool) -> int:
         if extra is not None:
             print(format_error(extra), file=sys.stderr)
             return extra.exit_code
-        _report_bug(exc, debug)
+        print(format_unexpected(exc, debug), file=sys.stderr)
         return EXIT_BUG
     except Exception as exc:  # noqa: BLE001 - the guard: anything else is a bug
         if debug:
             traceback.print_exc()
-        _report_bug(exc, debug)
+        print(format_unexpected(exc, debug), file=sys.stderr)
         return EXIT_BUG
-
-
-def _report_bug(exc: BaseException, debug: bool) -> None:
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    hint = (
-        "" if debug else " (rerun with --debug or LEPTON_FED_DEBUG=1 for the traceback)"
-    )
-    print(f"{PREFIX} unexpected {type(exc).__name__}: {first}{hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":
