@@ -134,6 +134,15 @@ def run_train_round(
         metrics["update-norm"] = norm
         if norm > clip:
             delta *= clip / norm
+    if cfg.privacy.mode == "distributed":  # H3: distributed DP: noise share, then mask
+        from lepton_fed.client.secure import distributed_reply
+        from lepton_fed.policy.codes import SECAGG_REQUIRED
+
+        if secagg_request is None:  # never a plain update, never an un-noised one
+            return Outcome(decline=SECAGG_REQUIRED)
+        reply = distributed_reply(node, secagg_request, delta,
+                                  int(cast(int, config["ddp-rotation-seed"])))
+        return Outcome(ConfigRecord({"reply": reply}), _clear(node, {"declined": 0}))
     if secagg_request is not None:
         from lepton_fed.client.secure import masked_reply
 

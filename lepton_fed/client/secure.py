@@ -42,6 +42,7 @@ from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy, sim_bundle
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.policy import NodePolicy
+from lepton_fed.privacy.secure_rng import CryptoRandom
 from lepton_fed.secagg import SecAggClient
 from lepton_fed.secagg.provisioning import (
     load_federation_public_key,
@@ -50,8 +51,8 @@ from lepton_fed.secagg.provisioning import (
 )
 from lepton_fed.secagg.roster import RosterError, load_roster
 
-__all__ = ["SLOTS", "load_client", "masked_eval_reply", "masked_reply", "save_client",
-           "secure_eval_reply", "slot_of"]
+__all__ = ["SLOTS", "distributed_reply", "load_client", "masked_eval_reply", "masked_reply",
+           "save_client", "secure_eval_reply", "slot_of"]
 
 #: Context key of each slot's saved protocol state
 SLOTS = {"train": "secagg-state", "eval": "secagg-state-eval"}
@@ -191,3 +192,43 @@ def secure_eval_reply(node: NodeState, request: bytes, arrays: ArrayRecord) -> b
     vec = eval_vector(sums, scale=EVAL_CLIP, binary=classes == 2)
     weight = eval_weight(float(cast(float, sums["eval-n"])), float(node.cfg.secagg.max_weight))
     return masked_eval_reply(node, request, vec, weight)
+
+
+_RNG: list[CryptoRandom] = []  # one CSPRNG per process (it re-keys itself after a fork)
+
+
+def _rng() -> CryptoRandom:
+    if not _RNG:
+        _RNG.append(CryptoRandom())
+    return _RNG[0]
+
+
+def distributed_reply(node: NodeState, request: bytes, delta: np.ndarray,
+                      rotation_seed: int) -> bytes:
+    """Distributed DP (``privacy=distributed``): this node's integer vector -- clipped,
+    rotated, rounded, plus its discrete Gaussian noise share from the CSPRNG
+    (:func:`lepton_fed.privacy.distributed.encode_update`) -- masked in the field.
+
+    The node computes the run's plan itself from the run config and checks it against
+    its own policy (epsilon and delta caps, minimum cohort, colluders assumed).
+
+    Raises:
+        ProtocolAbort: the plan breaks the node's policy (``distributed_policy``), or a
+            refusal of the protocol client.
+    """
+    from lepton_fed.privacy.distributed import encode_update
+    from lepton_fed.privacy.distributed_config import plan_for_config, policy_problems
+
+    x = np.asarray(delta, np.float64)
+    plan = plan_for_config(node.cfg, x.size)
+    pol = node_policy(node.context)
+    bad = policy_problems(plan, max_epsilon=pol.max_epsilon, max_delta=pol.max_delta,
+                          min_clients=pol.min_clients_per_round,
+                          colluding_fraction=pol.colluding_fraction)
+    if bad:
+        raise ProtocolAbort("distributed_policy: " + "; ".join(bad))
+    values = encode_update(x, plan, int(rotation_seed), _rng())
+    client = load_client(node)
+    reply = client.masked_integers(request, values=values)
+    save_client(node, client)
+    return reply

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Privacy modes a run config can ask for (``conf/privacy/*.yaml``).
-PRIVACY_MODES = frozenset({"none", "dpsgd", "central"})
+PRIVACY_MODES = frozenset({"none", "dpsgd", "central", "distributed"})
 #: In ``clear_metrics``: every metric may be sent in the clear.
 ANY_METRIC = "*"
 #: Metrics every node may send whatever its policy: the protocol needs them and they

@@ -39,22 +39,28 @@ def masked_input(
     rng_bytes: Callable[[int], bytes],
     request: bytes,
     *,
-    delta: np.ndarray,
+    delta: np.ndarray | None,
     weight: float,
+    field: np.ndarray | None = None,
 ) -> bytes:
     """:meth:`SecAggClient.masked_input` for a ``MaskedInputRequest``.
 
-    Masks ``[weight * delta, weight]`` with a fresh self-mask seed b and the pairwise
-    seeds, and encrypts one Shamir share of b to each neighbour. Nothing is consumed
-    when the request is refused.
+    Masks ``[weight * delta, weight]`` (or, with ``field``, the integers ``[field mod M,
+    1]`` as they are: :meth:`SecAggClient.masked_integers`) with a fresh self-mask seed
+    b and the pairwise seeds, and encrypts one Shamir share of b to each neighbour.
+    Nothing is consumed when the request is refused.
     """
     req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
     next_phase, private, neighbours, encoding = open_round(st, req)
-    if np.ndim(delta) != 1 or len(delta) != req.dim:
+    x = field if field is not None else delta
+    if x is None or np.ndim(x) != 1 or len(x) != req.dim:
         raise ProtocolAbort("input_shape: the input is not a vector of the requested dim")
     peer_keys = verified_peer_keys(req, neighbours, st)
     shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
-    y = encoding.encode(np.asarray(delta), weight, rng_bytes=rng_bytes)
+    if field is not None:
+        y = _field_vector(field, encoding.modulus)
+    else:
+        y = encoding.encode(np.asarray(delta), weight, rng_bytes=rng_bytes)
 
     # From here on the round key is consumed: delete it and every older one, so a
     # second masked input under the same pairwise masks is impossible.
@@ -103,6 +109,17 @@ def masked_input(
         masked=y.astype("<u4", copy=False).tobytes(),
         ciphertexts=tuple(cts),
     ).to_bytes()
+
+
+def _field_vector(values: np.ndarray, modulus: int) -> np.ndarray:
+    """``[values mod M, 1]`` as uint32 (the last element counts the contributor)."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "iu":
+        raise ValueError("integer_input: masked integers must have an integer dtype")
+    out = np.empty(v.size + 1, dtype=np.uint32)
+    out[:-1] = np.mod(v.astype(np.int64), modulus).astype(np.uint32)
+    out[-1] = 1
+    return out
 
 
 def unmask_reply(st: ClientState, req: UnmaskRequest, pending: PendingRound) -> bytes:

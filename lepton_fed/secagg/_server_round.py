@@ -182,6 +182,7 @@ def finish_round(
     jobs += _pairwise_jobs(rs, other_blocks)
     apply_masks(total, jobs, bits=rs.encoding.bits, workers=workers)
     rs.encoding.reduce(total)
+    field_sum = total.copy()
     summed, weight = rs.encoding.decode(total)
     dropped = {Stage.ADVERTISE: rs.dropped_advertise}
     dropped[Stage.MASKED_INPUT] = rs.dropped_input
@@ -199,6 +200,7 @@ def finish_round(
         privacy_log2=rs.privacy_log2,
         correctness_log2=rs.correctness_log2,
         error_bound=rs.encoding.error_bound(len(rs.survivors)),
+        field_sum=field_sum,
     )
 
 

@@ -291,6 +291,23 @@ class SecAggClient:
             self._st, self._rng, request, delta=delta, weight=weight
         )
 
+    def masked_integers(self, request: bytes, *, values: np.ndarray) -> bytes:
+        """Masks the integer vector ``values`` as it is, in Z_M (no fixed-point
+        encoding, no clip): the server's :attr:`SecAggResult.field_sum` is then the sum
+        of the contributors' ``values`` mod M, followed by their count. For inputs that
+        are already integers with a known range (distributed DP,
+        :mod:`lepton_fed.privacy.distributed`); the caller owns wrap-around.
+
+        Raises:
+            ProtocolAbort: as :meth:`masked_input`.
+            ValueError: ``values`` without an integer dtype.
+        """
+        if self._st.phase == ClientPhase.NEW:
+            raise ProtocolAbort("masked-input request before any advertisement")
+        return fast.masked_input(
+            self._st, self._rng, request, delta=None, weight=1.0, field=values
+        )
+
     # ---------------------------------------------------------------------- unmask
     def unmask(self, request: bytes) -> bytes:
         """Reveals b-shares of surviving neighbours and pairwise seeds of dropped ones.

@@ -126,7 +126,7 @@ def advertise_all(
 def simulate_round(
     server: SecAggServer,
     clients: MutableMapping[int, SecAggClient],
-    inputs: Mapping[int, tuple[np.ndarray, float]],
+    inputs: Mapping[int, tuple[np.ndarray, float] | np.ndarray],
     *,
     round: int,
     cohort: Iterable[int] | None = None,
@@ -141,7 +141,8 @@ def simulate_round(
     Args:
         server: a server that has collected advertisements.
         clients: node id -> client; replaced in place when ``reload_state``.
-        inputs: node id -> (clipped delta, weight in [0, 1]).
+        inputs: node id -> (clipped delta, weight in [0, 1]), or an integer vector
+            masked as it is (:meth:`SecAggClient.masked_integers`).
         round: round number.
         cohort: nodes of the round (default: the keys of ``inputs``).
         drop_before_input: nodes that get the masked-input request but never answer.
@@ -162,7 +163,8 @@ def simulate_round(
     """
     tm: dict[str, float] = {} if timings is None else timings
     members = list(inputs) if cohort is None else list(cohort)
-    dim = len(next(iter(inputs.values()))[0])
+    first = next(iter(inputs.values()))
+    dim = len(first) if isinstance(first, np.ndarray) else len(first[0])
 
     t0 = clock()
     reqs = server.start_round(round=round, cohort=members, dim=dim)
@@ -175,9 +177,12 @@ def simulate_round(
             continue
         if reload_state:
             clients[n] = _reload(clients[n])
-        delta, weight = inputs[n]
+        given = inputs[n]
         t0 = clock()
-        replies[n] = clients[n].masked_input(req, delta=delta, weight=weight)
+        if isinstance(given, np.ndarray):
+            replies[n] = clients[n].masked_integers(req, values=given)
+        else:
+            replies[n] = clients[n].masked_input(req, delta=given[0], weight=given[1])
         tm["client_masked_input"] += clock() - t0
 
     t0 = clock()

@@ -40,6 +40,10 @@ class SecAggResult:
             aborts for lack of live neighbours, at the server's dropout rate.
         error_bound: strict bounds from quantization on ``|sum - exact|`` (per
             coordinate) and on ``|total_weight - exact|``.
+        field_sum: the unmasked sum itself, uint32 elements of Z_M of length dim + 1,
+            before decoding (what ``sum`` and ``total_weight`` are decoded from; the sum
+            of the integers and the contributor count for
+            :meth:`~lepton_fed.secagg.SecAggClient.masked_integers` inputs).
     """
 
     run_id: int
@@ -54,6 +58,7 @@ class SecAggResult:
     privacy_log2: float
     correctness_log2: float
     error_bound: tuple[float, float]
+    field_sum: np.ndarray | None = None
 
     @property
     def security_bits(self) -> float:

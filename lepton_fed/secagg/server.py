@@ -376,6 +376,13 @@ class SecAggServer:
         self._round = None
         return result
 
+    def abandon(self) -> None:
+        """Drops the round in progress without unmasking it (the caller decided the
+        round must not be released, e.g. too few masked inputs arrived); the server is
+        ready for a round with a higher number. No-op when no round is in progress."""
+        if self._round is not None:
+            self._abandon()
+
     # --------------------------------------------------------------------- helpers
     def _step(
         self,

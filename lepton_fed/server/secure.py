@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -47,6 +48,7 @@ from lepton_fed.config.derived import update_clip
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.models import flatten_state
 from lepton_fed.models.predict import eval_from_mean
+from lepton_fed.privacy.distributed import DistributedPlan
 from lepton_fed.secagg import SecAggResult, SecAggServer
 from lepton_fed.secagg.evaluation import EVAL_CLIP, eval_dim, eval_run_id
 from lepton_fed.secagg.settings import params_from_config
@@ -82,6 +84,8 @@ class SecureAggregator:
         self.cfg = cfg
         sa = cfg.secagg
         clip = update_clip(cfg)
+        if cfg.privacy.mode == "distributed":  # integers are masked as they are
+            clip = float(cfg.privacy.clip)
         if clip is None:  # update_clip gives the field bound whenever secagg is on
             raise ValueError("secure aggregation needs a clip bound")
         self.params = params_from_config(sa, rounds=int(cfg.federation.rounds), clip=clip)
@@ -90,6 +94,8 @@ class SecureAggregator:
         self.run_id = run_id
         self._eval: SecAggServer | None = None  # evaluation's own protocol run (lazy)
         self._eval_round = 0
+        self.ddp: DistributedPlan | None = None  # privacy=distributed: the run's plan
+        self.ddp_releases = 0  # sums the server unmasked under distributed DP
 
     def _exchange(self, grid: Grid, requests: dict[int, bytes], message_type: str,
                   res: SecureRoundResult, extra: dict[int, RecordDict] | None = None,
@@ -131,10 +137,18 @@ class SecureAggregator:
             reqs = self.server.start_round(round=rnd, cohort=cohort, dim=dim)
             train = {m.metadata.dst_node_id: m.content for m in msgs
                      if m.metadata.dst_node_id in reqs}
+            seed = self._ddp_round(train, dim)
             masked, ok = self._exchange(grid, reqs, "train", res, extra=train)
             res.declined = [r for r in ok if int(cast(int, r.content["metrics"].get("declined", 0)))]
             res.ok = [r for r in ok if not int(cast(int, r.content["metrics"].get("declined", 0)))]
             reqs = self.server.collect_masked_inputs(masked)
+            if self.ddp is not None:  # distributed DP: never unmask a sum with too few shares
+                if len(reqs) < self.ddp.min_contributors:
+                    self.server.abandon()
+                    raise ProtocolAbort(
+                        f"distributed_dp_too_few: {len(reqs)} masked input(s), fewer than "
+                        f"the {self.ddp.min_contributors} the noise is sized for; not unmasked")
+                self.ddp_releases += 1  # the server is about to learn this round's sum
             shares, _ = self._exchange(grid, reqs, "query.secagg_unmask", res)
             missing = {n: q for n, q in reqs.items() if n not in shares}
             if missing:  # one retry: a byte-identical request gets the same reply
@@ -147,7 +161,13 @@ class SecureAggregator:
             res.info = {"round": rnd, "abandoned": str(exc)}
             return res
         m = len(result.contributors)
-        if self.cfg.privacy.mode == "central":
+        if self.ddp is not None and seed is not None and result.field_sum is not None:
+            from lepton_fed.privacy.distributed import decode_sum
+
+            # the noise is already in the sum; divide by the PLANNED cohort (public)
+            mean = decode_sum(result.field_sum, self.ddp, seed) / int(
+                self.cfg.federation.clients_per_round)
+        elif self.cfg.privacy.mode == "central":
             mean = privacy.noisy_mean(result.sum, rnd)
         else:
             mean = result.sum / max(result.total_weight, 1e-12)
@@ -166,7 +186,32 @@ class SecureAggregator:
             "error_bound_mean": float(np.max(result.error_bound)) / max(
                 result.total_weight if self.cfg.privacy.mode != "central" else m, 1e-12),
         }
+        if self.ddp is not None:
+            res.info["distributed_dp"] = {
+                "releases": self.ddp_releases, "epsilon": self.ddp_epsilon(),
+                "wrap_log2": round(self.ddp.wrap_log2, 2),
+                "noise_multiplier": self.ddp.noise_multiplier}
         return res
+
+    def _ddp_round(self, train: dict[int, RecordDict], dim: int) -> int | None:
+        """Distributed DP: the run's plan (first round) and this round's public rotation
+        seed, put into every train config; None in other modes."""
+        if self.cfg.privacy.mode != "distributed":
+            return None
+        if self.ddp is None:
+            from lepton_fed.privacy.distributed_config import plan_for_config
+
+            self.ddp = plan_for_config(self.cfg, dim)
+        seed = secrets.randbits(63)
+        for content in train.values():
+            cast(ConfigRecord, content["config"])["ddp-rotation-seed"] = seed
+        return seed
+
+    def ddp_epsilon(self) -> float | None:
+        """Distributed DP: epsilon of the sums unmasked so far (None in other modes)."""
+        if self.cfg.privacy.mode != "distributed":
+            return None
+        return 0.0 if self.ddp is None else self.ddp.epsilon_after(self.ddp_releases)
 
 
     def _eval_server(self) -> SecAggServer:

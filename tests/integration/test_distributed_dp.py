@@ -1,0 +1,113 @@
+"""privacy=distributed through the real server loop and client handlers (in-process):
+the server only decodes, yet the released model carries the designed noise; rounds with
+too few masked inputs are abandoned before anything is unmasked; nodes check the plan
+against their own policy; uploads stay 4 bytes per parameter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lepton_fed.client.app import app
+from lepton_fed.inprocess import InProcessGrid
+from lepton_fed.privacy.distributed_config import plan_for_config
+from lepton_fed.server.outputs import RunWriter
+from lepton_fed.server.rounds import run_federation
+from lepton_fed.utils.records import from_array_record
+
+N = 5
+BASE = ("data=digits", "model=logreg", "privacy=distributed", "secagg=on",
+        f"federation.num_clients={N}", f"federation.clients_per_round={N}",
+        "client.epochs=1")
+DIM = 64 * 10 + 10
+
+
+def _grid(drop=None):
+    grid = InProcessGrid(app, N, drop=drop)
+    sent: list[tuple[int, dict[str, np.ndarray]]] = []  # (round, global model sent)
+    real = grid._deliver
+
+    def deliver(msg):
+        if msg.metadata.message_type == "train":
+            rnd = int(msg.content["config"]["server-round"])
+            if not sent or sent[-1][0] != rnd:
+                sent.append((rnd, from_array_record(msg.content["arrays"])))
+        return real(msg)
+
+    grid._deliver = deliver
+    return grid, sent
+
+
+def _flat(state):
+    return np.concatenate([np.asarray(v, np.float64).ravel() for v in state.values()])
+
+
+def _rows(d):
+    return [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_server_that_only_decodes_releases_the_designed_noise(compose_cfg, tmp_path):
+    """Every node's update is exactly zero (lr=0): what changes the global model is the
+    nodes' noise shares alone, and it has the planned size."""
+    cfg = compose_cfg(*BASE, "federation.rounds=4", "client.lr=0.0", "privacy.epsilon=8.0")
+    grid, sent = _grid()
+    s = run_federation(grid, cfg, RunWriter(tmp_path))
+    assert s["rounds_completed"] == 4
+    plan = plan_for_config(cfg, DIM)
+    steps = np.concatenate([_flat(b) - _flat(a) for (_, a), (_, b)
+                            in zip(sent, sent[1:], strict=False)])
+    assert steps.size == 3 * DIM
+    want = math.sqrt(N) * plan.local_sigma * plan.gamma / N  # N shares, divided by N
+    assert steps.std() == pytest.approx(want, rel=0.1)
+    assert abs(steps.mean()) < 4 * want / math.sqrt(steps.size)
+    rows = _rows(tmp_path)
+    ddp = [r["secagg"]["distributed_dp"] for r in rows]
+    assert [d["releases"] for d in ddp] == [1, 2, 3, 4]
+    assert ddp[-1]["epsilon"] == pytest.approx(8.0, rel=1e-6)
+    assert all(d["wrap_log2"] <= -40 for d in ddp)
+    # uploads: the masked vector is 4 bytes per parameter (+ the count) plus shares
+    for m in (m for m in grid.seen if m.metadata.message_type == "train"):
+        assert set(m.content["metrics"].keys()) <= {"declined"}
+        assert 4 * (DIM + 1) <= len(bytes(m.content["secagg"]["reply"])) <= 4 * (DIM + 1) + 800
+
+
+def test_too_few_masked_inputs_abandon_the_round_before_unmasking(compose_cfg, tmp_path):
+    cfg = compose_cfg(*BASE, "federation.rounds=2")
+
+    def drop(nid, msg):  # one node never answers round 1's train message
+        return (msg.metadata.message_type == "train" and nid == 2
+                and int(msg.content["config"]["server-round"]) == 1)
+
+    grid, sent = _grid(drop)
+    s = run_federation(grid, cfg, RunWriter(tmp_path))
+    rows = _rows(tmp_path)
+    assert rows[0]["secagg"]["abandoned"].startswith("distributed_dp_too_few")
+    assert "abandoned" not in rows[1]["secagg"]
+    assert rows[1]["secagg"]["distributed_dp"]["releases"] == 1  # round 1 was never unmasked
+    assert s["rounds_completed"] == 2
+    # nothing of round 1 was unmasked, and the global model did not move
+    unmask_rounds = [m for m in grid.seen if m.metadata.message_type == "query.secagg_unmask"]
+    assert len(unmask_rounds) == N  # round 2's only
+    assert np.array_equal(_flat(sent[0][1]), _flat(sent[1][1]))
+
+
+def test_a_node_refuses_a_plan_above_its_own_epsilon_cap(compose_cfg, tmp_path, caplog):
+    from lepton_fed.secagg.provisioning import make_sim_bundle
+
+    make_sim_bundle(tmp_path / "b", N)
+    (tmp_path / "b" / "node_policy.yaml").write_text(
+        "privacy_modes: [distributed]\nmax_epsilon: 2.0\nmax_delta: 1.0e-5\n"
+        "require_secagg: true\nmin_clients_per_round: 3\nmin_security_bits: null\n"
+        "models: null\nclear_metrics: []\nallow_tofu_keys: false\n")
+    cfg = compose_cfg(*BASE, "federation.rounds=1", "privacy.epsilon=8.0")
+    grid = InProcessGrid(app, N, bundle=tmp_path / "b")
+    with caplog.at_level("ERROR", logger="lepton_fed.node"):
+        s = run_federation(grid, cfg, RunWriter(tmp_path / "run"))
+    assert s["rounds_completed"] == 0  # nothing was trained on, nothing released
+    errs = [m for m in grid.seen if m.metadata.message_type == "train"]
+    assert errs and all(m.has_error() and "SECAGG_ABORT" in m.error.reason for m in errs)
+    assert sum("distributed_policy: epsilon" in r.getMessage().splitlines()[0]
+               for r in caplog.records) == N
