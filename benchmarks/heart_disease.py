@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
 FLAMBY = {"FedAvg": 0.685, "FedAdam": 0.726, "Pooled training": 0.735}
 FLAMBY_POOLED_TEST = {"FedAvg": 0.748, "FedAdam": 0.779, "Pooled training": 0.795}
 TARGET = 0.735  # FedAdam client-avg >= FLamby's pooled training
-PRESET = "+experiment=heart_disease_4_hospitals"
+PRESET = "experiment=heart_disease_4_hospitals"
 
 # name -> (FLamby row it compares with, overrides on top of the preset)
 CONFIGS: dict[str, tuple[str, list[str]]] = {

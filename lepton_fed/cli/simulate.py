@@ -13,10 +13,35 @@ import sys
 __all__ = ["register", "run_simulate", "run_validate"]
 
 
+#: Hydra flags that take a value (``--cfg job``): the value is not an override.
+_VALUED = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
 def _split_args(args: list[str]) -> tuple[list[str], bool]:
-    overrides = [
-        a for a in args if not a.startswith("-") and not a.startswith("hydra.")
-    ]
+    overrides: list[str] = []
+    skip = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a in _VALUED or (
+            a in ("--info", "-i") and args[i + 1 : i + 2] and args[i + 1] in _INFO
+        ):
+            skip = True
+        elif not a.startswith("-") and not a.startswith("hydra."):
+            overrides.append(a)
     multirun = "-m" in args or "--multirun" in args
     return overrides, multirun
 
@@ -39,14 +64,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     Hydra is told to re-raise what a job raises (``HYDRA_FULL_ERROR``) instead of
     printing its own trace, so an unexpected error reaches the CLI guard too.
     """
-    from lepton_fed.config.compose import precheck
+    from lepton_fed.config.compose import plain_slots, precheck
 
     overrides, multirun = _split_args(args.overrides)
     precheck(overrides, multirun=multirun)
     from lepton_fed.simulations import run
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    sys.argv = ["lepton-fed simulate", *args.overrides]
+    sys.argv = ["lepton-fed simulate", *plain_slots(args.overrides)]
     run.main()
     return 0
 

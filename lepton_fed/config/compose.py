@@ -12,7 +12,18 @@ from lepton_fed.config.paths import conf_dir
 from lepton_fed.config.validate import check_overrides, validate
 from lepton_fed.errors import ConfigError
 
-__all__ = ["compose", "precheck"]
+__all__ = ["compose", "plain_slots", "precheck"]
+
+
+def plain_slots(overrides: Iterable[str]) -> list[str]:
+    """``+experiment=X`` / ``+debug=X`` as ``experiment=X`` / ``debug=X``.
+
+    config.yaml has null slots for these groups (so presets need no ``+``); Hydra refuses
+    to append to a slot that exists, so the older spelling is rewritten, not passed on.
+    """
+    from lepton_fed.config.paths import SLOTS
+
+    return [o[1:] if o.startswith(tuple(f"+{g}=" for g in SLOTS)) else o for o in overrides]
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
@@ -23,7 +34,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = _compose(config_name="config", overrides=list(overrides or []))
+        cfg = _compose(config_name="config", overrides=plain_slots(overrides or []))
     GlobalHydra.instance().clear()
     return cfg
 
@@ -36,7 +47,7 @@ def precheck(overrides: list[str], *, multirun: bool = False,
     Returns the composed configs (one per sweep combination, at most 256) or raises one
     :class:`ConfigError` with every problem found.
     """
-    usable, problems = check_overrides(overrides)
+    usable, problems = check_overrides(plain_slots(overrides))
     combos: list[list[str]] = [usable]
     if multirun:
         from hydra.core.override_parser.overrides_parser import OverridesParser

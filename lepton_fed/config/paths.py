@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["conf_dir", "group_options"]
+__all__ = ["GROUPS", "SLOTS", "conf_dir", "group_options"]
 
 GROUPS = (
     "data", "partition", "model", "strategy", "privacy", "secagg", "compression",
-    "federation", "client", "node_policy", "attack",
+    "federation", "client", "node_policy", "attack", "experiment", "debug",
 )
+
+#: groups with a ``null`` slot in config.yaml's defaults: ``experiment=NAME`` selects a
+#: preset; the older ``+experiment=NAME`` means the same (see compose.plain_slots).
+SLOTS = ("experiment", "debug")
 
 
 def conf_dir() -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lepton_fed.config.paths import GROUPS, group_options
+from lepton_fed.config.paths import GROUPS, conf_dir, group_options
 from lepton_fed.errors import ConfigError
 
 __all__ = ["check_overrides", "raise_if", "validate"]
@@ -165,19 +165,21 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
             p.append(f"privacy.clip must be > 0 for privacy=central, got {pr.clip}")
         if pr.epsilon is None and (pr.noise_multiplier is None or not pr.noise_multiplier > 0):
             p.append("privacy=central needs privacy.noise_multiplier > 0 or a target privacy.epsilon")
-        if cfg.strategy.name not in ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"):
+        if _sums_only(cfg) is False:
             p.append(
-                f"privacy=central needs a mean-based strategy (fedavg/fedprox/fedadam/fedyogi/"
-                f"fedadagrad); strategy={cfg.strategy.name} is not a mean, so the noise "
-                "calibration would not hold"
+                f"privacy=central needs a mean-based strategy ({'/'.join(_sum_strategies())}); "
+                f"strategy={cfg.strategy.name} ({cfg.strategy._target_}) does not declare that "
+                "it aggregates from the mean of the updates alone (secagg_compatible = True), so "
+                "the noise calibration would not hold"
             )
     sa = cfg.secagg
     if sa.enabled:
-        if cfg.strategy.name in ("krum", "trimmed_mean", "median"):
+        if _sums_only(cfg) is False:
             p.append(
-                f"secagg=on cannot be combined with strategy={cfg.strategy.name}: it needs each "
-                "client's individual update, and secure aggregation only reveals their sum "
-                "(use fedavg, fedprox, fedadam, fedyogi or fedadagrad)"
+                f"secagg=on cannot be combined with strategy={cfg.strategy.name} "
+                f"({cfg.strategy._target_}): secure aggregation reveals only the sum of the "
+                "updates, and this class does not declare that it aggregates from the sum alone "
+                f"(secagg_compatible = True); use {', '.join(_sum_strategies())}"
             )
         mcoh = sa.get("min_cohort", 3)
         if not isinstance(mcoh, int) or mcoh < 3:
@@ -252,6 +254,37 @@ def _strategy_problems(cfg: DictConfig) -> list[str]:
         f"settings are {sorted(params - _MANAGED)}"
         for k in cfg.strategy if k not in ("name", "_target_") and k not in params
     ]
+
+
+def _strategy_class(target: object) -> type | None:
+    """The class ``strategy._target_`` names, or None (reported by _strategy_problems)."""
+    import importlib
+
+    mod, _, name = str(target or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def _sums_only(cfg: DictConfig) -> bool | None:
+    """Whether the strategy aggregates from the sum of client updates alone (what secure
+    aggregation reveals and central DP noises): its class attribute ``secagg_compatible``
+    (strategies/); a class that does not set it is taken as False. None: no class."""
+    cls = _strategy_class(OmegaConf.select(cfg, "strategy._target_"))
+    return None if cls is None else getattr(cls, "secagg_compatible", None) is True
+
+
+def _sum_strategies() -> list[str]:
+    """The strategy options (conf/strategy/) whose class sets ``secagg_compatible = True``."""
+    out = []
+    for option in group_options("strategy"):
+        node = OmegaConf.load(conf_dir() / "strategy" / f"{option}.yaml")
+        cls = _strategy_class(OmegaConf.select(node, "_target_"))
+        if cls is not None and getattr(cls, "secagg_compatible", None) is True:
+            out.append(option)
+    return out
 
 
 # strategy arguments the round loop sets itself from federation.* and privacy.*
