@@ -25,7 +25,11 @@ def test_write_then_load_round_trips_arrays_and_state(tmp_path):
     assert got.round == 4 and got.state["rows"] == [{"round": 4, "loss": None}]
     for k, v in arrays.items():
         assert got.arrays[k].dtype == v.dtype and np.array_equal(got.arrays[k], v)
-    assert sorted(p.name for p in d.iterdir()) == ["arrays-000004.safetensors", "state.json"]
+    assert [p.name for p in d.iterdir()] == [ck.CHECKPOINT_FILE]
+    from safetensors import safe_open
+
+    with safe_open(str(d / ck.CHECKPOINT_FILE), "np") as f:  # the state is plain JSON
+        assert json.loads(f.metadata()["lepton_fed_state"])["round"] == 4
 
 
 def test_a_write_that_dies_before_the_rename_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -33,8 +37,8 @@ def test_a_write_that_dies_before_the_rename_leaves_the_previous_checkpoint(tmp_
     ck._write(d, 1, _state(1), {"model/w": np.zeros(3, np.float32)})
     real_replace = os.replace
 
-    def dying_replace(src, dst):  # the process dies right before state.json is renamed
-        if str(dst).endswith("state.json"):
+    def dying_replace(src, dst):  # the process dies right before the rename
+        if str(dst).endswith(ck.CHECKPOINT_FILE):
             raise KeyboardInterrupt("killed")
         return real_replace(src, dst)
 
@@ -47,12 +51,16 @@ def test_a_write_that_dies_before_the_rename_leaves_the_previous_checkpoint(tmp_
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]  # no stray temp file
 
 
-def test_arrays_that_do_not_match_their_hash_are_never_read(tmp_path):
+def test_a_torn_or_altered_file_is_never_read(tmp_path):
     d = tmp_path / ck.CHECKPOINT_DIR
     ck._write(d, 3, _state(3), {"model/w": np.ones(1000, np.float32)})
-    f = d / "arrays-000003.safetensors"
-    f.write_bytes(f.read_bytes()[:-100])  # a torn write
-    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+    f = d / ck.CHECKPOINT_FILE
+    whole = f.read_bytes()
+    f.write_bytes(whole[:-100])  # torn
+    with pytest.raises(CheckpointError, match="unreadable"):
+        ck.load(tmp_path)
+    f.write_bytes(whole[:-4] + b"\x00\x00\x80\x7f")  # same size, one value changed
+    with pytest.raises(CheckpointError, match="do not match the SHA-256"):
         ck.load(tmp_path)
 
 
@@ -61,10 +69,10 @@ def test_missing_or_foreign_checkpoints_are_clear_errors(tmp_path):
         ck.load(tmp_path)
     d = tmp_path / ck.CHECKPOINT_DIR
     d.mkdir()
-    (d / "state.json").write_text("{not json")
+    (d / ck.CHECKPOINT_FILE).write_text("{not safetensors")
     with pytest.raises(CheckpointError, match="unreadable"):
         ck.load(tmp_path)
-    (d / "state.json").write_text(json.dumps({"format": 99}))
+    ck._write(d, 1, {"format": 99}, {})
     with pytest.raises(CheckpointError, match="format 99 is not 1"):
         ck.load(tmp_path)
 
