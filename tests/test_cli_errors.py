@@ -192,6 +192,21 @@ def test_privacy_bad_flags(tmp_path):
     assert "  - --rounds=0 is invalid: must be >= 1" in lines
 
 
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["model=transformer"], "model=transformer: unknown option"),
+        (
+            ["privacy=central", "privacy.noise_multiplier=1"],
+            "the audit covers privacy=dpsgd",
+        ),
+    ],
+)
+def test_audit_config_problems(argv, needle, tmp_path):
+    lines = _check_format(_cli("audit", *argv, cwd=tmp_path), 2)
+    assert lines[0] == PREFIX + "1 configuration problem(s):" and needle in lines[1]
+
+
 def test_dashboard_not_a_directory(tmp_path):
     lines = _check_format(_cli("dashboard", str(tmp_path / "nope"), cwd=tmp_path), 2)
     assert "is not a directory" in lines[1]

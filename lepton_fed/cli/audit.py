@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -332,14 +331,11 @@ def _text(r: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compose, audit, print; 0 pass, 1 bound above the accounted epsilon, 2 bad input."""
+    """Compose, audit, print; 0 pass, 1 bound above the accounted epsilon; bad input raises
+    ConfigError (the CLI guard prints it, exit 2)."""
     from lepton_fed.config.compose import precheck
 
-    try:
-        cfg = precheck(list(args.overrides))[0]  # every config problem, before training
-        report = run_audit(cfg, canaries=args.canaries, confidence=args.confidence)
-    except ConfigError as e:
-        print(f"lepton-fed audit: {e}", file=sys.stderr)
-        return e.exit_code
+    cfg = precheck(list(args.overrides))[0]  # every config problem, before training
+    report = run_audit(cfg, canaries=args.canaries, confidence=args.confidence)
     print(json.dumps(report, sort_keys=True) if args.json else _text(report))
     return 0 if report["passed"] else 1
