@@ -38,6 +38,8 @@ def test_group_option_composes(path: Path):
         ov.append("data=digits")
     if group == "secagg" and option == "on":
         ov.append("federation.clients_per_round=5")
+    if group == "privacy" and option == "distributed":  # distributed noise needs the secure sum
+        ov.append("secagg=on")
     precheck(ov)
 
 

@@ -17,7 +17,7 @@ from lepton_fed.errors import ConfigError
 
 __all__ = ["check_overrides", "raise_if", "validate"]
 
-MODES = ("none", "dpsgd", "central")
+MODES = ("none", "dpsgd", "central", "distributed")
 UPDATES = ("none", "int8", "topk")
 GRAD_SAMPLE_MODES = ("auto", "ew", "hooks", "functorch", "ghost")
 DEVICES = ("auto", "cpu", "cuda")
@@ -172,6 +172,10 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
                 "it aggregates from the mean of the updates alone (secagg_compatible = True), so "
                 "the noise calibration would not hold"
             )
+    if pr.mode == "distributed":
+        from lepton_fed.privacy.distributed_config import check_distributed_config
+
+        p += check_distributed_config(cfg)
     sa = cfg.secagg
     if sa.enabled:
         if _sums_only(cfg) is False:
