@@ -54,7 +54,7 @@ from lepton_fed.privacy.hadamard import block_size, rotate, unrotate
 from lepton_fed.privacy.secure_rng import CryptoRandom
 
 __all__ = ["DEFAULT_BETA", "DistributedPlan", "ddg_epsilon", "decode_sum", "encode_update",
-           "plan_distributed", "tau_of", "wrap_log2"]
+           "plan_distributed", "plan_for_noise", "tau_of", "wrap_log2"]
 
 #: conditional-rounding parameter (the paper's choice): a redraw happens w.p. <= beta
 DEFAULT_BETA = math.exp(-0.5)
@@ -252,6 +252,44 @@ def plan_distributed(*, epsilon: float, delta: float, rounds: int, clip: float, 
     raise ValueError(
         f"no granularity meets a 2^-{wrap_bits:g} wrap-around bound in a {bits}-bit field "
         f"for {n} contributors and {dim} parameters; use more bits or fewer parameters")
+
+
+def plan_for_noise(*, noise_multiplier: float, delta: float, rounds: int, clip: float,
+                   dim: int, min_contributors: int, max_contributors: int, colluders: int = 0,
+                   bits: int = 32, beta: float = DEFAULT_BETA,
+                   wrap_bits: float = 40.0) -> DistributedPlan:
+    """The plan whose ``honest`` shares sum to noise std ``noise_multiplier * clip`` (at
+    the finest granularity meeting the wrap-around bound), with the epsilon it spends
+    over ``rounds`` releases (for planning: ``lepton-fed privacy --mode distributed``).
+
+    Raises:
+        ValueError: a parameter out of range, or a field too small.
+    """
+    _check(1.0, delta, rounds, clip, dim, min_contributors, max_contributors, colluders,
+           bits, beta)
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}")
+    h, n = min_contributors - colluders, max_contributors
+    margin = 2.0 ** (bits - 1) - n
+    if margin <= 0:
+        raise ValueError(f"a {bits}-bit field cannot hold the sum of {n} vectors")
+    sigma = noise_multiplier * clip / math.sqrt(h)
+    k2 = 2.0 * (math.log(2.0 * dim) + wrap_bits * math.log(2.0))
+    gamma = math.sqrt(k2 * ((n * clip) ** 2 / block_size(dim) + n * sigma**2)) / margin
+    wl = wrap_log2(gamma=gamma, local_sigma=sigma / gamma, clip=clip, dim=dim,
+                   max_contributors=n, bits=bits)
+    if wl > -wrap_bits:  # float round-off only: the formula solves the bound exactly
+        gamma *= 1.0 + 1e-9
+        wl = wrap_log2(gamma=gamma, local_sigma=sigma / gamma, clip=clip, dim=dim,
+                       max_contributors=n, bits=bits)
+    cn = rounded_norm_bound(clip / gamma, dim, beta)
+    eps = ddg_epsilon(sensitivity=cn, local_sigma=sigma / gamma, honest=h, max_shares=n,
+                      dim=dim, rounds=rounds, delta=delta)
+    return DistributedPlan(epsilon=eps, delta=delta, rounds=rounds, clip=clip, dim=dim,
+                           min_contributors=min_contributors, max_contributors=n,
+                           colluders=colluders, honest=h, bits=bits, gamma=gamma,
+                           local_sigma=sigma / gamma, rounded_norm=cn, beta=beta,
+                           wrap_log2=wl)
 
 
 def encode_update(delta: np.ndarray, plan: DistributedPlan, rotation_seed: int,

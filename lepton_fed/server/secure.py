@@ -24,6 +24,14 @@ numbers and keys are untouched: ``query.secagg_advertise`` (slot ``eval``), then
 vector only), then ``query.secagg_unmask`` (slot ``eval``). The server learns the
 federation's example-weighted accuracy, loss and binned AUC, never a node's.
 
+Distributed DP (``privacy=distributed``, :mod:`lepton_fed.privacy.distributed`): every
+train config carries a fresh public ``ddp-rotation-seed``; nodes mask integer vectors
+that already hold their noise shares; a round with fewer masked inputs than the plan's
+``min_contributors`` is abandoned BEFORE any unmask request (the server never learns a
+sum with less noise); the unmasked field sum is decoded and divided by the planned
+cohort size, with nothing added. ``ddp_releases`` counts the sums unmasked and
+:meth:`SecureAggregator.ddp_epsilon` is their epsilon.
+
 The server learns the sum of ``w_i * delta_i`` and of ``w_i`` and nothing else about an
 individual update (see ``lepton_fed/secagg/README.md`` for the threat model). A
 :class:`~lepton_fed.errors.ProtocolAbort` abandons the round: the global model stays as

@@ -21,6 +21,7 @@ from lepton_fed.privacy.distributed import (
     decode_sum,
     encode_update,
     plan_distributed,
+    plan_for_noise,
     tau_of,
     wrap_log2,
 )
@@ -170,6 +171,15 @@ def test_plan_meets_the_target_and_the_wrap_bound(eps):
     again = plan_distributed(epsilon=eps, delta=1e-5, rounds=50, clip=1.0, dim=650,
                              min_contributors=20, max_contributors=20, colluders=1)
     assert again == plan  # every node and the server compute the same plan
+
+
+def test_plan_for_a_noise_level_round_trips_with_the_target():
+    kw = dict(delta=1e-5, rounds=30, clip=0.5, dim=4810, min_contributors=18,
+              max_contributors=20, colluders=1)
+    target = plan_distributed(epsilon=2.0, **kw)
+    back = plan_for_noise(noise_multiplier=target.noise_multiplier, **kw)
+    assert back.epsilon == pytest.approx(2.0, rel=1e-6)
+    assert back.wrap_log2 <= -40 and back.honest == 17
 
 
 def test_plan_at_16_bits_costs_little_noise():
