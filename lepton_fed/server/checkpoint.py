@@ -15,7 +15,8 @@ What is saved: the global model; FedAdam/FedYogi/FedAdagrad's ``m_t``, ``v_t`` a
 (its per-round history); the metrics rows, per-client epsilons and stopped clients; the
 node registry's declines and failures by node NAME (node ids are per Flower run; the
 nodes are set up again, in a real federation with the run's saved scaler); the
-scaler; byte and failure counts; the secure-aggregation protocol run ids used.
+scaler; byte and failure counts; the secure-aggregation protocol run ids used and,
+under ``privacy=distributed``, the number of sums the server has unmasked (its releases).
 
 Atomicity: the one file is written under a temporary name, fsynced, renamed over the
 previous checkpoint, then the directory is fsynced (one file: one fsync, about a third
@@ -232,7 +233,9 @@ def save(run: _Run, rnd: int) -> Path | None:
                      "failures": {k: dict(v) for k, v in reg.failures.items()}},
         "privacy": {"mode": run.privacy.mode, "noise_multiplier": run.privacy.noise_multiplier,
                     "accountant": acc.state_dict() if acc is not None else None},
-        "secagg": {"run_ids": _secagg_run_ids(run, prev)},
+        "secagg": {"run_ids": _secagg_run_ids(run, prev),
+                   # privacy=distributed: sums the server unmasked (each one a release)
+                   "ddp_releases": getattr(run.secure, "ddp_releases", None)},
         "scaler": {"mean": run.scaler.mean.tolist(), "scale": run.scaler.scale.tolist(),
                    "source": run.scaler_source},
         "failures": run.failures, "bytes": [run.bytes_up, run.bytes_down],
@@ -411,6 +414,9 @@ def restore(run: _Run, ckpt: Checkpoint) -> int:
         while rid in used:
             rid = secrets.randbits(62)
         run.secure = SecureAggregator(run.cfg, rid)
+        released = st["secagg"].get("ddp_releases")
+        if released is not None and hasattr(run.secure, "ddp_releases"):
+            run.secure.ddp_releases = int(released)
     _restore_rng(ckpt)
     lines = "".join(json.dumps(_json(r), allow_nan=False) + "\n" for r in run.rows)
     _write_atomic(run.writer.metrics_path, lines.encode())  # rows of the interrupted round go

@@ -165,3 +165,16 @@ def test_a_published_round_is_always_in_the_checkpoint(compose_cfg, tmp_path):
     assert _rounds(tmp_path) == [1, 2, 3, 4]
     assert len(ck.load(tmp_path).state["privacy"]["accountant"]["rounds"]) == 4
     assert s["privacy"]["epsilon"] > 0
+
+
+def test_distributed_dp_releases_are_carried_over(compose_cfg, tmp_path):
+    """privacy=distributed: the sums the server unmasked before the crash still count."""
+    cfg = compose_cfg("privacy=distributed", "secagg=on", "model=logreg", "federation.rounds=4",
+                      "federation.num_clients=4", "federation.clients_per_round=4")
+    a = _run(cfg, tmp_path / "a")
+    with pytest.raises(Died):
+        _run(cfg, tmp_path / "b", [DieAfterRound(2)])
+    assert ck.load(tmp_path / "b").state["secagg"]["ddp_releases"] == 2
+    b = _run(cfg, tmp_path / "b", resume=str(tmp_path / "b"))
+    da, db = (s["secagg"]["rounds"][-1]["distributed_dp"] for s in (a, b))
+    assert db["releases"] == da["releases"] == 4 and db["epsilon"] == da["epsilon"] > 0
