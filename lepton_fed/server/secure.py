@@ -206,20 +206,30 @@ class SecureAggregator:
         seed, put into every train config; None in other modes."""
         if self.cfg.privacy.mode != "distributed":
             return None
-        if self.ddp is None:
-            from lepton_fed.privacy.distributed_config import plan_for_config
-
-            self.ddp = plan_for_config(self.cfg, dim)
+        self.ddp_plan(dim)
         seed = secrets.randbits(63)
         for content in train.values():
             cast(ConfigRecord, content["config"])["ddp-rotation-seed"] = seed
         return seed
 
-    def ddp_epsilon(self) -> float | None:
-        """Distributed DP: epsilon of the sums unmasked so far (None in other modes)."""
+    def ddp_plan(self, dim: int) -> DistributedPlan:
+        """Distributed DP: the run's plan for a model of ``dim`` parameters (cached)."""
+        if self.ddp is None:
+            from lepton_fed.privacy.distributed_config import plan_for_config
+
+            self.ddp = plan_for_config(self.cfg, dim)
+        return self.ddp
+
+    def ddp_epsilon(self, dim: int | None = None) -> float | None:
+        """Distributed DP: epsilon of the sums unmasked so far (None in other modes, and
+        after a resume before the plan is known: pass the model's ``dim`` to compute it)."""
         if self.cfg.privacy.mode != "distributed":
             return None
-        return 0.0 if self.ddp is None else self.ddp.epsilon_after(self.ddp_releases)
+        if self.ddp is None and dim is not None:
+            self.ddp_plan(dim)
+        if self.ddp is None:
+            return 0.0 if self.ddp_releases == 0 else None
+        return self.ddp.epsilon_after(self.ddp_releases)
 
 
     def _eval_server(self) -> SecAggServer:
