@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
+from lepton_fed.client.attack import poison_labels, poison_update
 from lepton_fed.client.evaluate import EvalSums
 from lepton_fed.client.local_data import node_data
 from lepton_fed.client.node import NodeState
@@ -43,7 +44,7 @@ BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
 METRICS_NOT_ALLOWED = "METRICS_NOT_ALLOWED"
 
 #: reply fields that are protocol, not data: never filtered
-_PROTOCOL_METRICS = frozenset({"declined", "unit-weight", "encoded"})
+_PROTOCOL_METRICS = frozenset({"declined", "unit-weight", "encoded", "server-round"})
 
 
 @dataclass
@@ -100,7 +101,8 @@ def run_train_round(
     global_state = from_array_record(arrays)
     set_state(model, global_state)
     seed = derive_seed(cfg.seed, "train", rnd, pid)
-    metrics: dict[str, Any] = {"num-examples": int(len(data.y)), "unit-weight": 1, "declined": 0}
+    metrics: dict[str, Any] = {"num-examples": int(len(data.y)), "unit-weight": 1, "declined": 0,
+                               "server-round": rnd}
 
     dp = None
     if cfg.privacy.mode == "dpsgd":
@@ -113,7 +115,7 @@ def run_train_round(
         dp = decision.settings
 
     res = train_local(
-        model, X, data.y,
+        model, X, poison_labels(node, cfg, data.y, len(data.class_names)),
         epochs=cfg.client.epochs, batch_size=cfg.client.batch_size, lr=cfg.client.lr,
         momentum=cfg.client.momentum, optimizer=cfg.client.optimizer,
         proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
@@ -134,6 +136,7 @@ def run_train_round(
         metrics["update-norm"] = norm
         if norm > clip:
             delta *= clip / norm
+    delta = poison_update(node, cfg, rnd, delta)  # simulated attackers only (conf/attack)
     if cfg.privacy.mode == "distributed":  # H3: distributed DP: noise share, then mask
         from lepton_fed.client.secure import distributed_reply
         from lepton_fed.policy.codes import SECAGG_REQUIRED

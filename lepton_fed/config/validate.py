@@ -59,12 +59,55 @@ def _num(cfg: Any, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
+#: (key, kind, nullable): the type every numeric setting must have before any check
+#: compares it ("int": a whole number; "num": any real number; bools are neither)
+_TYPED: tuple[tuple[str, str, bool], ...] = (
+    ("federation.rounds", "int", False), ("federation.num_clients", "int", False),
+    ("federation.clients_per_round", "int", False), ("federation.evaluate_every", "int", True),
+    ("federation.min_clients", "int", True), ("federation.node_wait", "num", True),
+    ("federation.num_cpus_per_client", "num", True), ("federation.num_gpus_per_client", "num", True),
+    ("federation.round_timeout", "num", False),
+    ("client.epochs", "int", True), ("client.batch_size", "int", True),
+    ("client.lr", "num", True), ("client.momentum", "num", True),
+    ("data.test_fraction", "num", False), ("partition.alpha", "num", False),
+    ("compression.topk_fraction", "num", False),
+    ("privacy.epsilon", "num", True), ("privacy.delta", "num", True),
+    ("privacy.clip", "num", True), ("privacy.noise_multiplier", "num", True),
+    ("privacy.max_grad_norm", "num", True),
+    ("secagg.clip", "num", True), ("secagg.neighbours", "int", True),
+    ("secagg.threshold", "int", True), ("secagg.timeout", "num", True),
+    ("secagg.max_weight", "num", True), ("seed", "int", False),
+)
+
+
+def _type_problems(cfg: DictConfig) -> list[str]:
+    """Every numeric setting whose value is not a number (checked before any comparison,
+    so ``client.lr=abc`` is named, not a TypeError)."""
+    out = []
+    for key, kind, nullable in _TYPED:
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is None:
+            if not nullable and OmegaConf.select(cfg, key, default="<absent>") is None:
+                out.append(f"{key} must be a number, got null")
+            continue
+        ok = not isinstance(v, bool) and (isinstance(v, int) if kind == "int"
+                                          else isinstance(v, int | float))
+        if not ok:
+            want = "a whole number" if kind == "int" else "a number"
+            out.append(f"{key} must be {want}, got {v!r}")
+    return out
+
+
 def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     """Every semantic problem with a composed config (empty list = valid).
 
-    ``deployment=True`` (a real federation's coordinator) also refuses what only a
-    simulation may do (seeded DP noise).
+    Settings of the wrong type are reported first, all at once, before anything compares
+    them. ``deployment=True`` (a real federation's coordinator) also refuses what only a
+    simulation may do (seeded DP noise, simulated attackers).
     """
+    typed = _type_problems(cfg)
+    if typed:
+        return typed
     from lepton_fed.data.datasets import check_source
 
     p: list[str] = []
@@ -210,6 +253,11 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     from lepton_fed.observe.factory import check_observe_config
 
     p += check_observe_config(cfg)
+    from lepton_fed.client.attack import attack_problems
+
+    p += attack_problems(cfg)
+    if deployment and str(OmegaConf.select(cfg, "attack.name", default="none")) != "none":
+        p.append("attack: simulated attackers are for simulations only; use attack=none")
     if cfg.compression["update"] not in UPDATES:
         p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
     if not 0 < cfg.compression.topk_fraction <= 1:

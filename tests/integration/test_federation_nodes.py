@@ -216,5 +216,6 @@ def test_feature_statistics_stay_on_nodes_whose_policy_keeps_them(compose_cfg, f
     prep = json.loads((tmp_path / "run" / "preprocess.json").read_text())
     assert prep["scaler"]["mean"][:3] == [55, 230, 130]
     trains = [m for m in grid.seen if m.metadata.message_type == "train"]
-    assert all(set(m.content["metrics"]) <= {"num-examples", "declined", "unit-weight"}
+    assert all(set(m.content["metrics"]) <= {"num-examples", "declined", "unit-weight",
+                                             "server-round"}
                for m in trains)  # train-loss and update norms stay on the node too
