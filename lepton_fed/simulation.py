@@ -51,6 +51,11 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         RunFailed: the run could not complete (e.g. no client succeeded in a round).
     """
     raise_if(validate(cfg))
+    if cfg.get("resume"):  # H5: continue a checkpointed run, in its own run directory
+        from lepton_fed.server.checkpoint import check_resume
+
+        check_resume(cfg, node_ledgers_persist=False)
+        run_dir = str(cfg.resume)
     _preflight(cfg)
     _quiet_env()
     for noisy in ("alembic", "sqlalchemy", "ray", "filelock", "matplotlib", "urllib3"):

@@ -13,7 +13,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lepton_fed.config.paths import conf_dir
-from lepton_fed.errors import LeptonError
+from lepton_fed.errors import LeptonError, debug_requested, format_error, format_unexpected
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
 
 
 def headline_table(summary: dict, run_dir: str) -> str:
@@ -23,11 +27,11 @@ def headline_table(summary: dict, run_dir: str) -> str:
     rows = [
         ("rounds completed", f"{summary.get('rounds_completed')}/{summary.get('rounds_planned')}"),
         ("clients (per round)", f"{summary.get('num_clients')} ({summary.get('clients_per_round')})"),
-        ("test accuracy", f"{fin.get('accuracy', float('nan')):.4f}"),
-        ("test loss", f"{fin.get('loss', float('nan')):.4f}"),
+        ("test accuracy", _fmt(fin.get("accuracy"))),
+        ("test loss", _fmt(fin.get("loss"))),
     ]
-    if "auc" in fin:
-        rows.append(("test AUC", f"{fin['auc']:.4f}"))
+    if fin.get("auc") is not None:
+        rows.append(("test AUC", _fmt(fin["auc"])))
     eps = priv.get("epsilon")
     rows.append(("privacy", priv.get("mode", "none") + (
         f" (epsilon {eps:.3f}, delta {priv.get('delta')})" if eps is not None else "")))
@@ -49,13 +53,27 @@ def main(cfg: DictConfig) -> float:
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
+        if cfg.get("resume"):  # H5: resume=RUN_DIR continues that run in that directory
+            from lepton_fed.server.checkpoint import resume_config
+
+            cfg = resume_config(cfg, HydraConfig.get().overrides.task)
+            run_dir = str(cfg.resume)
         summary = simulate(cfg, run_dir)
     except LeptonError as exc:
-        print(f"lepton-fed: error: {exc}", file=sys.stderr)
+        print(format_error(exc), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # noqa: BLE001 - one line, like the CLI guard (no Hydra banner)
+        if debug_requested():
+            raise
+        print(format_unexpected(exc), file=sys.stderr)
+        raise SystemExit(1) from None
     print(headline_table(summary, run_dir), flush=True)
-    return float(summary["final"]["accuracy"])
+    acc = summary["final"].get("accuracy")
+    return float(acc) if acc is not None else float("nan")
 
 
 if __name__ == "__main__":
+    from lepton_fed.config.compose import plain_slots
+
+    sys.argv = [sys.argv[0], *plain_slots(sys.argv[1:])]
     main()

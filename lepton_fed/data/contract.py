@@ -158,6 +158,8 @@ class FederationSchema:
             if f.kind == "numeric":
                 if not pd.api.types.is_numeric_dtype(s):
                     out.append(f"column {f.name!r} must be numeric")
+                elif bool(np.isinf(s.to_numpy(np.float64)).any()):
+                    out.append(f"column {f.name!r} has infinite values")
             else:
                 bad = set(s.dropna().astype(str).unique()) - set(f.levels)
                 if bad:

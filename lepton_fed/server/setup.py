@@ -56,8 +56,9 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
                 timeout: float, num_features: int) -> SetupResult:
     """Send the setup to ``nodes``; record names, declines and failures in ``reg``.
 
-    Statistics that are not ``num_features`` finite sums with a non-negative count are
-    refused (``INVALID_REPLY``) and that node is not used.
+    Statistics that are not ``num_features`` finite sums with a positive count, or whose
+    means would overflow the float32 scaler, are refused (``INVALID_REPLY``) and that node
+    is not used.
     """
     res = SetupResult()
     msgs = [Message(RecordDict({"config": ConfigRecord({"config-yaml": node_yaml})}),
@@ -83,9 +84,12 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
             name = str(r.content["node"]["name"])[:64] if "node" in r.content else ""
         except (KeyError, TypeError, ValueError):
             st = None
-        if (st is None or st.count < 0 or st.sum.shape != (num_features,)
+        if (st is None or st.count <= 0 or st.sum.shape != (num_features,)
                 or st.sumsq.shape != (num_features,)
-                or not (np.all(np.isfinite(st.sum)) and np.all(np.isfinite(st.sumsq)))):
+                or not (np.all(np.isfinite(st.sum)) and np.all(np.isfinite(st.sumsq)))
+                # beyond float32 once averaged: the scaler would overflow for everyone
+                or np.max(np.abs(st.sum)) / st.count > 1e18
+                or np.max(st.sumsq) / st.count > 1e36 or np.min(st.sumsq) < 0):
             reg.refused[nid] = "INVALID_REPLY"
             reg.record_failure(nid, "INVALID_REPLY")
             continue

@@ -79,10 +79,6 @@ def test_a_node_file_is_encoded_or_refused_naming_columns(tmp_path_factory, text
     assert np.all(onehot.sum(1) == 1)  # exactly one declared level per row
 
 
-@pytest.mark.xfail(strict=True, reason="encode() keeps infinite values (a numeric column "
-                   "holding 1e999 or inf): a node then trains on inf and sends a non-finite "
-                   "update, which the server now rejects; the contract should refuse the file "
-                   "naming the column")
 def test_infinite_values_are_refused_naming_the_column(tmp_path):
     df = _encode("age,sex,bp,outcome\n1e999,f,120,yes\n40,m,130,no\n", tmp_path)
     with pytest.raises(SchemaMismatch, match="age"):
