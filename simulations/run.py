@@ -13,7 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lepton_fed.config.paths import conf_dir
-from lepton_fed.errors import LeptonError, debug_requested, format_error, format_unexpected
+from lepton_fed.errors import (
+    LeptonError,
+    debug_requested,
+    format_error,
+    format_unexpected,
+)
 
 
 def _fmt(v: object) -> str:
