@@ -1,38 +1,30 @@
-"""Privacy-utility curve: accuracy vs DP-SGD epsilon on four datasets.
+"""Privacy-utility with the DP defaults: accuracy a new user gets from ``privacy=dpsgd``
+and only a target epsilon, before and after issue 13, and the curve over epsilon.
 
-Run: ``python benchmarks/privacy_utility.py [--heart-path DIR] [--mnist-path DIR]
-[--datasets a,b] [--quick]`` (writes ``benchmarks/results/privacy_utility.{json,png}``;
-``--quick`` is a ~2-minute smoke run -- first candidate, one seed -- that writes
-``privacy_utility_quick.{json,png}`` instead). Full run: ~6-10 minutes on 2 cores.
+Run: ``python benchmarks/privacy_utility.py [--reps 5] [--datasets a,b] [--quick]
+[--conf DIR]`` (writes ``benchmarks/results/privacy_utility.{json,png}``; ``--quick``:
+2 repetitions, no curve, ``privacy_utility_quick.*``). ~10 minutes on 2 shared cores
+(MNIST adds ~10 more; skipped when ``../shared/data`` lacks it).
 
-Each point is an in-process federation (:class:`lepton_fed.inprocess.InProcessGrid`:
-the real ServerApp round loop and ClientApp handlers, no Ray), ``privacy=dpsgd`` with
-``privacy.epsilon`` in {0.5, 1, 3, 8} or ``privacy=none``. The epsilon is each client's
-sample-level (epsilon, delta) for the WHOLE run (sigma calibrated once per run for
-rounds x local steps); the reported ``epsilon_spent`` is the max over clients.
+Every point is an in-process federation (:class:`lepton_fed.inprocess.InProcessGrid`:
+the real ServerApp round loop and ClientApp handlers, no Ray). DP noise comes from OS
+entropy, so repetitions differ in the noise (and ``seed`` = repetition index sets the
+split and the initial model): reported as mean ± std over ``--reps``.
 
-Datasets (test accuracy of the final global model on the held-out split):
+Rows (``SETUPS``: what the user types; nothing else is set):
 
-* ``breast_cancer``: 5 clients IID (91 train rows each), delta 1e-5.
-* ``digits``: 10 clients IID (~144 rows each), delta 1e-5.
-* ``heart_disease``: FLamby Fed-Heart-Disease, natural 4-hospital split (199/172/30/85
-  train rows), **delta 1e-3** (FLamby swept delta 1e-4..1e-1; delta must be < 1/n and
-  the Swiss client holds 30 rows). Two metrics: pooled test accuracy (254 rows) and
-  FLamby's ``client_avg`` = mean over the 4 hospitals of per-hospital test accuracy
-  (FLamby DP-FedAvg: 0.68-0.71 for epsilon >= 1). Target: client_avg >= 0.70 at eps=1.
-* ``mnist``: train on the 5k-image subset over 10 clients IID (500 each), test on the
-  official 10k, delta 1e-5. Target: >= 0.90 at eps=3.
+* ``new defaults``: the setup + ``privacy=dpsgd privacy.epsilon=E`` [``privacy.delta``];
+  the config's defaults then give logistic regression, the PLD accountant and each
+  node's DP rule (``lepton_fed/privacy/auto.py``);
+* ``old defaults``: the same with the pre-issue-13 values spelled out (MLP [64, 64],
+  batch 16, 1 epoch, lr 0.05, momentum 0.9, clip 1, RDP);
+* ``non-private``: the setup + ``privacy=none`` (the config's default model, MLP).
 
-Tuning: every dataset has a few candidate settings (``CANDIDATES``), each run at every
-epsilon (and without DP) over the dataset's seeds. Reported: the ``shared`` candidate
-(best mean over the four DP epsilons: ONE setting for the whole curve; the table, the
-plot) and the best candidate per epsilon. Candidates are picked on the test split
-itself (there is no separate validation split here), so the best-per-epsilon numbers
-are mildly optimistic; the shared setting is less so.
+Curve: the new defaults at epsilon 0.5, 1, 3, 8 for each setup.
 
-``grad_sample_mode=ghost`` is used wherever it is set below: it computes the same
-clipped per-sample gradients as ``ew`` (same seeds -> same accuracy, checked on MNIST)
-but without materialising them, 3-5x faster for MNIST's 784-wide inputs at batch >= 100.
+``--conf DIR`` composes from another config directory (e.g. a candidate ``conf/``);
+the default is the package's. The script refuses a config whose DP defaults are not
+the rule's (``client.batch_size`` etc. not null under ``privacy=dpsgd``).
 """
 
 from __future__ import annotations
@@ -54,246 +46,176 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402
-    RESULTS_DIR,
-    ROOT,
-    hospital_correct,
-    mean_std,
-    print_table,
-    write_result,
-)
+from _common import RESULTS_DIR, ROOT, mean_std, print_table, write_result  # noqa: E402
 
-EPSILONS: tuple[float | None, ...] = (0.5, 1.0, 3.0, 8.0, None)
-DP_EPS = [e for e in EPSILONS if e is not None]
-
-# dataset -> settings. ``base``: overrides common to every run; ``dp``: extra overrides
-# used only with privacy=dpsgd (clip norm, grad-sample mode); ``candidates``: name ->
-# training overrides (the first one is the preferred setting, the one --quick runs).
-DATASETS: dict[str, dict[str, Any]] = {
-    "breast_cancer": {
-        "base": ["data=breast_cancer", "partition=iid", "federation.num_clients=5",
-                 "federation.clients_per_round=5", "strategy=fedavg"],
-        "delta": 1e-5,
-        "seeds": [0, 1, 2],
-        "dp": ["privacy.max_grad_norm=1.0"],
-        "candidates": {
-            "logreg b16 lr0.05 m0.9 r10": ["model=logreg", "federation.rounds=10",
-                                           "client.epochs=1", "client.batch_size=16",
-                                           "client.lr=0.05", "client.momentum=0.9"],
-            "logreg b32 lr0.1 m0.9 r10": ["model=logreg", "federation.rounds=10",
-                                          "client.epochs=1", "client.batch_size=32",
-                                          "client.lr=0.1", "client.momentum=0.9"],
-            "mlp[64,64] b16 lr0.05 m0.9 r10": ["model=mlp", "model.hidden=[64,64]",
-                                               "federation.rounds=10", "client.epochs=1",
-                                               "client.batch_size=16", "client.lr=0.05",
-                                               "client.momentum=0.9"],
-        },
-        "metric": "accuracy",
-    },
-    "digits": {
-        "base": ["data=digits", "partition=iid", "federation.num_clients=10",
-                 "federation.clients_per_round=10", "strategy=fedavg"],
-        "delta": 1e-5,
-        "seeds": [0, 1, 2],
-        "dp": ["privacy.max_grad_norm=1.0", "privacy.grad_sample_mode=ghost"],
-        "candidates": {
-            "logreg b16 lr0.2 m0.5 r10": ["model=logreg", "federation.rounds=10",
-                                          "client.epochs=1", "client.batch_size=16",
-                                          "client.lr=0.2", "client.momentum=0.5"],
-            "logreg b16 lr0.05 m0.9 r10": ["model=logreg", "federation.rounds=10",
-                                           "client.epochs=1", "client.batch_size=16",
-                                           "client.lr=0.05", "client.momentum=0.9"],
-            "logreg b32 lr0.2 m0.5 r10": ["model=logreg", "federation.rounds=10",
-                                          "client.epochs=1", "client.batch_size=32",
-                                          "client.lr=0.2", "client.momentum=0.5"],
-        },
-        "metric": "accuracy",
-    },
-    "heart_disease": {
-        "base": ["+experiment=heart_disease_4_hospitals"],  # + data.path=...
-        "path": "heart",
-        "delta": 1e-3,
-        "seeds": [0, 1, 2],
-        "dp": ["privacy.max_grad_norm=1.0"],
-        # explicit values, so a change to the preset does not silently change the curve
-        "candidates": {
-            "fedadam(eta0.05) b4 lr0.01 e1 r15": [
-                "strategy=fedadam", "strategy.eta=0.05", "federation.rounds=15",
-                "client.epochs=1", "client.batch_size=4", "client.lr=0.01",
-                "client.momentum=0.0"],
-            "fedadam(eta0.05) b16 lr0.05 e1 r15": [
-                "strategy=fedadam", "strategy.eta=0.05", "federation.rounds=15",
-                "client.epochs=1", "client.batch_size=16", "client.lr=0.05",
-                "client.momentum=0.0"],
-            "fedavg b16 lr0.1 m0.5 e1 r15": [
-                "strategy=fedavg", "~strategy.eta", "federation.rounds=15",
-                "client.epochs=1", "client.batch_size=16", "client.lr=0.1",
-                "client.momentum=0.5"],
-        },
-        "metric": "client_avg",
-        "target": {"epsilon": 1.0, "metric": "client_avg", "min": 0.70},
-    },
-    "mnist": {
-        "base": ["data=mnist", "partition=iid", "federation.num_clients=10",
-                 "federation.clients_per_round=10", "strategy=fedavg"],  # + data.path=...
-        "path": "mnist",
-        "delta": 1e-5,
-        "seeds": [0, 1],
-        "dp": ["privacy.max_grad_norm=1.0", "privacy.grad_sample_mode=ghost"],
-        "candidates": {
-            # full batch (batch = the client's 500 rows: Poisson rate q = 1), one step
-            # per round: sigma grows only with the number of rounds
-            "logreg full-batch lr2 r20": ["model=logreg", "federation.rounds=20",
-                                          "client.epochs=1", "client.batch_size=500",
-                                          "client.lr=2.0", "client.momentum=0.0"],
-            "logreg full-batch lr1 r60": ["model=logreg", "federation.rounds=60",
-                                          "client.epochs=1", "client.batch_size=500",
-                                          "client.lr=1.0", "client.momentum=0.0"],
-            "mlp[128] b50 lr0.05 m0.9 r10": ["model=mlp", "model.hidden=[128]",
-                                             "federation.rounds=10", "client.epochs=1",
-                                             "client.batch_size=50", "client.lr=0.05",
-                                             "client.momentum=0.9"],
-        },
-        "metric": "accuracy",
-        "target": {"epsilon": 3.0, "metric": "accuracy", "min": 0.90},
-    },
+CURVE = (0.5, 1.0, 3.0, 8.0)
+OLD_DEFAULTS = ["model=mlp", "model.hidden=[64,64]", "client.batch_size=16",
+                "client.epochs=1", "client.lr=0.05", "client.momentum=0.9",
+                "privacy.max_grad_norm=1.0", "privacy.accountant=rdp"]
+# name -> what the user types, the target epsilon, delta, the issue's target (or None),
+# and the shared-data folder it needs (or None)
+SETUPS: dict[str, dict[str, Any]] = {
+    "digits 20 clients, 8 rounds": {
+        "user": ["data=digits", "federation.num_clients=20",
+                 "federation.clients_per_round=20", "federation.rounds=8"],
+        "epsilon": 3.0, "delta": None, "target": 0.85, "data": None},
+    "breast cancer 10 clients (5/round), 5 rounds": {
+        "user": ["data=breast_cancer", "federation.num_clients=10",
+                 "federation.clients_per_round=5", "federation.rounds=5"],
+        "epsilon": 1.0, "delta": 1e-5, "target": 0.92, "data": None},
+    "Fed-Heart-Disease 4 hospitals": {
+        "user": ["data=heart_disease", "partition=natural", "federation.num_clients=4",
+                 "federation.clients_per_round=4"],
+        "epsilon": 1.0, "delta": None, "target": 0.78, "data": "fed_heart_disease"},
+    "Fed-Heart-Disease preset": {
+        "user": ["+experiment=dp_heart_disease_4_hospitals"],
+        "epsilon": 1.0, "delta": 1e-3, "target": 0.78, "data": "fed_heart_disease",
+        "preset": True},
+    "MNIST 5k 10 clients": {
+        "user": ["data=mnist", "federation.num_clients=10",
+                 "federation.clients_per_round=10"],
+        "epsilon": 3.0, "delta": None, "target": 0.90, "data": "mnist"},
 }
 
 
-def eps_key(eps: float | None) -> str:
-    return "none" if eps is None else f"{eps:g}"
+def compose(overrides: list[str], conf: str | None) -> Any:
+    if conf is None:
+        from lepton_fed.config import compose as repo_compose
+
+        return repo_compose(overrides)
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(conf).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return cfg
 
 
-def hospital_accuracy(run_dir: Path, cfg: Any) -> dict[str, Any]:
-    """FLamby's metric from the run dir: mean over hospitals of per-hospital accuracy."""
-    per, correct = hospital_correct(run_dir, cfg)
-    return {"client_avg": float(np.mean(list(per.values()))),
-            "pooled_check": float(correct.mean()), "per_hospital": per}
-
-
-def run_one(overrides: list[str], *, hospitals: bool) -> dict[str, Any]:
-    """One in-process federation; final pooled accuracy, epsilon spent, wall time."""
+def run_one(overrides: list[str], conf: str | None) -> dict[str, Any]:
     from lepton_fed.client.app import app
-    from lepton_fed.config import compose
-    from lepton_fed.config.validate import raise_if, validate
     from lepton_fed.inprocess import InProcessGrid
     from lepton_fed.server.outputs import RunWriter
     from lepton_fed.server.rounds import run_federation
 
-    cfg = compose(overrides)
-    raise_if(validate(cfg))
+    cfg = compose(overrides, conf)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # one print per round
-            summary = run_federation(
-                InProcessGrid(app, int(cfg.federation.num_clients)), cfg, RunWriter(d)
-            )
-        wall = time.perf_counter() - t0
-        out: dict[str, Any] = {
-            "accuracy": float(summary["final"]["accuracy"]),
-            "epsilon_spent": (summary.get("privacy") or {}).get("epsilon"),
-            "rounds_completed": int(summary["rounds_completed"]),
-            "wall_s": wall,
-        }
-        if hospitals:
-            h = hospital_accuracy(Path(d), cfg)
-            if abs(h.pop("pooled_check") - out["accuracy"]) > 1e-9:
-                raise SystemExit("pooled accuracy from the run dir != summary.json")
-            out |= h
+        with contextlib.redirect_stdout(io.StringIO()):
+            s = run_federation(InProcessGrid(app, int(cfg.federation.num_clients)), cfg,
+                               RunWriter(d))
+        pr = s.get("privacy") or {}
+        return {"accuracy": float(s["final"]["accuracy"]), "epsilon": pr.get("epsilon"),
+                "epsilons": pr.get("epsilons"), "model": str(cfg.model.name),
+                "wall_s": time.perf_counter() - t0}
+
+
+def cell(overrides: list[str], reps: int, conf: str | None) -> dict[str, Any]:
+    runs = [run_one([*overrides, f"seed={i}"], conf) for i in range(reps)]
+    m, s = mean_std([r["accuracy"] for r in runs])
+    eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
+    return {"overrides": overrides, "accuracy_mean": m, "accuracy_std": s,
+            "epsilon_max": max(eps) if eps else None, "model": runs[0]["model"],
+            "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])), "runs": runs}
+
+
+def dp(setup: dict[str, Any], eps: float) -> list[str]:
+    out = [*setup["user"]]
+    if not setup.get("preset"):
+        out.append("privacy=dpsgd")
+    out.append(f"privacy.epsilon={eps}")
+    if setup["delta"] is not None:
+        out.append(f"privacy.delta={setup['delta']}")
     return out
 
 
-def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    acc_m, acc_s = mean_std([r["accuracy"] for r in runs])
-    out: dict[str, Any] = {
-        "accuracy_mean": acc_m, "accuracy_std": acc_s,
-        "metric_mean": mean_std([r[metric] for r in runs])[0],
-        "metric_std": mean_std([r[metric] for r in runs])[1],
-        "epsilon_spent_max": max((r["epsilon_spent"] or 0.0) for r in runs)
-        if runs[0]["epsilon_spent"] is not None else None,
-        "rounds_completed_min": min(r["rounds_completed"] for r in runs),
-        "wall_s_mean": mean_std([r["wall_s"] for r in runs])[0],
-        "runs": runs,
-    }
-    if "client_avg" in runs[0]:
-        out["client_avg_mean"], out["client_avg_std"] = mean_std(
-            [r["client_avg"] for r in runs])
-        out["per_hospital_mean"] = {
-            h: float(np.mean([r["per_hospital"][h] for r in runs]))
-            for h in runs[0]["per_hospital"]
-        }
-    return out
+def check_conf(conf: str | None) -> None:
+    cfg = compose(["privacy=dpsgd"], conf)
+    unset = [k for k in ("batch_size", "epochs", "lr") if cfg.client.get(k) is not None]
+    if unset or cfg.privacy.max_grad_norm is not None:
+        raise SystemExit(f"this config's privacy=dpsgd defaults set client.{unset} / "
+                         "privacy.max_grad_norm: the DP rule would not run. Use a conf/ "
+                         "with them null (see lepton_fed/privacy/auto.py), or --conf DIR")
 
 
-def fmt(cell: dict[str, Any] | None, key: str = "metric") -> str:
-    if cell is None:
-        return "-"
-    m, s = cell[f"{key}_mean"], cell[f"{key}_std"]
-    return f"{m:.3f}±{s:.3f}" if len(cell["runs"]) > 1 else f"{m:.3f}"
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--datasets", default="", help="substrings of setup names to run")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--conf", default=None, help="config directory (default: package)")
+    ap.add_argument("--shared-data", default=str(ROOT.parent / "shared" / "data"))
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    check_conf(args.conf)
+    reps = 2 if args.quick else args.reps
+    wanted = [w.strip() for w in args.datasets.split(",") if w.strip()]
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    results: dict[str, Any] = {}
+    for name, setup in SETUPS.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
+        setup = dict(setup)
+        if setup["data"]:
+            path = Path(args.shared_data) / setup["data"]
+            if not path.exists():
+                results[name] = {"skipped": f"{path} is absent"}
+                print(f"[{name}] skipped: {path} is absent", flush=True)
+                continue
+            setup["user"] = [*setup["user"], f"data.path={path}"]
+        eps = setup["epsilon"]
+        row: dict[str, Any] = {"user_overrides": setup["user"], "epsilon": eps,
+                               "target": setup["target"]}
+        row["new_defaults"] = cell(dp(setup, eps), reps, args.conf)
+        if not setup.get("preset"):
+            row["old_defaults"] = cell([*dp(setup, eps), *OLD_DEFAULTS], reps, args.conf)
+            row["non_private"] = cell([*setup["user"], "privacy=none"], 1, args.conf)
+            if not args.quick:
+                row["curve"] = {f"{e:g}": cell(dp(setup, e), reps, args.conf)
+                                for e in CURVE}
+        row["target_met"] = (setup["target"] is None
+                             or row["new_defaults"]["accuracy_mean"] >= setup["target"])
+        results[name] = row
+        print(f"[{name}] eps {eps:g}: new {row['new_defaults']['accuracy_mean']:.3f}"
+              + (f", old {row['old_defaults']['accuracy_mean']:.3f}, non-private "
+                 f"{row['non_private']['accuracy_mean']:.3f}" if "old_defaults" in row
+                 else ""), flush=True)
+    done = {k: v for k, v in results.items() if "new_defaults" in v}
+
+    def f(c: dict[str, Any] | None) -> str:
+        return "-" if c is None else f"{c['accuracy_mean']:.3f}±{c['accuracy_std']:.3f}"
+
+    print_table(["setup (defaults + epsilon)", "eps", "non-private", "old DP defaults",
+                 "new DP defaults", "target", "met"],
+                [[n, f"{r['epsilon']:g}", f(r.get("non_private")), f(r.get("old_defaults")),
+                  f(r["new_defaults"]), r["target"], "yes" if r["target_met"] else "NO"]
+                 for n, r in done.items()],
+                title=f"\nAccuracy, mean±std over {reps} repetitions (DP noise from the OS)")
+    curves = {n: r["curve"] for n, r in done.items() if "curve" in r}
+    if curves:
+        print_table(["setup (new defaults)", *[f"eps={e:g}" for e in CURVE]],
+                    [[n, *[f(c[f"{e:g}"]) for e in CURVE]] for n, c in curves.items()],
+                    title="\nCurve")
+    stem = "privacy_utility_quick" if args.quick else "privacy_utility"
+    png = RESULTS_DIR / f"{stem}.png"
+    if curves:
+        plot(done, png)
+    path = write_result(stem, {
+        "reps": reps, "results": results, "old_defaults": OLD_DEFAULTS,
+        "conf": args.conf or "package", "plot": str(png.relative_to(ROOT)) if curves else None,
+        "wall_s": time.perf_counter() - t0, "loadavg": [load0, os.getloadavg()],
+    })
+    print(f"wrote {path}")
+    return 0
 
 
-def run_dataset(name: str, spec: dict[str, Any], data_path: str | None,
-                quick: bool) -> dict[str, Any]:
-    seeds = spec["seeds"][:1] if quick else spec["seeds"]
-    cands = dict(list(spec["candidates"].items())[:1]) if quick else spec["candidates"]
-    base = list(spec["base"]) + ([f"data.path={data_path}"] if data_path else [])
-    metric = spec["metric"]
-    hospitals = metric == "client_avg"
-    cells: dict[str, dict[str, Any]] = {}
-    t_ds = time.perf_counter()
-    for cname, train_ov in cands.items():
-        cells[cname] = {}
-        for eps in EPSILONS:
-            if eps is None:
-                priv = ["privacy=none"]
-            else:
-                priv = ["privacy=dpsgd", f"privacy.epsilon={eps}",
-                        f"privacy.delta={spec['delta']}", *spec["dp"]]
-            runs = []
-            for seed in seeds:
-                ov = base + train_ov + priv + [f"seed={seed}"]
-                r = run_one(ov, hospitals=hospitals) | {"seed": seed}
-                if eps is not None and r["epsilon_spent"] > eps * (1 + 1e-6):
-                    raise SystemExit(f"{name}: spent {r['epsilon_spent']} > target {eps}")
-                runs.append(r)
-            cell = aggregate(runs, metric) | {"overrides": base + train_ov + priv}
-            cells[cname][eps_key(eps)] = cell
-            extra = (f" pooled {cell['accuracy_mean']:.3f}" if hospitals else "")
-            print(f"  {name:13s} {cname:36s} eps={eps_key(eps):4s} "
-                  f"{metric} {fmt(cell)}{extra}  ({sum(r['wall_s'] for r in runs):.1f}s)",
-                  flush=True)
-
-    def score(c: str) -> float:
-        return float(np.mean([cells[c][eps_key(e)]["metric_mean"] for e in DP_EPS]))
-
-    shared = max(cells, key=score)
-    best = {}
-    for eps in EPSILONS:
-        k = eps_key(eps)
-        c = max(cells, key=lambda c, k=k: cells[c][k]["metric_mean"])
-        best[k] = {"candidate": c, "overrides": cells[c][k]["overrides"],
-                   **{f: cells[c][k][f] for f in cells[c][k] if f.endswith(("_mean", "_std"))}}
-    out: dict[str, Any] = {
-        "delta": spec["delta"], "seeds": seeds, "metric": metric,
-        "base_overrides": base, "dp_overrides": spec["dp"],
-        "candidates": {c: spec["candidates"][c] for c in cands},
-        "shared_candidate": shared,
-        "shared_mean_dp_metric": score(shared),
-        "cells": cells, "best_per_epsilon": best,
-        "wall_s": time.perf_counter() - t_ds,
-    }
-    tgt = spec.get("target")
-    if tgt:
-        k = eps_key(tgt["epsilon"])
-        got_shared = cells[shared][k][f"{tgt['metric']}_mean"]
-        got_best = best[k][f"{tgt['metric']}_mean"]
-        out["target"] = tgt | {"shared": got_shared, "best": got_best,
-                               "met_shared": got_shared >= tgt["min"],
-                               "met_best": got_best >= tgt["min"]}
-    return out
-
-
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(done: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,149 +223,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    i = 0
-    for name, res in results.items():
-        if "cells" not in res:
-            continue
-        cells = res["cells"][res["shared_candidate"]]
-        lines = [("accuracy", name + ("  (pooled test)" if res["metric"] == "client_avg" else ""))]
-        if res["metric"] == "client_avg":
-            lines.append(("client_avg", name + "  (FLamby client-avg)"))
-        for key, label in lines:
-            col = colors[i % len(colors)]
-            i += 1
-            m = [cells[eps_key(e)][f"{key}_mean"] for e in DP_EPS]
-            s = [cells[eps_key(e)][f"{key}_std"] for e in DP_EPS]
-            ax.errorbar(DP_EPS, m, yerr=s, marker="o", color=col, capsize=3, label=label)
-            ax.axhline(cells["none"][f"{key}_mean"], color=col, ls="--", lw=1)
-    for name, res in results.items():
-        tgt = res.get("target") if isinstance(res, dict) else None
-        if tgt:
-            ax.plot([tgt["epsilon"]], [tgt["min"]], marker="*", ms=12, color="k",
-                    ls="none")
-            ax.annotate(f"target {name}", (tgt["epsilon"], tgt["min"]),
-                        textcoords="offset points", xytext=(6, -12), fontsize=7)
+    for i, (name, r) in enumerate((n, r) for n, r in done.items() if "curve" in r):
+        col = colors[i % len(colors)]
+        m = [r["curve"][f"{e:g}"]["accuracy_mean"] for e in CURVE]
+        s = [r["curve"][f"{e:g}"]["accuracy_std"] for e in CURVE]
+        ax.errorbar(CURVE, m, yerr=s, marker="o", color=col, capsize=3, label=name)
+        ax.axhline(r["non_private"]["accuracy_mean"], color=col, ls="--", lw=1)
+        if r["target"] is not None:
+            ax.plot([r["epsilon"]], [r["target"]], marker="*", ms=11, color=col, ls="none")
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(DP_EPS, [f"{e:g}" for e in DP_EPS])
-    ax.set_xlim(0.4, 10)
-    ax.set_xlabel("epsilon per client (whole run); dashed = no DP, same settings")
+    ax.set_xticks(CURVE, [f"{e:g}" for e in CURVE])
+    ax.set_xlabel("epsilon per client (whole run); dashed: non-private; star: target")
     ax.set_ylabel("test accuracy of the final global model")
-    ax.set_title("lepton-fed DP-SGD privacy-utility (in-process federation)")
+    ax.set_title("lepton-fed DP-SGD with its DP defaults (only epsilon set)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--heart-path", default=str(ROOT.parent / "shared/data/fed_heart_disease"))
-    ap.add_argument("--mnist-path", default=str(ROOT.parent / "shared/data/mnist"))
-    ap.add_argument("--datasets", default=",".join(DATASETS),
-                    help="comma-separated subset of " + ",".join(DATASETS))
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: first candidate, one seed (~2 min)")
-    args = ap.parse_args()
-
-    warnings.filterwarnings("ignore")  # Opacus/torch chatter (e.g. benign hook warnings)
-    logging.getLogger("lepton_fed").setLevel(logging.ERROR)
-    import flwr.common.logger  # noqa: F401  (configures the "flwr" logger on import)
-    import torch
-
-    flwr_log = logging.getLogger("flwr")  # one INFO line per exchange, a WARNING per run
-    flwr_log.setLevel(logging.ERROR)
-    flwr_log.propagate = False
-
-    torch.set_num_threads(1)
-    from lepton_fed.data.datasets import check_source
-
-    paths = {"heart": args.heart_path, "mnist": args.mnist_path}
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    results: dict[str, Any] = {}
-    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        if name not in DATASETS:
-            raise SystemExit(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
-        spec = DATASETS[name]
-        data_path = None
-        if "path" in spec:
-            data_path = str(Path(paths[spec["path"]]).resolve())
-            problems = check_source(name, data_path)
-            if problems:
-                msg = f"skipped: {'; '.join(problems)}"
-                print(f"[{name}] {msg}", flush=True)
-                results[name] = {"skipped": msg}
-                continue
-        print(f"[{name}] delta={spec['delta']:g} seeds={spec['seeds'][:1] if args.quick else spec['seeds']}",
-              flush=True)
-        results[name] = run_dataset(name, spec, data_path, args.quick)
-
-    done = {k: v for k, v in results.items() if "cells" in v}
-    if not done:
-        print("no dataset ran")
-    headers = ["dataset", "metric", *[f"eps={eps_key(e)}" for e in EPSILONS], "settings (shared)"]
-    rows = []
-    for name, res in done.items():
-        cells = res["cells"][res["shared_candidate"]]
-        metrics = [("accuracy", "pooled acc")]
-        if res["metric"] == "client_avg":
-            metrics = [("client_avg", "client-avg"), ("accuracy", "pooled acc")]
-        for key, label in metrics:
-            rows.append([name, label, *[fmt(cells[eps_key(e)], key) for e in EPSILONS],
-                         res["shared_candidate"]])
-    if done:
-        print_table(headers, rows, title="\nSame settings at every epsilon (mean±std over seeds; "
-                "heart disease delta=1e-3, others 1e-5)")
-    rows = []
-    for name, res in done.items():
-        rows.append([name, res["metric"],
-                     *[f"{res['best_per_epsilon'][eps_key(e)]['metric_mean']:.3f} "
-                       f"[{list(res['candidates']).index(res['best_per_epsilon'][eps_key(e)]['candidate']) + 1}]"
-                       for e in EPSILONS]])
-    if done:
-        print_table(headers[:-1], rows,
-                    title="\nBest candidate per epsilon ([n] = candidate n below)")
-    for name, res in done.items():
-        for i, (c, ov) in enumerate(res["candidates"].items(), 1):
-            print(f"  {name} [{i}] {c}: {' '.join(ov)}")
-        print(f"  {name} DP overrides: {' '.join(res['dp_overrides'])} "
-              f"privacy.delta={res['delta']:g}")
-    for name, res in done.items():
-        if "target" in res:
-            t = res["target"]
-            print(f"TARGET {name} {t['metric']} at eps={t['epsilon']:g} >= {t['min']}: "
-                  f"shared {t['shared']:.3f} ({'met' if t['met_shared'] else 'MISSED'}), "
-                  f"best {t['best']:.3f} ({'met' if t['met_best'] else 'MISSED'})")
-    for name, res in results.items():
-        if "skipped" in res:
-            print(f"{name}: {res['skipped']}")
-
-    stem = "privacy_utility_quick" if args.quick else "privacy_utility"
-    png = RESULTS_DIR / f"{stem}.png"
-    if done:
-        plot(done, png)
-    wall = time.perf_counter() - t0
-    import opacus
-
-    path = write_result(stem, {
-        "epsilons": [eps_key(e) for e in EPSILONS],
-        "quick": args.quick,
-        "note": ("epsilon is per client for the whole run (sample-level DP-SGD); "
-                 "candidates are selected on the test split (no validation split); "
-                 "heart_disease uses delta=1e-3 (clients hold 30-199 rows, FLamby "
-                 "used delta up to 1e-1), the others 1e-5"),
-        "results": results,
-        "plot": str(png.relative_to(ROOT)) if done else None,
-        "wall_s": wall,
-        "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-        "torch": torch.__version__, "opacus": opacus.__version__,
-    })
-    print(f"wrote {path}{f' and {png}' if done else ''} in {wall:.0f} s "
-          f"(load {load0[0]:.2f} -> {os.getloadavg()[0]:.2f})")
-    return 0
 
 
 if __name__ == "__main__":
