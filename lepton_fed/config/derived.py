@@ -14,7 +14,7 @@ def update_clip(cfg: DictConfig) -> float | None:
     bound for its field encoding (``secagg.clip``, default 10, or ``privacy.clip`` when
     central DP is on too).
     """
-    if cfg.privacy.mode == "central":
+    if cfg.privacy.mode in ("central", "distributed"):
         return float(cfg.privacy.clip)
     if cfg.secagg.enabled:
         return float(cfg.secagg.clip if cfg.secagg.clip is not None else 10.0)
@@ -27,6 +27,6 @@ def secagg_weight(cfg: DictConfig, num_examples: int) -> float:
     Central DP needs equal weights (1). Otherwise ``num_examples / secagg.max_weight``
     (capped at 1), so the example-weighted mean is recovered from masked sums only.
     """
-    if cfg.privacy.mode == "central":
+    if cfg.privacy.mode in ("central", "distributed"):
         return 1.0
     return min(1.0, num_examples / float(cfg.secagg.max_weight))

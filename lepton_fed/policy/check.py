@@ -47,7 +47,7 @@ SECURITY_BITS_KEY = "secagg.security_bits"
 COLLUDING_FRACTION_KEY = "secagg.colluding_fraction"
 #: Config key that turns on trust-on-first-use of secure-aggregation keys.
 TOFU_KEY = "secagg.trust_on_first_use"
-_DP_MODES = ("dpsgd", "central")
+_DP_MODES = ("dpsgd", "central", "distributed")
 
 #: ``(cfg, colluding_fraction) -> bits or None``: the node's own computation of the
 #: secure-aggregation security level of a config (None = cannot tell).

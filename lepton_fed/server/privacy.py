@@ -50,6 +50,8 @@ class ServerPrivacy:
         self.delta = cfg.privacy.delta
         self.noise_multiplier: float | None = None
         self.accountant: Any = None
+        #: privacy=distributed: the run's SecureAggregator (it counts the sums it unmasked)
+        self.distributed: Any = None
         self.accountant_name = run_accountant(cfg)
         # per accountant, per node: the largest epsilon its replies reported
         self.node_eps: dict[str, dict[str, float]] = {a: {} for a in ACCOUNTANTS}
@@ -111,11 +113,15 @@ class ServerPrivacy:
             self.node_auto[node] = chosen
 
     def epsilon(self, per_client: dict[str, float]) -> float | None:
-        """Epsilon spent so far: max over clients (dpsgd) or the server's (central)."""
+        """Epsilon spent so far: max over clients (dpsgd), the server's (central), or that
+        of the distributed-noise sums unmasked so far (distributed)."""
         if self.mode == "dpsgd":
             return max(per_client.values()) if per_client else 0.0
         if self.mode == "central" and self.accountant is not None:
             return float(self.accountant.epsilon)
+        if self.mode == "distributed" and self.distributed is not None:
+            eps = self.distributed.ddp_epsilon()
+            return None if eps is None else float(eps)
         return None
 
     def summary(self, per_client: dict[str, float], stopped: dict[str, int]) -> dict[str, Any]:
@@ -137,6 +143,17 @@ class ServerPrivacy:
                     "stopped_clients": stopped, "max_grad_norm": self.cfg.privacy.max_grad_norm,
                     "grad_sample_mode": self.cfg.privacy.grad_sample_mode,
                     "auto": auto_summary(self.cfg, self.node_auto)}
+        if self.mode == "distributed" and self.distributed is not None:
+            plan = self.distributed.ddp
+            out |= {"plan": plan.to_dict() if plan is not None else None,
+                    "releases": self.distributed.ddp_releases, "clip": self.cfg.privacy.clip,
+                    "noise": "each node's discrete Gaussian share from its own CSPRNG, inside "
+                             "the secure sum; the server adds none and cannot remove any",
+                    "accounting": "Kairouz-Liu-Steinke 2021 Prop. 14 zCDP per round, composed "
+                                  "with dp-accounting's RDP accountant, no sampling "
+                                  "amplification",
+                    "trusted": "secure aggregation (the server must not fake dropouts after "
+                               "the masked inputs to unmask a sum with fewer noise shares)"}
         if self.mode == "central":
             out |= {"noise_multiplier": self.noise_multiplier, "clip": self.cfg.privacy.clip,
                     "accounting": f"{self.accountant_name}, Gaussian mechanism per round, "

@@ -181,7 +181,11 @@ class _Run:
             from lepton_fed.server.secure import SecureAggregator, run_id_for
 
             self.secure = SecureAggregator(cfg, run_id_for(cfg, self.grid))
-        ev0 = self.evaluate(0)
+            if cfg.privacy.mode == "distributed":
+                self.privacy.distributed = self.secure
+        # a resumed run restores its last evaluation below (and its secure-aggregation run
+        # ids first: a round-0 secure evaluation would reuse the old evaluation run id)
+        ev0 = self.evaluate(0) if self.ckpt is None else {"loss": None, "accuracy": None}
         self.last_eval = (0, ev0)
         acc = ev0.get("accuracy")
         print(f"[lepton-fed] setup done ({res.accepted} nodes, scaler: {self.scaler_source})"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lepton_fed.client.app import app
+from lepton_fed.errors import RunFailed
 from lepton_fed.inprocess import InProcessGrid
 from lepton_fed.privacy.distributed_config import plan_for_config
 from lepton_fed.server.outputs import RunWriter
@@ -104,10 +105,17 @@ def test_a_node_refuses_a_plan_above_its_own_epsilon_cap(compose_cfg, tmp_path, 
         "models: null\nclear_metrics: []\nallow_tofu_keys: false\n")
     cfg = compose_cfg(*BASE, "federation.rounds=1", "privacy.epsilon=8.0")
     grid = InProcessGrid(app, N, bundle=tmp_path / "b")
-    with caplog.at_level("ERROR", logger="lepton_fed.node"):
-        s = run_federation(grid, cfg, RunWriter(tmp_path / "run"))
-    assert s["rounds_completed"] == 0  # nothing was trained on, nothing released
-    errs = [m for m in grid.seen if m.metadata.message_type == "train"]
-    assert errs and all(m.has_error() and "SECAGG_ABORT" in m.error.reason for m in errs)
-    assert sum("distributed_policy: epsilon" in r.getMessage().splitlines()[0]
-               for r in caplog.records) == N
+    # the policy check at setup already refuses the run (before any key or data is used)
+    with pytest.raises(RunFailed, match="no node accepted the run.*EPSILON_CAP"):
+        run_federation(grid, cfg, RunWriter(tmp_path / "run"))
+    assert not [m for m in grid.seen if m.metadata.message_type == "train"]
+    # were the setup check bypassed, the node's own plan check refuses the round too
+    from lepton_fed.policy import NodePolicy
+    from lepton_fed.privacy.distributed_config import plan_for_config, policy_problems
+
+    pol = NodePolicy.from_mapping(
+        __import__("yaml").safe_load((tmp_path / "b" / "node_policy.yaml").read_text()))
+    bad = policy_problems(plan_for_config(cfg, 650), max_epsilon=pol.max_epsilon,
+                          max_delta=pol.max_delta, min_clients=pol.min_clients_per_round,
+                          colluding_fraction=pol.colluding_fraction)
+    assert any("epsilon" in b for b in bad)
