@@ -1,0 +1,93 @@
+"""A curious coordinator tries to talk strict nodes into weaker settings, through the real
+ClientApp: every downgrade is declined with a reason code, and nothing derived from the
+node's data leaves it in the clear."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from omegaconf import OmegaConf
+
+from lepton_fed.client import app as client_module
+from lepton_fed.inprocess import InProcessGrid
+from lepton_fed.server.outputs import RunWriter
+from lepton_fed.server.rounds import run_federation
+from lepton_fed.sim_bundle import write_bundle
+from lepton_fed.utils.records import to_array_record
+
+STRICT = ["node_policy=strict", "privacy=dpsgd", "privacy.epsilon=3", "secagg=on",
+          "federation.num_clients=4", "federation.clients_per_round=4", "federation.rounds=1",
+          "model=logreg"]
+
+
+@pytest.fixture
+def strict_grid(compose_cfg, tmp_path):
+    """Four simulated nodes holding the strict real-node policy, set up by an honest run."""
+    cfg = compose_cfg(*STRICT)
+    write_bundle(tmp_path / "bundle", cfg)
+    grid = InProcessGrid(client_module.app, 4, bundle=tmp_path / "bundle")
+    s = run_federation(grid, cfg, RunWriter(tmp_path / "run"))
+    assert s["rounds_completed"] == 1  # the honest request is accepted
+    return grid, cfg
+
+
+def _setup(grid, cfg, **changes):
+    bad = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in changes.items():
+        sect, _, leaf = key.partition("__")
+        bad[sect][leaf] = value
+    bad.pop("node_policy", None)
+    msg = Message(RecordDict({"config": ConfigRecord({"config-yaml": OmegaConf.to_yaml(bad)})}),
+                  dst_node_id=1, message_type="query.setup")
+    (reply,) = grid.send_and_receive([msg])
+    return reply
+
+
+@pytest.mark.parametrize("changes, code", [
+    ({"privacy__mode": "none"}, "PRIVACY_MODE"),
+    ({"privacy__epsilon": 1e6}, "EPSILON_CAP"),
+    ({"privacy__delta": 0.1}, "DELTA"),
+    ({"secagg__enabled": False}, "SECAGG_REQUIRED"),
+    # k=2, t=2 in a cohort of 100: the node computes the level itself (a stated
+    # secagg.security_bits would not fool it) and finds ~2 bits, not 40
+    ({"secagg__neighbours": 2, "secagg__threshold": 2, "federation__clients_per_round": 100},
+     "SECURITY_LEVEL"),
+    ({"federation__clients_per_round": 2}, "COHORT_SIZE"),
+    ({"privacy__reproducible": True}, "REPRODUCIBLE_NOISE"),
+])
+def test_downgraded_run_config_is_declined_with_a_code(strict_grid, changes, code):
+    grid, cfg = strict_grid
+    reply = _setup(grid, cfg, **changes)
+    assert not reply.has_error() and "decline" in reply.content
+    dec = reply.content["decline"]
+    codes = {str(dec["code"])} | {part.split(":")[0].strip() for part in str(dec["detail"]).split(";")}
+    assert code in codes, dec  # every broken limit is named (the first one is the code)
+    assert "metrics" not in reply.content or set(reply.content["metrics"]) <= {
+        "declined", "num-examples"}  # no feature statistics, no count
+
+
+def test_a_train_message_without_secure_aggregation_gets_no_plain_update(strict_grid):
+    grid, cfg = strict_grid
+    w = {"net.weight": np.zeros((2, 30), np.float32), "net.bias": np.zeros(2, np.float32)}
+    msg = Message(RecordDict({"arrays": to_array_record(w),
+                              "config": ConfigRecord({"server-round": 2})}),
+                  dst_node_id=2, message_type="train")
+    (reply,) = grid.send_and_receive([msg])
+    assert str(reply.content["decline"]["code"]) == "SECAGG_REQUIRED"
+    assert "arrays" not in reply.content  # no weights, no count, no loss
+    assert set(reply.content["metrics"]) <= {"declined", "num-examples"}
+    assert int(reply.content["metrics"]["num-examples"]) == 0
+
+
+def test_honest_strict_round_sends_nothing_from_the_data_in_the_clear(strict_grid):
+    grid, _ = strict_grid
+    for m in grid.seen:
+        if m.has_error():
+            continue
+        mt = m.metadata.message_type
+        if mt == "query.setup":
+            assert "metrics" not in m.content  # strict: feature statistics stay on the node
+        if mt == "train":
+            assert "arrays" not in m.content and "secagg" in m.content
+            assert set(m.content["metrics"]) <= {"declined", "epsilon", "unit-weight"}
