@@ -32,7 +32,10 @@ def _independent_rdp_epsilon(history, delta):
 
 
 def test_dpsgd_epsilon_is_whole_run_and_recomputes(compose_cfg, tmp_path):
-    cfg = compose_cfg("privacy=dpsgd", "privacy.epsilon=2.0", "federation.rounds=4",
+    # the RDP accountant governs here (recomputed below with dp-accounting's RDP; the PLD
+    # accountant is recomputed in test_privacy_accountants.py)
+    cfg = compose_cfg("privacy=dpsgd", "privacy.epsilon=2.0", "privacy.accountant=rdp",
+                      "federation.rounds=4",
                       "federation.num_clients=3", "federation.clients_per_round=3")
     s, grid = _run(cfg, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -111,6 +114,7 @@ def test_central_dp_epsilon_recomputes_and_noise_on_sum(compose_cfg, tmp_path):
     from dp_accounting.rdp import RdpAccountant
 
     cfg = compose_cfg("privacy=central", "privacy.noise_multiplier=1.0", "privacy.clip=1.0",
+                      "privacy.accountant=rdp",
                       "federation.rounds=3", "federation.num_clients=4",
                       "federation.clients_per_round=4")
     s, _ = _run(cfg, tmp_path)
