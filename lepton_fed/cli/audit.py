@@ -106,6 +106,20 @@ def _with_canaries(can: _Canaries) -> Iterator[None]:
         setattr(rnd, "node_data", original)  # noqa: B010
 
 
+@contextlib.contextmanager
+def _quiet_flwr() -> Iterator[None]:
+    """Flower logs every exchange at INFO; the audit's report is what matters."""
+    import logging
+
+    log = logging.getLogger("flwr")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _losses(model: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     from lepton_fed.models.predict import predict_proba
 
@@ -266,7 +280,7 @@ def run_audit(cfg: Any, *, canaries: int = 200, confidence: float = 0.95,
     seed_everything(cfg.seed)  # the initial global model, as the round loop builds it
     spec = dict(bootstrap(cfg).spec)
     initial = _model(cfg, spec, None)
-    with tempfile.TemporaryDirectory() as d, _with_canaries(can):
+    with tempfile.TemporaryDirectory() as d, _with_canaries(can), _quiet_flwr():
         with contextlib.redirect_stdout(io.StringIO()):
             grid = _recording_grid(app, n_clients)
             summary = run_federation(grid, cfg, RunWriter(d))

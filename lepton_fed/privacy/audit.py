@@ -127,17 +127,17 @@ def audit_bound(
     m = int(s.size)
     alpha = (1.0 - confidence) / len(fractions)
     order = np.argsort(-s, kind="stable")
-    best = AuditBound(0.0, confidence, m, 0, 0)
+    tried = []
     for f in fractions:
         k = max(1, int(round(f * m / 2)))
         k = min(k, m // 2) if m >= 2 else 1
         top, bottom = order[:k], order[m - k:] if m > 1 else order[:0]
         v = int(inc[top].sum()) + int((~inc[bottom]).sum())
         r = int(top.size + bottom.size)
-        eps = epsilon_lower_bound(m, r, v, delta=delta, alpha=alpha)
-        if eps > best.epsilon:
-            best = AuditBound(eps, confidence, m, r, v)
-    return best
+        tried.append(AuditBound(epsilon_lower_bound(m, r, v, delta=delta, alpha=alpha),
+                                confidence, m, r, v))
+    # the best bound; among equal bounds (e.g. all 0) the one with the most guesses
+    return max(tried, key=lambda b: (b.epsilon, b.guesses))
 
 
 def mia_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
