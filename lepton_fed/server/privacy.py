@@ -131,7 +131,7 @@ class ServerPrivacy:
             "delta": self.delta, "target_epsilon": self.cfg.privacy.epsilon,
             "reproducible": self.reproducible,
         }
-        if self.mode != "none":
+        if self.mode in ("dpsgd", "central"):  # distributed DP accounts on its own (below)
             out |= {"accountant": self.accountant_name, "epsilons": self._epsilons(per_client)}
         if self.mode != "none":
             name = "seeded" if self.reproducible else "secure" if self.secure_mode else "os"
