@@ -66,7 +66,7 @@ _TYPED: tuple[tuple[str, str, bool], ...] = (
     ("federation.clients_per_round", "int", False), ("federation.evaluate_every", "int", True),
     ("federation.min_clients", "int", True), ("federation.node_wait", "num", True),
     ("federation.num_cpus_per_client", "num", True), ("federation.num_gpus_per_client", "num", True),
-    ("federation.round_timeout", "num", False),
+    ("federation.round_timeout", "num", False), ("federation.round_deadline", "num", True),
     ("client.epochs", "int", True), ("client.batch_size", "int", True),
     ("client.lr", "num", True), ("client.momentum", "num", True),
     ("data.test_fraction", "num", False), ("partition.alpha", "num", False),
@@ -159,6 +159,9 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     nw = _num(cfg, "federation.node_wait")
     if nw is not None and (isinstance(nw, bool) or not isinstance(nw, int | float) or nw <= 0):
         p.append(f"federation.node_wait must be a positive number of seconds or null, got {nw}")
+    rd = _num(cfg, "federation.round_deadline")
+    if rd is not None and not 0 < rd < float("inf"):
+        p.append(f"federation.round_deadline must be a positive number of seconds or null, got {rd}")
     mc = _num(cfg, "federation.min_clients")
     if mc is not None and (not isinstance(mc, int) or mc < 1):
         p.append(f"federation.min_clients must be a positive integer, got {mc}")

@@ -72,7 +72,8 @@ _META = "lepton_fed_state"
 FORMAT = 1
 #: settings a resumed run may change (the rest must equal the checkpointed run's)
 RESUMABLE_CHANGES = frozenset({"resume", "federation.rounds", "federation.round_timeout",
-                               "federation.node_wait", "secagg.timeout", "log_level", "device"})
+                               "federation.round_deadline", "federation.node_wait",
+                               "secagg.timeout", "log_level", "device"})
 _STRATEGY_ATTRS = ("current_arrays", "m_t", "v_t")
 
 
@@ -230,7 +231,8 @@ def save(run: _Run, rnd: int) -> Path | None:
         "rows": run.rows, "per_client_eps": run.per_client_eps, "stopped": run.stopped,
         "registry": {"names": reg.names, "ready": sorted(reg.ready), "refused": reg.refused,
                      "declines": {k: dict(v) for k, v in reg.declines.items()},
-                     "failures": {k: dict(v) for k, v in reg.failures.items()}},
+                     "failures": {k: dict(v) for k, v in reg.failures.items()},
+                     "late": dict(reg.late)},
         "privacy": {"mode": run.privacy.mode, "noise_multiplier": run.privacy.noise_multiplier,
                     "accountant": acc.state_dict() if acc is not None else None},
         "secagg": {"run_ids": _secagg_run_ids(run, prev),
@@ -398,6 +400,7 @@ def restore(run: _Run, ckpt: Checkpoint) -> int:
         run.reg.declines[name] += Counter(counts)
     for name, counts in reg["failures"].items():
         run.reg.failures[name] += Counter(counts)
+    run.reg.late += Counter({str(k): int(v) for k, v in reg.get("late", {}).items()})
     acc = getattr(run.privacy, "accountant", None)
     if acc is not None and st["privacy"]["accountant"] is not None:
         acc.load_state_dict(st["privacy"]["accountant"])

@@ -31,6 +31,7 @@ class NodeRegistry:
     scaler_sent: set[int] = field(default_factory=set)
     declines: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     failures: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    late: Counter[str] = field(default_factory=Counter)  # discarded late replies by name
 
     def name(self, nid: int) -> str:
         """The node's reported name, or ``node-<id>`` before it reported one."""
@@ -63,6 +64,10 @@ class NodeRegistry:
     def record_failure(self, nid: int, code: str) -> None:  # noqa: D102
         self.failures[self.name(nid)][code] += 1
 
+    def record_late(self, nid: int) -> None:
+        """A reply of the node arrived after its round's deadline (it was discarded)."""
+        self.late[self.name(nid)] += 1
+
     def unknown(self, grid: Grid) -> list[int]:
         """Connected nodes that need the setup (new, or restarted without their config)."""
         connected = set(grid.get_node_ids())
@@ -87,10 +92,12 @@ class NodeRegistry:
         return random.Random(seed).sample(eligible, min(k, len(eligible)))
 
     def summary(self) -> dict[str, object]:
-        """``nodes`` block of summary.json: names, declines and failures by reason."""
+        """``nodes`` block of summary.json: names, declines and failures by reason, and
+        late replies (discarded) per node."""
         return {
             "names": sorted(self.name(n) for n in self.ready | set(self.refused)),
             "refused": {self.name(n): c for n, c in sorted(self.refused.items())},
             "declines": {k: dict(v) for k, v in sorted(self.declines.items())},
             "failures": {k: dict(v) for k, v in sorted(self.failures.items())},
+            "late": dict(sorted(self.late.items())),
         }

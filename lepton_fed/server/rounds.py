@@ -37,6 +37,7 @@ from lepton_fed.server.outputs import RunWriter, plot_metrics
 from lepton_fed.server.registry import NodeRegistry
 from lepton_fed.server.setup import no_node_accepted, setup_nodes, wait_for_nodes
 from lepton_fed.server.validate_updates import (  # H5: update validation
+    Rejection,
     check_aggregate,
     rejected_epsilons,
     validate_replies,
@@ -73,6 +74,8 @@ class RoundOutcome:
     bytes_down: int = 0
     secagg: dict[str, Any] | None = None
     node_of: dict[str, int] = field(default_factory=dict)
+    late: list[tuple[int, Message]] = field(default_factory=list)  # H5: discarded, past
+    # an earlier round's deadline: (node, reply)
 
     def node(self, reply: Message) -> int:  # noqa: D102
         return self.node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
@@ -131,6 +134,9 @@ class _Run:
         self.strategy = _strategy(cfg)
         self.reg = NodeRegistry()
         self.wait_s = float(self.fed.get("node_wait", None) or self.fed.round_timeout)
+        # H5: stragglers: training replies after the deadline are discarded (counted late)
+        self.deadline = float(self.fed.get("round_deadline", None) or self.fed.round_timeout)
+        self.overdue: dict[str, int] = {}  # unanswered train requests -> node
         self.min_cohort = int(self.fed.get("min_clients", None) or 1)
         if cfg.secagg.enabled:
             self.min_cohort = max(self.min_cohort, int(cfg.secagg.get("min_cohort", 3) or 3))
@@ -270,8 +276,9 @@ class _Run:
                 ok=r.ok if r.aggregate is not None else [], declined=r.declined,
                 errors=[(e.metadata.src_node_id, error_code(e)) for e in r.errors],
                 aggregate=r.aggregate, bytes_up=r.bytes_up, bytes_down=r.bytes_down,
-                secagg=r.info)
-        ex = exchange(self.grid, msgs, float(self.fed.round_timeout), self.reg.learn_name)
+                secagg=r.info, late=r.late)
+        ex = exchange(self.grid, msgs, self.deadline, self.reg.learn_name,
+                      overdue=self.overdue)  # H5: late replies are pulled and set apart
         # ---- H5: every reply is checked before use (validate_updates); usable ones
         # ---- are ordered by node name so the sums do not depend on arrival order
         ex.ok, rejected = validate_replies(
@@ -284,7 +291,7 @@ class _Run:
         for name, eps in rejected_epsilons(rejected, lambda m: self.reg.name(ex.node(m))).items():
             self.per_client_eps[name] = max(self.per_client_eps.get(name, 0.0), eps)
         # ---- end H5
-        out = RoundOutcome(ok=ex.ok, declined=ex.declined,
+        out = RoundOutcome(ok=ex.ok, declined=ex.declined, late=ex.late,
                            errors=[(ex.node(e), error_code(e)) for e in ex.errors]
                            + [(n, "NO_REPLY") for n in ex.missing]
                            + [(ex.node(j.reply), j.code) for j in rejected],  # H5
@@ -321,6 +328,15 @@ class _Run:
         for nid, code in out.errors:
             reg.record_failure(nid, code)
             log.warning("round %d: node %s failed: %s", rnd, reg.name(nid), code)
+        late_names = {id(r): reg.name(nid) for nid, r in out.late}  # H5: stragglers
+        for nid, _ in out.late:
+            reg.record_late(nid)
+            log.warning("round %d: a late reply of node %s (past an earlier round's "
+                        "deadline) was discarded", rnd, reg.name(nid))
+        for name, eps in rejected_epsilons(  # a discarded late reply still cost privacy
+                [Rejection(r, "LATE", "") for _, r in out.late], lambda m: late_names[id(m)],
+        ).items():
+            self.per_client_eps[name] = max(self.per_client_eps.get(name, 0.0), eps)
         self.failures += len(out.errors)
         detail: dict[str, Any] = {"declines": dict(declines),
                                   "failures": dict(Counter(c for _, c in out.errors))}
@@ -374,8 +390,8 @@ class _Run:
         eps_now = self.privacy.epsilon(self.per_client_eps)
         row: dict[str, Any] = {
             "round": rnd, **ev, "clients": len(out.ok), "failed": len(out.errors),
-            "declined": len(out.declined), "epsilon": eps_now, "bytes_up": out.bytes_up,
-            "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0,
+            "declined": len(out.declined), "late": len(out.late), "epsilon": eps_now,
+            "bytes_up": out.bytes_up, "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0,
             "sampled": len(nodes), "connected": connected, **detail}
         if out.secagg is not None:
             row["secagg"] = out.secagg

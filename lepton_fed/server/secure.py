@@ -61,7 +61,12 @@ from lepton_fed.secagg import SecAggResult, SecAggServer
 from lepton_fed.secagg.evaluation import EVAL_CLIP, eval_dim, eval_run_id
 from lepton_fed.secagg.settings import params_from_config
 from lepton_fed.server.aggregate import mean_update_reply
-from lepton_fed.server.exchange import decline_code, error_code
+from lepton_fed.server.exchange import (
+    decline_code,
+    error_code,
+    remember_overdue,
+    take_late,
+)
 from lepton_fed.server.registry import NodeRegistry
 from lepton_fed.utils.records import content_bytes
 from lepton_fed.utils.seed import derive_seed
@@ -83,6 +88,7 @@ class SecureRoundResult:
     bytes_down: int = 0
     abandoned: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    late: list[tuple[int, Message]] = field(default_factory=list)  # (node, discarded reply)
 
 
 class SecureAggregator:
@@ -99,6 +105,11 @@ class SecureAggregator:
         self.params = params_from_config(sa, rounds=int(cfg.federation.rounds), clip=clip)
         self.server = SecAggServer(params=self.params, run_id=run_id)
         self.timeout = float(sa.timeout)
+        # H5: stragglers: the masked-input (train) stage waits until the round deadline
+        # when one is set; a node answering later is a dropout (its masks are recovered)
+        deadline = cfg.federation.get("round_deadline", None)
+        self.train_timeout = float(deadline) if deadline is not None else self.timeout
+        self.overdue: dict[str, int] = {}  # unanswered masked-input requests -> node
         self.run_id = run_id
         self._eval: SecAggServer | None = None  # evaluation's own protocol run (lazy)
         self._eval_round = 0
@@ -107,7 +118,9 @@ class SecureAggregator:
 
     def _exchange(self, grid: Grid, requests: dict[int, bytes], message_type: str,
                   res: SecureRoundResult, extra: dict[int, RecordDict] | None = None,
-                  slot: str = "train") -> tuple[dict[int, bytes], list[Message]]:
+                  slot: str = "train", timeout: float | None = None,
+                  overdue: dict[str, int] | None = None,
+                  ) -> tuple[dict[int, bytes], list[Message]]:
         msgs = []
         for nid, req in requests.items():
             content = extra[nid] if extra is not None else RecordDict()
@@ -117,10 +130,21 @@ class SecureAggregator:
             content["secagg"] = rec
             msgs.append(Message(content, dst_node_id=nid, message_type=message_type))
         res.bytes_down += sum(content_bytes(m.content) for m in msgs)
-        replies = list(grid.send_and_receive(msgs, timeout=self.timeout))
+        replies = list(grid.send_and_receive(
+            msgs, timeout=self.timeout if timeout is None else timeout))
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}  # H5
+        if overdue is not None:  # late answers to earlier rounds are set apart
+            replies, late = take_late(grid, replies, sent, overdue)
+            res.late += late
+            remember_overdue(sent, {sent[r.metadata.reply_to_message_id] for r in replies
+                                    if r.metadata.reply_to_message_id in sent}, overdue)
         out: dict[int, bytes] = {}
         ok: list[Message] = []
         for r in replies:
+            if r.metadata.reply_to_message_id not in sent:  # H5: not for this exchange
+                log.warning("%s: a reply to another exchange's request was discarded",
+                            message_type)
+                continue
             if r.has_error():
                 res.errors.append(r)
                 continue
@@ -146,7 +170,8 @@ class SecureAggregator:
             train = {m.metadata.dst_node_id: m.content for m in msgs
                      if m.metadata.dst_node_id in reqs}
             seed = self._ddp_round(train, dim)
-            masked, ok = self._exchange(grid, reqs, "train", res, extra=train)
+            masked, ok = self._exchange(grid, reqs, "train", res, extra=train,
+                                        timeout=self.train_timeout, overdue=self.overdue)
             res.declined = [r for r in ok if int(cast(int, r.content["metrics"].get("declined", 0)))]
             res.ok = [r for r in ok if not int(cast(int, r.content["metrics"].get("declined", 0)))]
             reqs = self.server.collect_masked_inputs(masked)
