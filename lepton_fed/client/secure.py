@@ -32,6 +32,7 @@ secure-aggregation request is refused with a
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import cast
 
 import numpy as np
@@ -44,6 +45,7 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.policy import NodePolicy
 from lepton_fed.privacy.secure_rng import CryptoRandom
 from lepton_fed.secagg import SecAggClient
+from lepton_fed.secagg._client_state import TrustedRoster, trusted_roster
 from lepton_fed.secagg.provisioning import (
     load_federation_public_key,
     load_identity_key,
@@ -70,14 +72,33 @@ def slot_of(value: object) -> str:
     return slot
 
 
+def _stamp(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """(path, mtime, size): a cache key that changes when the file is replaced."""
+    st = os.stat(path)
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=16384)  # a Ray worker serves every virtual node of a simulation
+def _cached_identity(stamp: tuple[str, int, int]) -> Ed25519PrivateKey:
+    return load_identity_key(stamp[0])
+
+
+@lru_cache(maxsize=8)
+def _cached_roster(roster: tuple[str, int, int], fed: tuple[str, int, int]) -> TrustedRoster:
+    """The roster file verified against the federation key ONCE per process (and per
+    version of either file), prepared for the node's clients (a 10,000-node roster
+    takes ~80 ms to verify and is then shared by every virtual node of the process)."""
+    return trusted_roster(load_roster(roster[0], load_federation_public_key(fed[0])).identity_keys)
+
+
 def _identity(node: NodeState, policy: NodePolicy) -> Ed25519PrivateKey:
     nc = node.context.node_config
     path = nc.get("identity-key")
     if path:
-        return load_identity_key(str(path))
+        return _cached_identity(_stamp(str(path)))
     bundle = sim_bundle(node.context)
     if bundle is not None:
-        return load_identity_key(sim_bundle_paths(bundle).identity_key(node.partition_id))
+        return _cached_identity(_stamp(sim_bundle_paths(bundle).identity_key(node.partition_id)))
     if not policy.allow_tofu_keys:
         raise ProtocolAbort(
             "secagg_unprovisioned: this node has no secure-aggregation identity key "
@@ -90,7 +111,7 @@ def _identity(node: NodeState, policy: NodePolicy) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(bytes(raw))
 
 
-def _roster(node: NodeState) -> frozenset[bytes] | None:
+def _roster(node: NodeState) -> TrustedRoster | None:
     nc = node.context.node_config
     roster_path: object = nc.get("roster")
     fed_path: object = nc.get("federation-public-key")
@@ -106,10 +127,9 @@ def _roster(node: NodeState) -> frozenset[bytes] | None:
             "'federation-public-key' to verify it"
         )
     try:
-        roster = load_roster(str(roster_path), load_federation_public_key(str(fed_path)))
+        return _cached_roster(_stamp(str(roster_path)), _stamp(str(fed_path)))
     except (RosterError, OSError, ValueError) as exc:
         raise ProtocolAbort(f"secagg_bad_roster: {exc}") from None
-    return roster.identity_keys
 
 
 def load_client(node: NodeState, slot: str = "train") -> SecAggClient:
@@ -126,9 +146,9 @@ def load_client(node: NodeState, slot: str = "train") -> SecAggClient:
     policy = node_policy(node.context)
     key = _identity(node, policy)
     raw = node.get(SLOTS[slot_of(slot)])
-    if raw:
-        return SecAggClient.from_bytes(bytes(raw), identity_key=key)
     roster = _roster(node)
+    if raw:  # saved without its roster (a digest): the node's own roster goes back in
+        return SecAggClient.from_bytes(bytes(raw), identity_key=key, roster=roster)
     if roster is None and not policy.allow_tofu_keys:
         raise ProtocolAbort(
             "secagg_no_roster: this node has no roster (node_config 'roster' and "
@@ -151,8 +171,9 @@ def load_client(node: NodeState, slot: str = "train") -> SecAggClient:
 
 
 def save_client(node: NodeState, client: SecAggClient, slot: str = "train") -> None:
-    """Persist ``slot``'s protocol state after every step."""
-    node.set(SLOTS[slot_of(slot)], client.to_bytes())
+    """Persist ``slot``'s protocol state after every step (the roster as its digest:
+    the node's roster file stays the source, so the state is a few KB per node)."""
+    node.set(SLOTS[slot_of(slot)], client.to_bytes(with_roster=False))
 
 
 def masked_reply(node: NodeState, request: bytes, delta: np.ndarray, weight: float) -> bytes:

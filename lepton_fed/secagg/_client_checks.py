@@ -157,6 +157,10 @@ def check_identities(req: MaskedInputRequest, st: ClientState) -> None:
     the cohort's identity keys are pairwise distinct (one identity cannot stand for
     several nodes of a round).
     """
+    if st.roster_kind and st.roster is None and st.allowed is None:
+        # a state restored from its roster digest without the roster: never fall
+        # through to trust on first use
+        raise _abort("roster_required", "this node's roster was not restored")
     seen: dict[bytes, int] = {}
     pinned_by_key = {key: node for node, key in st.pinned.items()}
     for node, member in zip(req.cohort, req.members, strict=True):

@@ -6,12 +6,17 @@ keys): it must stay on the node, e.g. in the Flower node's Context.
 
 Version 3 holds the node's policy (minimum security bits, colluding fraction, trust on
 first use), a roster given as ``{node id: key}`` or as a set of allowed keys, and pins
-that survive a new run id. Older states (versions 1 and 2) are refused: they were
+that survive a new run id. Version 4 (written now) may instead hold only the SHA-256
+digest of the roster (``encode_state(st, with_roster=False)``): a node's roster is
+its own provisioned file, so the Flower glue keeps it once per process and passes it
+back on restore, where it must match the digest (at 10,000 nodes an inline key set
+is 320 KB per node state). Older states (versions 1 and 2) are refused: they were
 written by a client that accepted any (k, t) and cleared its pins on a new run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -25,13 +30,20 @@ from lepton_fed.secagg.stages import ClientPhase
 __all__ = [
     "ClientState",
     "PendingRound",
+    "TrustedRoster",
+    "attach_roster",
     "check_roster",
     "decode_state",
     "encode_state",
+    "trusted_roster",
 ]
 
 _STATE_MAGIC = b"LFSA"
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+_READABLE_VERSIONS = (3, 4)
+_INLINE, _DIGEST = 1, 2  # how a state holds its roster (0: none)
+_LABEL_MAPPING = b"lepton-fed/secagg/v1/roster-mapping"
+_LABEL_KEYSET = b"lepton-fed/secagg/v1/roster-keyset"
 _DIGEST_BYTES = 32
 _MAX_PINS = MAX_COHORT
 
@@ -73,6 +85,10 @@ class ClientState:
     pinned: dict[int, bytes] = field(default_factory=dict)
     pending: PendingRound | None = None
     answered: tuple[int, bytes, bytes] | None = None  # (round, sha256(request), reply)
+    # SHA-256 of the roster (mapping or key set); in a state decoded from its digest
+    # alone, ``roster``/``allowed`` stay None until :func:`attach_roster`
+    roster_digest: bytes | None = None
+    roster_kind: int = 0  # 0 none, 1 mapping, 2 key set
 
     def reset_run(self, run_id: int) -> None:
         """Forgets the previous run's keys and rounds; pins are kept (a new run id
@@ -132,6 +148,78 @@ def check_roster(
     return None, keys
 
 
+@dataclass(frozen=True, eq=False)
+class TrustedRoster:
+    """A checked roster, prepared once (a node keeps one per process and hands it to
+    every client it builds or restores): ``mapping`` (``{node id: key}``) or ``allowed``
+    (a key set), and ``digest``, the SHA-256 of its canonical form."""
+
+    mapping: dict[int, bytes] | None
+    allowed: frozenset[bytes] | None
+    digest: bytes
+
+    @property
+    def kind(self) -> int:
+        """1 for a mapping, 2 for a key set."""
+        return 1 if self.mapping is not None else 2
+
+
+def _roster_digest(mapping: Mapping[int, bytes] | None, allowed: Collection[bytes] | None) -> bytes:
+    if mapping is not None:
+        h = hashlib.sha256(_LABEL_MAPPING + len(mapping).to_bytes(4, "little"))
+        for nid in sorted(mapping):
+            h.update(nid.to_bytes(8, "little") + mapping[nid])
+        return h.digest()
+    keys = sorted(allowed or ())
+    h = hashlib.sha256(_LABEL_KEYSET + len(keys).to_bytes(4, "little"))
+    h.update(b"".join(keys))
+    return h.digest()
+
+
+def trusted_roster(
+    roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes],
+) -> TrustedRoster:
+    """:func:`check_roster`, plus the digest (``roster`` itself if already prepared).
+
+    Raises:
+        ValueError: as :func:`check_roster`.
+    """
+    if isinstance(roster, TrustedRoster):
+        return roster
+    mapping, allowed = check_roster(roster)
+    return TrustedRoster(mapping, allowed, _roster_digest(mapping, allowed))
+
+
+def attach_roster(
+    st: ClientState, roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes] | None
+) -> None:
+    """Give a decoded state its roster back (a state saved ``with_roster=False``), or
+    check the one given against the state's own. A state created without a roster
+    (trust on first use) keeps trusting as it was created: ``roster`` is ignored.
+
+    Raises:
+        ProtocolAbort: the state needs its roster and none is given, or the roster
+            given is not the one the state was created with (by digest and kind).
+    """
+    if st.roster_kind == 0:
+        return
+    if roster is None:
+        if st.roster is None and st.allowed is None:
+            raise ProtocolAbort(
+                "roster_required: this client state was saved without its roster; "
+                "pass the node's roster to restore it")
+        return
+    try:
+        tr = trusted_roster(roster)
+    except ValueError as exc:
+        raise ProtocolAbort(f"roster_mismatch: {exc}") from None
+    if tr.kind != st.roster_kind or tr.digest != _state_digest(st):
+        raise ProtocolAbort(
+            "roster_mismatch: the roster given is not the one this client state was "
+            "created with")
+    st.roster, st.allowed = tr.mapping, tr.allowed
+
+
 def _write_key_map(w: Writer, keys: Mapping[int, bytes] | None) -> None:
     w.u8(0 if keys is None else 1)
     if keys is not None:
@@ -144,6 +232,10 @@ def _write_key_map(w: Writer, keys: Mapping[int, bytes] | None) -> None:
 def _read_key_map(r: Reader) -> dict[int, bytes] | None:
     if not r.u8():
         return None
+    return _read_keys(r)
+
+
+def _read_keys(r: Reader) -> dict[int, bytes]:
     out = {}
     for _ in range(r.count(_MAX_PINS)):
         nid = r.u64()
@@ -153,8 +245,19 @@ def _read_key_map(r: Reader) -> dict[int, bytes] | None:
     return out
 
 
-def encode_state(st: ClientState) -> bytes:
-    """Versioned byte encoding of ``st``."""
+def _state_digest(st: ClientState) -> bytes:
+    if st.roster_digest is None:  # an inline roster (version 3, or with_roster=True)
+        st.roster_digest = _roster_digest(st.roster, st.allowed)
+    return st.roster_digest
+
+
+def encode_state(st: ClientState, *, with_roster: bool = True) -> bytes:
+    """Versioned byte encoding of ``st``; ``with_roster=False`` writes the roster's
+    digest instead of its keys (restore with :func:`attach_roster`)."""
+    return _encode(st, digest_only=not with_roster and st.roster_kind != 0)
+
+
+def _encode(st: ClientState, *, digest_only: bool) -> bytes:
     w = Writer()
     w.fixed(_STATE_MAGIC, 4)
     w.u8(_STATE_VERSION)
@@ -167,12 +270,20 @@ def encode_state(st: ClientState) -> bytes:
     w.f64(st.min_security_bits)
     w.f64(st.colluding_fraction)
     w.u8(1 if st.allow_tofu else 0)
-    _write_key_map(w, st.roster)
-    w.u8(0 if st.allowed is None else 1)
-    if st.allowed is not None:
-        w.u32(len(st.allowed))
-        for key in sorted(st.allowed):
-            w.fixed(key, KEY_BYTES)
+    if digest_only and st.roster_kind == 1:
+        w.u8(_DIGEST)
+        w.fixed(_state_digest(st), _DIGEST_BYTES)
+    else:
+        _write_key_map(w, st.roster)
+    if digest_only and st.roster_kind == 2:
+        w.u8(_DIGEST)
+        w.fixed(_state_digest(st), _DIGEST_BYTES)
+    else:
+        w.u8(0 if st.allowed is None else _INLINE)
+        if st.allowed is not None:
+            w.u32(len(st.allowed))
+            for key in sorted(st.allowed):
+                w.fixed(key, KEY_BYTES)
     _write_key_map(w, st.pinned)
     w.u32(len(st.round_keys))
     for r in sorted(st.round_keys):
@@ -203,7 +314,7 @@ def decode_state(data: bytes) -> ClientState:
         ProtocolAbort: not a client state, unknown version, or malformed content.
     """
     r = Reader(data, "client state")
-    if r.fixed(4) != _STATE_MAGIC or r.u8() != _STATE_VERSION:
+    if r.fixed(4) != _STATE_MAGIC or (version := r.u8()) not in _READABLE_VERSIONS:
         raise ProtocolAbort("not a lepton-fed secagg client state (or unknown version)")
     node_id = r.u64()
     identity_public = r.fixed(KEY_BYTES)
@@ -215,10 +326,26 @@ def decode_state(data: bytes) -> ClientState:
     min_bits, fraction, tofu = r.f64(), r.f64(), bool(r.u8())
     if not (math.isfinite(min_bits) and 0 <= fraction < 1):
         raise ProtocolAbort("malformed security policy in saved state")
-    roster = _read_key_map(r)
+    digest: bytes | None = None
+    kind = 0
+    flag = r.u8()
+    roster = None
+    if flag == _DIGEST and version >= 4:
+        digest, kind = r.fixed(_DIGEST_BYTES), 1
+    elif flag == _INLINE:
+        roster = _read_keys(r)
+        kind = 1
+    elif flag:
+        raise ProtocolAbort("malformed roster in saved state")
     allowed = None
-    if r.u8():
+    flag = r.u8()
+    if flag == _DIGEST and version >= 4 and not kind:
+        digest, kind = r.fixed(_DIGEST_BYTES), 2
+    elif flag == _INLINE and not kind:
         allowed = frozenset(r.fixed(KEY_BYTES) for _ in range(r.count(_MAX_PINS)))
+        kind = 2
+    elif flag:
+        raise ProtocolAbort("malformed roster in saved state")
     pinned = _read_key_map(r) or {}
     round_keys = {}
     for _ in range(r.count(MAX_ROUNDS_PER_ADVERT * 16)):
@@ -252,4 +379,6 @@ def decode_state(data: bytes) -> ClientState:
         pinned=pinned,
         pending=pending,
         answered=answered,
+        roster_digest=digest,
+        roster_kind=kind,
     )

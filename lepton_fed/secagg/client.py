@@ -42,9 +42,11 @@ from lepton_fed.secagg import keys as K
 from lepton_fed.secagg._client_checks import check_recipient
 from lepton_fed.secagg._client_state import (
     ClientState,
-    check_roster,
+    TrustedRoster,
+    attach_roster,
     decode_state,
     encode_state,
+    trusted_roster,
 )
 from lepton_fed.secagg.messages import (
     MAX_ROUNDS_PER_ADVERT,
@@ -101,7 +103,7 @@ class SecAggClient:
         *,
         node_id: int,
         identity_key: Ed25519PrivateKey,
-        roster: Mapping[int, bytes] | Collection[bytes] | None = None,
+        roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes] | None = None,
         allow_tofu: bool = False,
         min_security_bits: float = 40.0,
         colluding_fraction: float = 0.05,
@@ -117,7 +119,8 @@ class SecAggClient:
         if not 0 <= colluding_fraction < 1:
             raise ValueError("colluding_fraction must be in [0, 1)")
         public = K.identity_public_bytes(identity_key)
-        mapping, allowed = (None, None) if roster is None else check_roster(roster)
+        trusted = None if roster is None else trusted_roster(roster)
+        mapping, allowed = (None, None) if trusted is None else (trusted.mapping, trusted.allowed)
         if mapping is not None and mapping.get(node_id, public) != public:
             raise ValueError("roster entry for this node does not match identity_key")
         if allowed is not None and public not in allowed:
@@ -138,6 +141,8 @@ class SecAggClient:
             min_security_bits=float(min_security_bits),
             colluding_fraction=float(colluding_fraction),
             min_cohort=min_cohort,
+            roster_digest=None if trusted is None else trusted.digest,
+            roster_kind=0 if trusted is None else trusted.kind,
         )
 
     # ------------------------------------------------------------------ properties
@@ -355,12 +360,14 @@ class SecAggClient:
         return reply
 
     # ----------------------------------------------------------------------- state
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, with_roster: bool = True) -> bytes:
         """Serializes the whole state (secret keys included; keep it on the node).
 
-        The identity key is not included: pass it again to :meth:`from_bytes`.
+        The identity key is not included: pass it again to :meth:`from_bytes`. With
+        ``with_roster=False`` the roster is replaced by its SHA-256 digest (32 bytes
+        instead of 32 per key) and must be passed again to :meth:`from_bytes`.
         """
-        return encode_state(self._st)
+        return encode_state(self._st, with_roster=with_roster)
 
     @classmethod
     def from_bytes(
@@ -369,17 +376,22 @@ class SecAggClient:
         *,
         identity_key: Ed25519PrivateKey,
         rng_bytes: Callable[[int], bytes] = os.urandom,
+        roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes] | None = None,
     ) -> SecAggClient:
-        """Restores a client saved with :meth:`to_bytes` (roster, policy and pins
-        included).
+        """Restores a client saved with :meth:`to_bytes` (policy and pins included;
+        the roster too, unless it was saved ``with_roster=False``: pass it as
+        ``roster`` then).
 
         Raises:
-            ProtocolAbort: malformed state, unknown state version, or an identity key
-                that is not the one the state was created with.
+            ProtocolAbort: malformed state, unknown state version, an identity key
+                that is not the one the state was created with, a state saved without
+                its roster and no ``roster`` given (``roster_required``), or a
+                ``roster`` that is not the state's own (``roster_mismatch``).
         """
         st = decode_state(data)
         if st.identity_public != K.identity_public_bytes(identity_key):
             raise ProtocolAbort("identity key does not match the saved client state")
+        attach_roster(st, roster)
         client = cls.__new__(cls)
         client._identity = identity_key
         client._rng = rng_bytes
