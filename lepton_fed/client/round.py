@@ -123,9 +123,10 @@ def run_train_round(
     )
     metrics["train-loss"] = float(res.loss) if np.isfinite(res.loss) else 0.0
     if dp is not None:
-        from lepton_fed.client.dp import record_round
+        from lepton_fed.client.dp import dp_report, record_round
 
         metrics["epsilon"] = record_round(node, cfg, dp, res, round_=rnd)
+        metrics |= dp_report(node)  # epsilon-rdp/-pld, dp-* settings; policy-filtered below
 
     local_state = get_state(model)
     gvec = flatten_state(global_state)

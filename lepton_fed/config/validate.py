@@ -129,12 +129,11 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     if _num(cfg, "federation.num_cpus_per_client") is not None and fed.num_cpus_per_client <= 0:
         p.append("federation.num_cpus_per_client must be > 0")
     c = cfg.client
-    if not c.epochs or c.epochs < 1:
-        p.append(f"client.epochs must be >= 1, got {c.epochs}")
-    if not c.batch_size or c.batch_size < 1:
-        p.append(f"client.batch_size must be >= 1, got {c.batch_size}")
-    if not c.lr or c.lr <= 0:
-        p.append(f"client.lr must be > 0, got {c.lr}")
+    from lepton_fed.privacy.auto import check_auto_config
+    from lepton_fed.privacy.pld import check_accountant_config
+
+    p += check_auto_config(cfg)  # client.epochs/batch_size/lr, privacy.max_grad_norm: null = auto
+    p += check_accountant_config(cfg)
     if c.optimizer not in ("sgd", "adam"):
         p.append(f"client.optimizer={c.optimizer!r}: choose one of ['adam', 'sgd']")
     if cfg.device not in DEVICES:
@@ -200,8 +199,6 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     if pr.mode == "dpsgd":
         if pr.epsilon is None and pr.noise_multiplier is None:
             p.append("privacy=dpsgd needs privacy.epsilon (a target) or privacy.noise_multiplier")
-        if pr.max_grad_norm is None or not pr.max_grad_norm > 0:
-            p.append(f"privacy.max_grad_norm must be > 0, got {pr.max_grad_norm}")
         if pr.grad_sample_mode not in GRAD_SAMPLE_MODES:
             p.append(
                 f"privacy.grad_sample_mode={pr.grad_sample_mode!r}: choose one of {list(GRAD_SAMPLE_MODES)}"

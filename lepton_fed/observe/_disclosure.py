@@ -14,15 +14,16 @@ from lepton_fed.policy import NodePolicy, filter_metrics
 __all__ = ["clear_items", "train_metrics_in_clear", "who_sees"]
 
 #: reply fields that are protocol, not data (never filtered by the policy)
-_PROTOCOL = frozenset({"declined", "unit-weight", "encoded"})
+_PROTOCOL = frozenset({"declined", "unit-weight", "encoded", "server-round"})
 
 
 def train_metrics_in_clear(cfg: Any, policy: NodePolicy) -> list[str]:
     """Names of the metrics a node's train reply carries in the clear."""
     mode, secagg = str(cfg.privacy.mode), bool(cfg.secagg.enabled)
-    names = {"num-examples", "unit-weight", "declined", "train-loss"}
-    if mode == "dpsgd":
-        names.add("epsilon")
+    names = {"num-examples", "unit-weight", "declined", "train-loss", "server-round"}
+    if mode == "dpsgd":  # client/dp.py record_round + dp_report
+        names |= {"epsilon", "epsilon-rdp", "epsilon-pld", "dp-batch-size", "dp-epochs",
+                  "dp-lr", "dp-clip", "dp-local-steps", "dp-noise-multiplier"}
     if update_clip(cfg) is not None:
         names.add("update-norm")
     codec = str(cfg.compression["update"]) if "compression" in cfg else "none"

@@ -319,6 +319,7 @@ class _Run:
             if code == BUDGET_EXHAUSTED:
                 self.stopped.setdefault(reg.name(nid), rnd)
         for r in out.ok + out.declined:
+            self.privacy.observe(reg.name(out.node(r)), r.content["metrics"])
             eps = r.content["metrics"].get("epsilon")
             if eps is not None:
                 name = reg.name(out.node(r))

@@ -122,7 +122,7 @@ def test_secure_aggregation_resumes_under_a_new_protocol_run(compose_cfg, tmp_pa
 
 
 def test_a_resume_with_another_config_is_refused(compose_cfg, tmp_path):
-    cfg = compose_cfg("federation.rounds=3", "model=logreg")
+    cfg = compose_cfg("federation.rounds=3", "model=logreg", "client.epochs=1")
     with pytest.raises(Died):
         _run(cfg, tmp_path, [DieAfterRound(2)])
     other = compose_cfg("federation.rounds=3", "model=logreg", "client.epochs=3")

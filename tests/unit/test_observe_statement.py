@@ -38,11 +38,13 @@ def _sent(grid):
 
 @pytest.mark.parametrize("privacy, clear, expected", [
     (["privacy=dpsgd", "privacy.epsilon=3"], None,
-     {"num-examples", "unit-weight", "declined", "train-loss", "epsilon"}),
+     {"num-examples", "unit-weight", "declined", "train-loss", "epsilon", "server-round",
+      "epsilon-rdp", "epsilon-pld", "dp-batch-size", "dp-epochs", "dp-lr", "dp-clip",
+      "dp-local-steps", "dp-noise-multiplier"}),
     (["privacy=dpsgd", "privacy.epsilon=3"], "[epsilon,unit-weight]",
-     {"unit-weight", "declined", "epsilon", REPLACED}),
+     {"unit-weight", "declined", "epsilon", "server-round", REPLACED}),
     (["privacy=central", "privacy.noise_multiplier=0.5"], None,
-     {"num-examples", "unit-weight", "declined", "train-loss", "update-norm"}),
+     {"num-examples", "unit-weight", "declined", "train-loss", "update-norm", "server-round"}),
     (["privacy=dpsgd", "privacy.epsilon=3", "secagg=on"], None, {"declined", "epsilon"}),
 ])
 def test_listed_clear_metrics_are_exactly_what_nodes_sent(compose_cfg, tmp_path, privacy,

@@ -183,8 +183,8 @@ def _data(path, features):
 @pytest.fixture
 def dp_cfg(compose_cfg, csv_path):
     return compose_cfg("data=csv", f"data.path={csv_path}", "data.label=label",
-                       "privacy=dpsgd", "privacy.epsilon=1.0", "federation.rounds=3",
-                       "client.epochs=1", "client.batch_size=16")
+                       "privacy=dpsgd", "privacy.epsilon=1.0", "privacy.accountant=rdp",
+                       "federation.rounds=3", "client.epochs=1", "client.batch_size=16")
 
 
 def test_reordered_features_hit_the_same_ledger(csv_path, tmp_path):
