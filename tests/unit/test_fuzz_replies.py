@@ -5,7 +5,6 @@ import uuid
 from collections import OrderedDict
 
 import numpy as np
-import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from hypothesis import HealthCheck, given, settings
