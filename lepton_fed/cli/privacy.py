@@ -6,6 +6,9 @@ Examples::
     lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 \\
         --target-epsilon 8
     lepton-fed privacy --mode central --rounds 20 --clients-per-round 10 --sigma 1.0
+    lepton-fed privacy --mode distributed --rounds 20 --clients-per-round 20 --dim 650 \
+        --target-epsilon 3
+    lepton-fed privacy statement RUN_DIR [--node NAME] [--ledger-dir DIR]
     lepton-fed privacy --mode dpsgd --rounds 5 --examples 144 --batch-size 16 \\
         --target-epsilon 8 --accountant rdp
 
@@ -20,6 +23,12 @@ for amplification). Poisson sampling rate and steps are what Opacus runs
 central: client-level epsilon of the released global models; every round counts in
 full (no amplification by client sampling), so ``--clients-per-round`` only sets
 the noise std on the mean, ``sigma*clip/m``.
+distributed: client-level epsilon when every node adds a discrete Gaussian share inside
+the secure sum (Kairouz, Liu & Steinke 2021): the plan (field granularity gamma, noise
+share, wrap-around bound) for ``--dim`` parameters, sized for ``--min-contributors``
+honest shares (``--colluding-fraction`` of the cohort assumed to collude).
+``privacy statement RUN_DIR``: what a member's privacy officer signs off (see
+``lepton-fed privacy statement --help``).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--mode", choices=["dpsgd", "central"], default="dpsgd")
+    p.add_argument("--mode", choices=["dpsgd", "central", "distributed"], default="dpsgd")
     p.add_argument("--rounds", type=int, required=True, help="federated rounds")
     p.add_argument(
         "--local-epochs", type=int, default=1, help="dpsgd: epochs per round"
@@ -57,8 +66,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--clients-per-round", type=int, help="central: clients averaged per round"
     )
     p.add_argument(
-        "--clip", type=float, default=1.0, help="central: update clipping norm"
+        "--clip", type=float, default=1.0, help="central/distributed: update clipping norm"
     )
+    p.add_argument("--dim", type=int, help="distributed: model parameters")
+    p.add_argument("--min-contributors", type=int,
+                   help="distributed: smallest cohort the noise is sized for "
+                   "(default --clients-per-round)")
+    p.add_argument("--colluding-fraction", type=float, default=0.05,
+                   help="distributed: share of the cohort assumed to collude (default 0.05)")
+    p.add_argument("--bits", type=int, default=32, help="distributed: field bits (default 32)")
+    p.add_argument("--wrap-bits", type=float, default=40.0,
+                   help="distributed: wrap-around probability <= 2^-wrap_bits (default 40)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument(
         "--sigma", type=float, help="noise multiplier: print the epsilon it spends"
@@ -113,6 +131,12 @@ def _problems(args: argparse.Namespace) -> list[str]:
         need("--clients-per-round", m, m is not None and m >= 1, "must be >= 1")
         if not (math.isfinite(args.clip) and args.clip > 0):
             out.append(f"--clip={args.clip} is invalid: must be > 0")
+    if args.mode == "distributed":
+        dim = args.dim
+        need("--dim", dim, dim is not None and dim >= 1, "must be >= 1")
+        f = args.colluding_fraction
+        if not (math.isfinite(f) and 0 <= f < 1):
+            out.append(f"--colluding-fraction={f} is invalid: must be in [0, 1)")
     return out
 
 
@@ -121,6 +145,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 
     r, d, acc = args.rounds, args.delta, args.accountant
     res: dict[str, Any] = {"mode": args.mode, "rounds": r, "delta": d, "accountant": acc}
+    if args.mode == "distributed":
+        return _distributed_plan(args, res)
     if args.mode == "dpsgd":
         sch = pa.local_schedule(
             num_examples=args.examples,
@@ -176,7 +202,38 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _distributed_plan(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]:
+    from lepton_fed.privacy.distributed import plan_distributed, plan_for_noise
+    from lepton_fed.privacy.distributed_config import colluders_for
+
+    m = args.clients_per_round
+    nmin = args.min_contributors if args.min_contributors is not None else m
+    kw: dict[str, Any] = dict(
+        delta=args.delta, rounds=args.rounds, clip=args.clip, dim=args.dim,
+        min_contributors=nmin, max_contributors=m,
+        colluders=colluders_for(m, args.colluding_fraction), bits=args.bits,
+        wrap_bits=args.wrap_bits)
+    if args.sigma is not None:
+        plan = plan_for_noise(noise_multiplier=args.sigma, **kw)
+    else:
+        plan = plan_distributed(epsilon=args.target_epsilon, **kw)
+        res["target_epsilon"] = args.target_epsilon
+    res.update(plan.to_dict(), accountant="zcdp (Kairouz-Liu-Steinke Prop. 14) via RDP",
+               clients_per_round=m, min_contributors=nmin)
+    res["epsilon"] = plan.epsilon_after(args.rounds)
+    return res
+
+
 def _text(res: dict[str, Any]) -> str:
+    if res["mode"] == "distributed":
+        keys = ("epsilon", "noise_multiplier", "central_std", "min_contributors",
+                "clients_per_round")
+        head = ("mode: distributed (client-level DP; each node adds a discrete Gaussian "
+                "share inside the secure sum; the server adds nothing)")
+        body = [f"{k}: {res[k]}" for k in keys if k in res]
+        rest = [f"{k}: {v}" for k, v in sorted(res.items())
+                if k not in keys and k not in ("mode",)]
+        return "\n".join([head, *body, *rest])
     lines: list[str] = []
     if res["mode"] == "dpsgd":
         lines += [
