@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    if argv[:2] == ["privacy", "statement"]:  # what a member's privacy officer signs off
+    if argv[:2] == [
+        "privacy",
+        "statement",
+    ]:  # what a member's privacy officer signs off
         from lepton_fed.observe.statement_cli import run_statement, statement_parser
 
         return int(run_statement(statement_parser().parse_args(argv[2:])) or 0)

@@ -53,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--mode", choices=["dpsgd", "central", "distributed"], default="dpsgd")
+    p.add_argument(
+        "--mode", choices=["dpsgd", "central", "distributed"], default="dpsgd"
+    )
     p.add_argument("--rounds", type=int, required=True, help="federated rounds")
     p.add_argument(
         "--local-epochs", type=int, default=1, help="dpsgd: epochs per round"
@@ -66,17 +68,33 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--clients-per-round", type=int, help="central: clients averaged per round"
     )
     p.add_argument(
-        "--clip", type=float, default=1.0, help="central/distributed: update clipping norm"
+        "--clip",
+        type=float,
+        default=1.0,
+        help="central/distributed: update clipping norm",
     )
     p.add_argument("--dim", type=int, help="distributed: model parameters")
-    p.add_argument("--min-contributors", type=int,
-                   help="distributed: smallest cohort the noise is sized for "
-                   "(default --clients-per-round)")
-    p.add_argument("--colluding-fraction", type=float, default=0.05,
-                   help="distributed: share of the cohort assumed to collude (default 0.05)")
-    p.add_argument("--bits", type=int, default=32, help="distributed: field bits (default 32)")
-    p.add_argument("--wrap-bits", type=float, default=40.0,
-                   help="distributed: wrap-around probability <= 2^-wrap_bits (default 40)")
+    p.add_argument(
+        "--min-contributors",
+        type=int,
+        help="distributed: smallest cohort the noise is sized for "
+        "(default --clients-per-round)",
+    )
+    p.add_argument(
+        "--colluding-fraction",
+        type=float,
+        default=0.05,
+        help="distributed: share of the cohort assumed to collude (default 0.05)",
+    )
+    p.add_argument(
+        "--bits", type=int, default=32, help="distributed: field bits (default 32)"
+    )
+    p.add_argument(
+        "--wrap-bits",
+        type=float,
+        default=40.0,
+        help="distributed: wrap-around probability <= 2^-wrap_bits (default 40)",
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument(
         "--sigma", type=float, help="noise multiplier: print the epsilon it spends"
@@ -88,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--delta", type=float, default=1e-5, help="target delta (default 1e-5)"
     )
     p.add_argument(
-        "--accountant", choices=list(ACCOUNTANTS), default=DEFAULT_ACCOUNTANT,
+        "--accountant",
+        choices=list(ACCOUNTANTS),
+        default=DEFAULT_ACCOUNTANT,
         help=f"accountant that calibrates sigma (default {DEFAULT_ACCOUNTANT}); "
         "both epsilons are printed",
     )
@@ -144,7 +164,12 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     from lepton_fed.privacy import analysis as pa
 
     r, d, acc = args.rounds, args.delta, args.accountant
-    res: dict[str, Any] = {"mode": args.mode, "rounds": r, "delta": d, "accountant": acc}
+    res: dict[str, Any] = {
+        "mode": args.mode,
+        "rounds": r,
+        "delta": d,
+        "accountant": acc,
+    }
     if args.mode == "distributed":
         return _distributed_plan(args, res)
     if args.mode == "dpsgd":
@@ -175,8 +200,11 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             res["target_epsilon"] = args.target_epsilon
         for a in ACCOUNTANTS:
             res[f"epsilon_{a}"] = pa.epsilon_for(
-                noise_multiplier=res["sigma"], sample_rate=sch.sample_rate, steps=steps,
-                delta=d, accountant=a,
+                noise_multiplier=res["sigma"],
+                sample_rate=sch.sample_rate,
+                steps=steps,
+                delta=d,
+                accountant=a,
             )
         res["delta_above_1_over_n"] = d >= 1.0 / args.examples
     else:
@@ -209,30 +237,50 @@ def _distributed_plan(args: argparse.Namespace, res: dict[str, Any]) -> dict[str
     m = args.clients_per_round
     nmin = args.min_contributors if args.min_contributors is not None else m
     kw: dict[str, Any] = dict(
-        delta=args.delta, rounds=args.rounds, clip=args.clip, dim=args.dim,
-        min_contributors=nmin, max_contributors=m,
-        colluders=colluders_for(m, args.colluding_fraction), bits=args.bits,
-        wrap_bits=args.wrap_bits)
+        delta=args.delta,
+        rounds=args.rounds,
+        clip=args.clip,
+        dim=args.dim,
+        min_contributors=nmin,
+        max_contributors=m,
+        colluders=colluders_for(m, args.colluding_fraction),
+        bits=args.bits,
+        wrap_bits=args.wrap_bits,
+    )
     if args.sigma is not None:
         plan = plan_for_noise(noise_multiplier=args.sigma, **kw)
     else:
         plan = plan_distributed(epsilon=args.target_epsilon, **kw)
         res["target_epsilon"] = args.target_epsilon
-    res.update(plan.to_dict(), accountant="zcdp (Kairouz-Liu-Steinke Prop. 14) via RDP",
-               clients_per_round=m, min_contributors=nmin)
+    res.update(
+        plan.to_dict(),
+        accountant="zcdp (Kairouz-Liu-Steinke Prop. 14) via RDP",
+        clients_per_round=m,
+        min_contributors=nmin,
+    )
     res["epsilon"] = plan.epsilon_after(args.rounds)
     return res
 
 
 def _text(res: dict[str, Any]) -> str:
     if res["mode"] == "distributed":
-        keys = ("epsilon", "noise_multiplier", "central_std", "min_contributors",
-                "clients_per_round")
-        head = ("mode: distributed (client-level DP; each node adds a discrete Gaussian "
-                "share inside the secure sum; the server adds nothing)")
+        keys = (
+            "epsilon",
+            "noise_multiplier",
+            "central_std",
+            "min_contributors",
+            "clients_per_round",
+        )
+        head = (
+            "mode: distributed (client-level DP; each node adds a discrete Gaussian "
+            "share inside the secure sum; the server adds nothing)"
+        )
         body = [f"{k}: {res[k]}" for k in keys if k in res]
-        rest = [f"{k}: {v}" for k, v in sorted(res.items())
-                if k not in keys and k not in ("mode",)]
+        rest = [
+            f"{k}: {v}"
+            for k, v in sorted(res.items())
+            if k not in keys and k not in ("mode",)
+        ]
         return "\n".join([head, *body, *rest])
     lines: list[str] = []
     if res["mode"] == "dpsgd":
