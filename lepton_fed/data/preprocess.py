@@ -97,6 +97,10 @@ class RowError(ValueError):
         super().__init__(f"{field}: {msg}")
 
 
+#: largest finite float32: a row value beyond it would become infinite in the model
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass
 class Preprocessor:
     """Raw rows (feature name -> value) -> the scaled matrix the model expects.
@@ -143,9 +147,15 @@ class Preprocessor:
                 else:
                     if isinstance(v, bool) or not isinstance(v, int | float):
                         raise RowError(where, f"must be a number, got {type(v).__name__}")
-                    if not math.isfinite(float(v)):
+                    try:  # (H5 fuzz: a 400-digit JSON integer overflowed float())
+                        fv = float(v)
+                    except OverflowError:
+                        raise RowError(where, f"must be within +-{_F32_MAX:.4g}") from None
+                    if not math.isfinite(fv):
                         raise RowError(where, "must be finite (no NaN or infinity)")
-                    vec.append(float(v))
+                    if abs(fv) > _F32_MAX:  # the model computes in float32
+                        raise RowError(where, f"must be within +-{_F32_MAX:.4g}, got {fv:.4g}")
+                    vec.append(fv)
             out.append(vec)
         return np.asarray(out, dtype=np.float32).reshape(len(out), -1)
 
