@@ -16,7 +16,7 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg._client_state import ClientState, PendingRound
 from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.graph import check_graph_params, neighbour_graph
+from lepton_fed.secagg.graph import check_graph_params, neighbours_of
 from lepton_fed.secagg.messages import (
     MAX_COHORT,
     SERVER_ID,
@@ -143,10 +143,10 @@ def check_round_request(
             "graph_seed_mismatch",
             "the graph seed is not the hash of the cohort's keys",
         )
-    graph = neighbour_graph(
-        cohort, seed, run_id=st.run_id, round=req.round, k=req.neighbours
+    mine = neighbours_of(
+        cohort, seed, st.node_id, run_id=st.run_id, round=req.round, k=req.neighbours
     )
-    return graph[st.node_id], encoding
+    return mine, encoding
 
 
 def check_identities(req: MaskedInputRequest, st: ClientState) -> None:

@@ -56,7 +56,7 @@ def masked_input(
     if x is None or np.ndim(x) != 1 or len(x) != req.dim:
         raise ProtocolAbort("input_shape: the input is not a vector of the requested dim")
     peer_keys = verified_peer_keys(req, neighbours, st)
-    shared = {j: K.agree(private, peer_keys[j]) for j in neighbours}
+    shared = K.agree_all(private, {j: peer_keys[j] for j in neighbours})
     if field is not None:
         y = _field_vector(field, encoding.modulus)
     else:

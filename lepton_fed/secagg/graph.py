@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from lepton_fed.secagg.keys import graph_key
 from lepton_fed.secagg.prg import chacha20_keystream
 
-__all__ = ["check_graph_params", "neighbour_graph", "ring_graph", "shuffled_cohort"]
+__all__ = ["check_graph_params", "neighbour_graph", "neighbours_of", "ring_graph",
+           "shuffled_cohort"]
 
 
 def check_graph_params(cohort_size: int, k: int, t: int) -> None:
@@ -99,6 +100,32 @@ def neighbour_graph(
     if k % 2:
         raise ValueError(f"k must be even for a ring graph, got {k}")
     return ring_graph(shuffled_cohort(cohort, seed, run_id=run_id, round=round), k)
+
+
+def neighbours_of(
+    cohort: Sequence[int], seed: bytes, node: int, *, run_id: int, round: int, k: int
+) -> tuple[int, ...]:
+    """``neighbour_graph(cohort, seed, ...)[node]`` without building the other nodes'
+    neighbourhoods (a client needs only its own: O(m) for the shuffle instead of
+    O(m k) set work, 26 ms of a 1,000-node round before).
+
+    Raises:
+        ValueError: as :func:`neighbour_graph`, or ``node`` not in the cohort.
+    """
+    m = len(cohort)
+    if len(set(cohort)) != m:
+        raise ValueError("cohort has duplicate node ids")
+    if node not in cohort:
+        raise ValueError("node is not in the cohort")
+    if k >= m - 1:
+        return tuple(u for u in sorted(cohort) if u != node)
+    if k % 2:
+        raise ValueError(f"k must be even for a ring graph, got {k}")
+    ring = shuffled_cohort(cohort, seed, run_id=run_id, round=round)
+    p, half = ring.index(node), k // 2
+    nb = {ring[(p + d) % m] for d in range(1, half + 1)}
+    nb |= {ring[(p - d) % m] for d in range(1, half + 1)}
+    return tuple(sorted(nb))
 
 
 def ring_graph(ring: Sequence[int], k: int) -> dict[int, tuple[int, ...]]:

@@ -91,3 +91,27 @@ def test_trust_on_first_use_state_ignores_a_roster() -> None:
     back = SecAggClient.from_bytes(saved, identity_key=clients[1].identity_key,
                                    roster=frozenset(_keys(2)))
     assert back.to_bytes() == saved
+
+
+def test_a_clients_own_neighbours_are_its_row_of_the_whole_graph() -> None:
+    from lepton_fed.secagg.graph import neighbour_graph, neighbours_of
+
+    rng = np.random.default_rng(3)
+    for m, k in ((7, 6), (50, 12), (300, 40)):
+        cohort = sorted(rng.choice(10**6, size=m, replace=False).tolist())
+        seed = rng.bytes(32)
+        graph = neighbour_graph(cohort, seed, run_id=4, round=9, k=k)
+        for node in cohort[:: max(1, m // 10)]:
+            assert neighbours_of(cohort, seed, node, run_id=4, round=9, k=k) == graph[node]
+    with pytest.raises(ValueError, match="not in the cohort"):
+        neighbours_of([1, 2, 3], bytes(32), 4, run_id=1, round=1, k=2)
+
+
+def test_agree_all_matches_pairwise_agreement() -> None:
+    from lepton_fed.secagg import keys as K
+
+    private, _ = K.x25519_keypair()
+    peers = {j: K.x25519_keypair()[1] for j in range(5)}
+    assert K.agree_all(private, peers) == {j: K.agree(private, p) for j, p in peers.items()}
+    with pytest.raises(ProtocolAbort, match="X25519"):
+        K.agree_all(private, {1: bytes(31)})
