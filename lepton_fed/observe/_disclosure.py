@@ -27,7 +27,7 @@ def train_metrics_in_clear(cfg: Any, policy: NodePolicy) -> list[str]:
     if update_clip(cfg) is not None:
         names.add("update-norm")
     codec = str(cfg.compression["update"]) if "compression" in cfg else "none"
-    if secagg:
+    if secagg:  # (privacy=distributed always runs under secure aggregation)
         names &= {"declined", "epsilon"}
     elif codec != "none":
         names.add("encoded")
@@ -39,6 +39,11 @@ def train_metrics_in_clear(cfg: Any, policy: NodePolicy) -> list[str]:
 
 def _update(cfg: Any) -> str:
     mode, secagg = str(cfg.privacy.mode), bool(cfg.secagg.enabled)
+    if mode == "distributed":  # client/secure.py distributed_reply (secagg is required)
+        return (f"its update, clipped to {cfg.privacy.clip}, rotated and rounded to integers "
+                "with its own discrete Gaussian noise share added, masked (secure "
+                "aggregation): the coordinator learns only the cohort's sum, which already "
+                "carries every contributor's noise share")
     if secagg:
         base = ("its update, masked (secure aggregation): the coordinator learns only the "
                 "sum over the round's cohort")
@@ -70,9 +75,16 @@ def clear_items(cfg: Any, policy: NodePolicy, summary: dict[str, Any] | None) ->
     ev = cfg.get("evaluation")
     fed = str(ev.get("federated", "auto")).lower() if ev is not None else "false"
     on = fed == "true" or (fed == "auto" and ev is not None and not bool(ev.server_data))
-    if on and filter_metrics(policy, {"evaluation": 1}):
+    if on and bool(cfg.secagg.enabled):  # server/secure.py secure_evaluate
+        items.append("each evaluation: its sums over its held-out rows only inside a masked "
+                     "vector (query.secagg_evaluate, secure aggregation): the coordinator "
+                     "learns the federation's totals (accuracy, loss, binned AUC over the "
+                     "contributors), never a node's; no evaluation sum leaves a node in the "
+                     "clear (the totals are not noised: no epsilon covers them)")
+    elif on and filter_metrics(policy, {"evaluation": 1}):
         items.append("each evaluation: exact sums over its held-out rows (count, correct, "
-                     "loss sum; score histograms per class for binary tasks)")
+                     "loss sum; score histograms per class for binary tasks), not noised: "
+                     "no epsilon covers them")
     elif on:
         items.append("evaluation: nothing (its policy keeps evaluation sums; it declines)")
     if bool(cfg.secagg.enabled):
@@ -88,10 +100,18 @@ def who_sees(cfg: Any) -> list[dict[str, str]]:
     mode, secagg = str(cfg.privacy.mode), bool(cfg.secagg.enabled)
     eps = {"dpsgd": "covered by each node's sample-level epsilon",
            "central": "covered by the run's client-level epsilon",
+           "distributed": "covered by the run's node-level epsilon",
            "none": "covered by no epsilon"}[mode]
     coord = ("every clear item above; only the SUM of the cohort's updates" if secagg
              else "every clear item above and every node's individual update")
-    if mode == "central":
+    if mode == "distributed":
+        coord += ("; the noise is in the sum before it is unmasked and nobody is trusted to "
+                  "add it, so the epsilon protects against the coordinator too, as long as "
+                  "secure aggregation holds: a coordinator that fakes dropouts after the "
+                  "masked inputs arrived could unmask a sum with fewer noise shares (abandoning "
+                  "a round with fewer masked inputs than the noise is sized for, before "
+                  "unmasking, is the coordinator's own rule)")
+    elif mode == "central":
         coord += "; the central noise is its own duty, so the epsilon does NOT protect " \
                  "against it"
     elif mode == "dpsgd":

@@ -34,11 +34,23 @@ _MECHANISM = {
     "central": ("central DP (DP-FedAvg): each node clips its update, the coordinator adds "
                 "Gaussian noise to the sum; client-level (epsilon, delta)-DP of the "
                 "released models, accounted by the coordinator"),
+    "distributed": ("distributed DP (distributed discrete Gaussian, Kairouz, Liu & Steinke "
+                    "2021): each node clips its update, rounds it to integers and adds its "
+                    "own share of discrete Gaussian noise (from its CSPRNG) inside the secure "
+                    "sum; node-level (epsilon, delta)-DP of the released models; nobody is "
+                    "trusted to add noise, the trust rests on secure aggregation"),
     "none": "no differential privacy",
 }
 _ENFORCED = {"dpsgd": "each node, by its own ledger (a round that would exceed the budget "
                       "is declined)",
-             "central": "the coordinator (trusted to add the noise)", "none": "nobody"}
+             "central": "the coordinator (trusted to add the noise)",
+             "distributed": ("each node checks the run's plan against its policy's cap; the "
+                             "coordinator counts the sums it unmasks and abandons a round "
+                             "with fewer masked inputs than the noise is sized for; nobody "
+                             "adds the noise for the nodes (secure aggregation must hold: "
+                             "a coordinator faking dropouts after the masked inputs could "
+                             "unmask a sum with fewer noise shares)"),
+             "none": "nobody"}
 
 
 def _read_json(p: Path) -> Any:
@@ -139,7 +151,8 @@ def _nodes(summary: dict[str, Any], node: str | None) -> list[dict[str, Any]]:
     return [{"name": n, "epsilon": per.get(n), "stopped_at_round": stopped.get(n),
              "refused": (nodes.get("refused") or {}).get(n),
              "declines": (nodes.get("declines") or {}).get(n, {}),
-             "failures": (nodes.get("failures") or {}).get(n, {})} for n in names]
+             "failures": (nodes.get("failures") or {}).get(n, {}),
+             "late": (nodes.get("late") or {}).get(n, 0)} for n in names]
 
 
 def build_statement(run_dir: str | Path, *, node: str | None = None,
@@ -179,6 +192,13 @@ def build_statement(run_dir: str | Path, *, node: str | None = None,
                  "accountant": str(accountant or "rdp"), "noise": privacy.get("noise")}
     if mode == "dpsgd":
         mech["max_grad_norm"] = cfg.privacy.get("max_grad_norm")
+    if mode == "distributed":
+        plan = privacy.get("plan") or {}
+        mech |= {"clip": cfg.privacy.get("clip"), "releases": privacy.get("releases"),
+                 "min_contributors": plan.get("min_contributors"),
+                 "colluders": plan.get("colluders"), "honest_shares": plan.get("honest"),
+                 "noise_multiplier": plan.get("noise_multiplier"),
+                 "trusted": privacy.get("trusted", "secure aggregation")}
     if mode == "central":
         mech |= {"clip": cfg.privacy.get("clip"),
                  "noise_multiplier": privacy.get("noise_multiplier",
@@ -191,7 +211,11 @@ def build_statement(run_dir: str | Path, *, node: str | None = None,
                   "scope": {"dpsgd": "max over nodes; each node's figure is its ledger's "
                                      "total on its data",
                             "central": "the released models, against everyone but the "
-                                       "coordinator", "none": "nothing is bounded"}[mode]},
+                                       "coordinator",
+                            "distributed": "the released models (node-level), against "
+                                           "everyone including the coordinator while "
+                                           "secure aggregation holds",
+                            "none": "nothing is bounded"}[mode]},
         "nodes": _nodes(summary or _live_summary(last), node) if summary or last else [],
         "policy": {"source": policy_source, **policy.to_mapping()},
         "left_in_clear": clear_items(cfg, policy, summary),

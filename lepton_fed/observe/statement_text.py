@@ -25,7 +25,7 @@ def render(st: dict[str, Any]) -> str:
              f"  secure aggregation: {'on' if m['secure_aggregation'] else 'off'}",
              f"  budget enforced by: {m['enforced_by']}"]
     for k in ("target_epsilon", "delta", "accountant", "max_grad_norm", "clip", "noise_multiplier",
-              "noise"):
+              "noise", "releases", "min_contributors", "colluders", "honest_shares", "trusted"):
         if m.get(k) is not None:
             lines.append(f"  {k.replace('_', ' ')}: {_f(m[k])}")
     sp = st["spent"]
@@ -41,6 +41,8 @@ def render(st: dict[str, Any]) -> str:
             if n.get(label):
                 extra.append(label + " " + ", ".join(f"{k} x{v}"
                                                      for k, v in sorted(n[label].items())))
+        if n.get("late"):
+            extra.append(f"late replies discarded x{n['late']}")
         lines.append(f"  {n['name']}: epsilon {_f(n['epsilon'])}"
                      + (f" ({'; '.join(extra)})" if extra else ""))
     if "ledger" in st:

@@ -46,6 +46,8 @@ def _sent(grid):
     (["privacy=central", "privacy.noise_multiplier=0.5"], None,
      {"num-examples", "unit-weight", "declined", "train-loss", "update-norm", "server-round"}),
     (["privacy=dpsgd", "privacy.epsilon=3", "secagg=on"], None, {"declined", "epsilon"}),
+    (["privacy=distributed", "privacy.epsilon=8", "secagg=on", "model=logreg"], None,
+     {"declined"}),  # the coordinator accounts the sums it unmasks: no node epsilon
 ])
 def test_listed_clear_metrics_are_exactly_what_nodes_sent(compose_cfg, tmp_path, privacy,
                                                           clear, expected):
@@ -146,3 +148,88 @@ def test_statement_command(plain_run, capsys):
         [str(plain_run), "--node", "partition-1"])) == 0
     out = capsys.readouterr().out
     assert "partition-1" in out and "partition-0" not in out.split("WHAT LEFT")[0]
+
+
+def test_distributed_dp_statement(compose_cfg, tmp_path):
+    """Each node adds its own noise share inside the secure sum: nobody is trusted to add
+    noise, the trust rests on secure aggregation; the figures are the run's."""
+    cfg = compose_cfg("privacy=distributed", "privacy.epsilon=8", "secagg=on", "model=logreg",
+                      "federation.rounds=2", "federation.num_clients=3",
+                      "federation.clients_per_round=3")
+    s, grid = _run(cfg, tmp_path)
+    st = build_statement(tmp_path)
+    m = st["mechanism"]
+    assert m["mode"] == "distributed" and m["secure_aggregation"] is True
+    assert "own share of discrete Gaussian noise" in m["description"]
+    assert "nobody is trusted to add noise" in m["description"]
+    assert "faking dropouts" in m["enforced_by"] and "fewer noise shares" in m["enforced_by"]
+    assert m["releases"] == s["privacy"]["releases"] == 2
+    assert m["min_contributors"] == 3 and m["clip"] == cfg.privacy.clip
+    assert st["spent"]["epsilon"] == s["privacy"]["epsilon"] > 0
+    assert "including the coordinator" in st["spent"]["scope"]
+    update = next(i for i in st["left_in_clear"] if i.startswith("each round it trained: "))
+    assert "noise share" in update and "masked" in update
+    assert all("arrays" not in r.content for r in grid.seen
+               if r.metadata.message_type == "train")  # no plain update left
+    coord = st["who_sees"][0]["sees"]
+    assert "fakes dropouts" in coord and "protects against the coordinator" in coord
+    assert "node-level epsilon" in st["who_sees"][-1]["sees"]
+    text = render_statement(st)
+    assert "distributed DP" in text and "releases: 2" in text
+    assert json.loads(json.dumps(st)) == st
+
+
+def _eval_replies(grid):
+    return [r for r in grid.seen if r.metadata.message_type in ("evaluate",
+                                                                "query.secagg_evaluate")]
+
+
+@pytest.mark.parametrize("secagg", [False, True])
+def test_evaluation_sums_are_listed_as_they_leave(compose_cfg, tmp_path, secagg):
+    """Federated evaluation: exact sums in the clear, or under secure aggregation only
+    inside the masked vector of the secure sum (query.secagg_evaluate)."""
+    cfg = compose_cfg("evaluation.federated=true", "federation.rounds=1", "model=logreg",
+                      "federation.num_clients=3", "federation.clients_per_round=3",
+                      *(["secagg=on"] if secagg else []))
+    _, grid = _run(cfg, tmp_path)
+    st = build_statement(tmp_path)
+    [item] = [i for i in st["left_in_clear"] if i.startswith("each evaluation")]
+    replies = _eval_replies(grid)
+    assert replies
+    in_clear = [r for r in replies if "metrics" in r.content
+                and any(k.startswith("eval-") for k in r.content["metrics"].keys())]
+    if secagg:
+        assert "no evaluation sum leaves a node in the clear" in item
+        assert "exact sums" not in item
+        assert not in_clear
+        assert {r.metadata.message_type for r in replies} == {"query.secagg_evaluate"}
+    else:
+        assert "exact sums" in item and "in the clear" not in item
+        assert len(in_clear) == len(replies)
+
+
+def test_late_replies_are_listed_per_node(compose_cfg, tmp_path):
+    """A node whose round-1 reply missed the deadline: its discarded late reply is shown."""
+    def late(nid, msg):  # node 3's round-1 reply reaches the server only later
+        return (nid == 3 and msg.metadata.message_type == "train"
+                and int(msg.content["config"]["server-round"]) == 1)
+
+    class Late(InProcessGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            out = []
+            for m in messages:
+                r = self._deliver(m)
+                if r is not None and late(m.metadata.dst_node_id, m):
+                    self._pending[m.metadata.message_id] = r  # pulled in a later round
+                elif r is not None:
+                    out.append(r)
+            return out
+
+    cfg = compose_cfg("federation.rounds=2", "federation.num_clients=3",
+                      "federation.clients_per_round=3", "model=logreg")
+    run_federation(Late(client_module.app, 3), cfg, RunWriter(tmp_path))
+    st = build_statement(tmp_path)
+    assert {n["name"]: n["late"] for n in st["nodes"]} == {
+        "partition-0": 0, "partition-1": 0, "partition-2": 1}
+    assert "partition-2: epsilon - (failures NO_REPLY x1; late replies discarded x1)" in \
+        render_statement(st)
