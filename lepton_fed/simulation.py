@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,27 @@ def _preflight(cfg: DictConfig) -> None:
              model_name=str(cfg.model.name), num_features=data.num_features)
 
 
+@contextmanager
+def _node_ledgers(cfg: DictConfig, run_dir: str | Path) -> Iterator[None]:
+    """H5: privacy=dpsgd: the virtual nodes keep their ledgers in RUN_DIR/node_ledgers
+    (exported as ``$LEPTON_FED_SIM_LEDGERS`` for the block), so a resumed run continues
+    every node's spend instead of starting it from zero."""
+    from lepton_fed.client.dp import SIM_LEDGERS_ENV
+    from lepton_fed.server.checkpoint import NODE_LEDGERS_DIR
+
+    old = os.environ.pop(SIM_LEDGERS_ENV, None)
+    if cfg.privacy.mode == "dpsgd":
+        d = Path(run_dir) / NODE_LEDGERS_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        os.environ[SIM_LEDGERS_ENV] = str(d.resolve())
+    try:
+        yield
+    finally:
+        os.environ.pop(SIM_LEDGERS_ENV, None)
+        if old is not None:
+            os.environ[SIM_LEDGERS_ENV] = old
+
+
 def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Validate ``cfg``, run it on Flower's Ray simulation engine, return summary.json.
 
@@ -52,9 +75,10 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     raise_if(validate(cfg))
     if cfg.get("resume"):  # H5: continue a checkpointed run, in its own run directory
-        from lepton_fed.server.checkpoint import check_resume
+        from lepton_fed.server.checkpoint import NODE_LEDGERS_DIR, check_resume
 
-        check_resume(cfg, node_ledgers_persist=False)
+        ledgers = Path(str(cfg.resume)) / NODE_LEDGERS_DIR  # DP-SGD: the nodes' spend so far
+        check_resume(cfg, node_ledgers_persist=ledgers.is_dir())
         run_dir = str(cfg.resume)
     _preflight(cfg)
     _quiet_env()
@@ -84,7 +108,8 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
           f"secagg={'on' if cfg.secagg.enabled else 'off'} -> {run_dir}", flush=True)
     from lepton_fed.sim_bundle import simulation_bundle
 
-    with simulation_bundle(cfg):  # keys, roster and node policy: the nodes', not the server's
+    # keys, roster and node policy: the nodes', not the server's (and their DP ledgers)
+    with _node_ledgers(cfg, run_dir), simulation_bundle(cfg):
         run_simulation(
             server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
             backend_name="ray", backend_config=backend_config,

@@ -14,7 +14,10 @@ Where the ledger lives and what keys it (:func:`ledger_key`):
   ``node_config["ledger-key"]``, never by anything the server's config chooses;
 * a simulated node keys by its partition's rows, in any row and column order
   (:func:`~lepton_fed.privacy.fingerprint.dataset_fingerprint` with column names), and
-  keeps its ledger in the Context state unless ``ledger-dir`` is set.
+  keeps its ledger in the Context state unless ``ledger-dir`` is set, or (H5) the
+  simulation exports ``$LEPTON_FED_SIM_LEDGERS`` (:data:`SIM_LEDGERS_ENV`, set by
+  :func:`lepton_fed.simulation.simulate` to ``RUN_DIR/node_ledgers``): then in its
+  subdirectory ``partition-<id>``, so a resumed Ray run continues every node's spend.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -49,6 +54,7 @@ from lepton_fed.privacy.dpsgd import choose_grad_sample_mode
 from lepton_fed.privacy.pld import ACCOUNTANTS, run_accountant
 
 __all__ = [
+    "SIM_LEDGERS_ENV",
     "DPDecision",
     "dp_choice",
     "dp_report",
@@ -64,6 +70,9 @@ _REPORT = "dp-report"  # node state: JSON of the last settled round's figures
 _CHOICE = "dp-choice"  # node state: JSON of this run's DPChoice
 
 log = logging.getLogger("lepton_fed.node")
+
+#: simulation: directory under which each virtual node keeps its ledger on disk
+SIM_LEDGERS_ENV = "LEPTON_FED_SIM_LEDGERS"
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,12 @@ def is_real_node(node: NodeState) -> bool:
 
 def _ledger_dir(node: NodeState) -> str | None:
     d = node.context.node_config.get("ledger-dir")
-    return str(d) if d else None
+    if d:
+        return str(d)
+    base, pid = os.environ.get(SIM_LEDGERS_ENV), node.context.node_config.get("partition-id")
+    if base and pid is not None and not is_real_node(node):  # H5: a simulated node
+        return str(Path(base) / f"partition-{int(pid)}")
+    return None
 
 
 def ledger_key(node: NodeState, data: TabularData | None) -> str:

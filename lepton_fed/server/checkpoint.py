@@ -75,6 +75,8 @@ RESUMABLE_CHANGES = frozenset({"resume", "federation.rounds", "federation.round_
                                "federation.round_deadline", "federation.node_wait",
                                "secagg.timeout", "log_level", "device"})
 _STRATEGY_ATTRS = ("current_arrays", "m_t", "v_t")
+#: RUN_DIR/<this>: a Ray simulation's virtual nodes' DP-SGD ledgers (lepton_fed.simulation)
+NODE_LEDGERS_DIR = "node_ledgers"
 
 
 class CheckpointError(ConfigError):
@@ -314,8 +316,9 @@ def check_resume(cfg: DictConfig, *, node_ledgers_persist: bool = True) -> Check
 
     Args:
         node_ledgers_persist: whether the nodes' DP-SGD ledgers outlive a run (real
-            nodes: ``ledger-dir``). False (Ray's virtual nodes keep theirs in memory)
-            refuses a DP-SGD resume: every node's spend would restart from zero.
+            nodes: ``ledger-dir``; a Ray simulation's virtual nodes: the run's
+            :data:`NODE_LEDGERS_DIR`). False refuses a DP-SGD resume: every node's spend
+            would restart from zero.
 
     Raises:
         CheckpointError: no usable checkpoint, a config that differs, or a DP-SGD run
@@ -325,9 +328,10 @@ def check_resume(cfg: DictConfig, *, node_ledgers_persist: bool = True) -> Check
     _check_continuable(ckpt, cfg, str(cfg.resume))
     if cfg.privacy.mode == "dpsgd" and not node_ledgers_persist:
         raise CheckpointError(
-            f"resume={cfg.resume}: privacy=dpsgd cannot be resumed in a Ray simulation: the "
-            "virtual nodes keep their privacy ledgers in memory, so every node's spend "
-            "would restart from zero (privacy spent twice); nodes with a ledger-dir can")
+            f"resume={cfg.resume}: privacy=dpsgd cannot be resumed here: this run's virtual "
+            f"nodes kept their privacy ledgers in memory (no {NODE_LEDGERS_DIR}/ in the run "
+            "directory), so every node's spend would restart from zero (privacy spent "
+            "twice); nodes with a ledger-dir can")
     return ckpt
 
 

@@ -178,3 +178,41 @@ def test_distributed_dp_releases_are_carried_over(compose_cfg, tmp_path):
     b = _run(cfg, tmp_path / "b", resume=str(tmp_path / "b"))
     da, db = (s["secagg"]["rounds"][-1]["distributed_dp"] for s in (a, b))
     assert db["releases"] == da["releases"] == 4 and db["epsilon"] == da["epsilon"] > 0
+
+
+@pytest.mark.parametrize("on_disk", [True, False], ids=["sim-ledgers", "in-memory"])
+def test_a_resumed_dpsgd_simulation_continues_every_virtual_nodes_spend(
+        compose_cfg, tmp_path, monkeypatch, on_disk):
+    """Simulated nodes without a ledger-dir keep their ledgers under
+    ``$LEPTON_FED_SIM_LEDGERS`` (set by ``simulate``): a resumed run (fresh nodes, their
+    memory gone) then spends exactly what an uninterrupted run spends. Without it every
+    node's spend restarts from zero -- why such a resume is refused."""
+    from lepton_fed.client.dp import SIM_LEDGERS_ENV
+
+    cfg = compose_cfg("privacy=dpsgd", "privacy.reproducible=true", "privacy.epsilon=8.0",
+                      "model=logreg", "federation.num_clients=3",
+                      "federation.clients_per_round=3", "federation.rounds=3")
+    monkeypatch.setenv(SIM_LEDGERS_ENV, str(tmp_path / "ref-ledgers"))
+    ref = _run(cfg, tmp_path / "ref")
+    if on_disk:
+        monkeypatch.setenv(SIM_LEDGERS_ENV, str(tmp_path / "ledgers"))
+    else:
+        monkeypatch.delenv(SIM_LEDGERS_ENV)
+    d = tmp_path / "run"
+    with pytest.raises(Died):
+        _run(cfg, d, [DieAfterRound(2)])
+    s = _run(cfg, d, resume=str(d))  # a fresh grid: no node remembers anything
+
+    def last_reported(run_dir):
+        return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])[
+            "epsilon_per_node"]
+
+    want = last_reported(tmp_path / "ref")
+    assert set(want) == {"partition-0", "partition-1", "partition-2"}
+    if on_disk:
+        assert last_reported(d) == want and s["privacy"]["per_client"] == ref["privacy"][
+            "per_client"]
+        assert sorted(p.name for p in (tmp_path / "ledgers").iterdir()) == [
+            "partition-0", "partition-1", "partition-2"]
+    else:
+        assert all(last_reported(d)[n] < want[n] for n in want)

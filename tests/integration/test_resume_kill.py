@@ -181,4 +181,31 @@ def test_cli_simulation_on_ray_killed_then_resumed_with_resume_run_dir(tmp_path,
     assert _max_diff(reference(BASE), d) <= 1e-6
     bad = subprocess.run([*cli, f"resume={d}", "client.lr=0.5"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=200)
-    assert bad.returncode == 2 and "client.lr: the run has 0.05, now 0.5" in bad.stderr
+    assert bad.returncode == 2 and "client.lr: the run has None, now 0.5" in bad.stderr
+
+
+@pytest.mark.integration
+def test_cli_dpsgd_simulation_on_ray_resumes_with_every_nodes_spend(tmp_path, reference):
+    """DP-SGD on Ray: the virtual nodes keep their ledgers in RUN_DIR/node_ledgers, so
+    ``resume=RUN_DIR`` is allowed and no node's spend restarts from zero (killed in or
+    after round 2: each node ends at least at an uninterrupted run's epsilon)."""
+    d = tmp_path / "run"
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "lepton_fed.cli.main", "simulate"]
+    proc = subprocess.Popen([*cli, *DPSGD, *BASE, f"hydra.run.dir={d}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: (d / "metrics.jsonl").exists() and len(_rows(d)) >= 2, proc, 400)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group our child leads
+        proc.wait(timeout=30)
+    spent = {p.name: len(list(p.iterdir())) for p in (d / "node_ledgers").iterdir()}
+    assert spent and all(spent.values())  # ledgers on disk before the kill
+    out = subprocess.run([*cli, f"resume={d}"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=400, start_new_session=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [r["round"] for r in _rows(d)] == [1, 2, 3, 4, 5]
+    want = _summary(reference(DPSGD + BASE, ledgers=True))["privacy"]["per_client"]
+    got = _summary(d)["privacy"]["per_client"]
+    assert set(got) == set(want) and all(got[n] >= want[n] - 1e-9 for n in want), (got, want)

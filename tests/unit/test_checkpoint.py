@@ -100,7 +100,7 @@ def _saved(tmp_path, cfg):
 
 
 def test_resume_refuses_another_config_naming_every_difference(tmp_path, compose_cfg):
-    _saved(tmp_path, compose_cfg("federation.rounds=4"))
+    _saved(tmp_path, compose_cfg("federation.rounds=4", "client.lr=0.05"))
     cfg = compose_cfg("federation.rounds=4", "client.lr=0.5", "model=logreg", f"resume={tmp_path}")
     with pytest.raises(CheckpointError) as ei:
         ck.check_resume(cfg)
@@ -134,3 +134,24 @@ def test_dpsgd_is_not_resumed_where_node_ledgers_do_not_survive(tmp_path, compos
     ck.check_resume(cfg)  # nodes with a ledger-dir: fine
     with pytest.raises(CheckpointError, match="privacy spent twice"):
         ck.check_resume(cfg, node_ledgers_persist=False)
+
+
+def test_a_dpsgd_simulation_keeps_its_nodes_ledgers_in_the_run_directory(tmp_path, compose_cfg):
+    """simulate() exports RUN_DIR/node_ledgers to the virtual nodes for a DP-SGD run (and
+    nothing otherwise); its existence is what lets check_resume continue the run."""
+    import os
+
+    from lepton_fed.client.dp import SIM_LEDGERS_ENV
+    from lepton_fed.simulation import _node_ledgers
+
+    before = os.environ.get(SIM_LEDGERS_ENV)
+    with _node_ledgers(compose_cfg("privacy=dpsgd"), tmp_path):
+        assert os.environ[SIM_LEDGERS_ENV] == str((tmp_path / ck.NODE_LEDGERS_DIR).resolve())
+    assert os.environ.get(SIM_LEDGERS_ENV) == before
+    assert (tmp_path / ck.NODE_LEDGERS_DIR).is_dir()
+    with _node_ledgers(compose_cfg(), tmp_path / "plain"):
+        assert SIM_LEDGERS_ENV not in os.environ
+    assert not (tmp_path / "plain").exists()
+    cfg = compose_cfg("privacy=dpsgd", f"resume={tmp_path}")
+    _saved(tmp_path, compose_cfg("privacy=dpsgd"))
+    ck.check_resume(cfg, node_ledgers_persist=(tmp_path / ck.NODE_LEDGERS_DIR).is_dir())
