@@ -24,6 +24,7 @@ from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy
 from lepton_fed.client.train import train_local
 from lepton_fed.config.derived import secagg_weight, update_clip
+from lepton_fed.data.schema import TabularData
 from lepton_fed.models import (
     build_model,
     flatten_state,
@@ -82,17 +83,10 @@ def run_train_round(
         count, no loss); without it, only what the node's policy allows in the clear.
     """
     cfg = node.cfg
-    # one intra-op thread per CPU given to the client: torch's default (all cores) is
-    # up to 100x slower for these small models when clients share the cores
-    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     rnd = int(cast(int, config["server-round"]))
     pid = node.partition_id
     data = node_data(cfg, node.context).train
-    scaler = node.scaler
-    X = scaler.transform(data.X) if scaler is not None else data.X
-    spec = model_spec(cfg.model, num_features=data.num_features,
-                      num_classes=len(data.class_names), input_shape=data.input_shape)
-    model = build_model(spec)
+    X, model = _inputs_and_model(node, data)
     if cfg.privacy.mode == "dpsgd":
         from lepton_fed.privacy.dpsgd import dp_ready
 
@@ -181,13 +175,22 @@ def evaluation_sums(node: NodeState, arrays: ArrayRecord) -> tuple[EvalSums, int
     from lepton_fed.client.evaluate import eval_sums
 
     cfg = node.cfg
-    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     test = node_data(cfg, node.context).test
-    scaler = node.scaler
-    X = scaler.transform(test.X) if scaler is not None else test.X
-    spec = model_spec(cfg.model, num_features=test.num_features,
-                      num_classes=len(test.class_names), input_shape=test.input_shape)
-    model = build_model(spec)
+    X, model = _inputs_and_model(node, test)
     set_state(model, from_array_record(arrays))
     return eval_sums(model, X, test.y, resolve_device(cfg.device)), len(test.class_names)
+
+
+def _inputs_and_model(node: NodeState, data: TabularData) -> tuple[np.ndarray, torch.nn.Module]:
+    """``data``'s features scaled with the federation's scaler, and a fresh model of the
+    run's architecture for them."""
+    cfg = node.cfg
+    # one intra-op thread per CPU given to the client: torch's default (all cores) is
+    # up to 100x slower for these small models when clients share the cores
+    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
+    scaler = node.scaler
+    X = scaler.transform(data.X) if scaler is not None else data.X
+    spec = model_spec(cfg.model, num_features=data.num_features,
+                      num_classes=len(data.class_names), input_shape=data.input_shape)
+    return X, build_model(spec)
 
