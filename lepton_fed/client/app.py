@@ -113,6 +113,17 @@ def _configured(msg: Message, node: NodeState) -> Message | None:
     return None
 
 
+def _request(rec: Any) -> bytes:
+    """The secure-aggregation request bytes of a record (untrusted: an integer would
+    otherwise become a zero-filled buffer of that size)."""
+    value = rec.get("request") if hasattr(rec, "get") else None
+    if not isinstance(value, bytes):
+        from lepton_fed.errors import ProtocolAbort
+
+        raise ProtocolAbort("secagg_bad_request: the request is not bytes")
+    return value
+
+
 def _take_scaler(msg: Message, node: NodeState) -> None:
     """Store the federation's scaler when the message carries it (first contact)."""
     extra = msg.content.get("lepton")
@@ -150,8 +161,7 @@ def _train(msg: Message, context: Context) -> Message:
     if unmasked:  # a secure-aggregation node never sends a plain update
         return codes.decline_reply(msg, unmasked[0].code, unmasked[0].detail, node_name=_name(context))
     _take_scaler(msg, node)
-    request = (bytes(cast(bytes, msg.content["secagg"]["request"]))
-               if "secagg" in msg.content else None)
+    request = _request(msg.content["secagg"]) if "secagg" in msg.content else None
     out = run_train_round(node, cast(ArrayRecord, msg.content["arrays"]),
                           cast(ConfigRecord, msg.content["config"]),
                           secagg_request=request)
@@ -205,7 +215,7 @@ def secagg_evaluate(msg: Message, context: Context) -> Message:
     if (declined := _policy_decline(msg, node, node.cfg)) is not None:
         return declined
     _take_scaler(msg, node)
-    reply = secure_eval_reply(node, bytes(cast(bytes, msg.content["secagg"]["request"])),
+    reply = secure_eval_reply(node, _request(msg.content["secagg"]),
                               cast(ArrayRecord, msg.content["arrays"]))
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
 
@@ -221,6 +231,6 @@ def _secagg_step(msg: Message, context: Context, step: str) -> Message:
     rec = msg.content["secagg"]
     slot = slot_of(rec.get("slot"))
     client = load_client(node, slot)
-    reply = getattr(client, step)(bytes(cast(bytes, rec["request"])))
+    reply = getattr(client, step)(_request(rec))
     save_client(node, client, slot)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
