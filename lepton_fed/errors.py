@@ -11,6 +11,7 @@ from collections.abc import Iterable
 __all__ = [
     "ArtifactError",
     "ConfigError",
+    "DeployError",
     "IncompatibleModelError",
     "LeptonError",
     "MissingExtra",
@@ -80,6 +81,12 @@ class RunFailed(LeptonError):
     """A federated run could not make progress (e.g. no client succeeded in a round)."""
 
     exit_code = 7
+
+
+class DeployError(LeptonError):
+    """A deployment step cannot go on: a missing file, an unreachable SuperLink, a bad key."""
+
+    exit_code = 8
 
 
 class UsageError(LeptonError):

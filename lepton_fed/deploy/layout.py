@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton_fed.errors import LeptonError
+from lepton_fed.errors import DeployError  # re-exported: its home was here
 
 __all__ = [
     "FEDERATION_JSON",
@@ -36,12 +36,6 @@ __all__ = [
 
 FEDERATION_JSON = "federation.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-class DeployError(LeptonError):
-    """A deployment step cannot go on: a missing file, an unreachable SuperLink, a bad key."""
-
-    exit_code = 8
 
 
 def check_name(kind: str, name: str) -> str:
