@@ -2,12 +2,25 @@
 
 ``flwr.simulation.run_simulation`` is deprecated in flwr 1.42 but runs in-process, which
 suits Hydra; moving to ``flwr run`` is a change to this module only.
+
+On several machines (``federation.ray_address=HOST:PORT``, docs/scale.md) the driver
+connects to an existing Ray cluster (``ray start --head`` plus ``ray start
+--address=...`` on every other machine) before Flower's engine starts, so Flower uses
+that cluster instead of starting a local one: its actor pool then spans every node's
+CPUs (and GPUs). Every Ray worker of the run gets this driver's ``PYTHONPATH`` and the
+simulation bundle's path (``$LEPTON_FED_SIM_BUNDLE``) through Ray's runtime
+environment; the bundle directory must be at that path on every machine
+(``federation.sim_bundle_dir``: a shared file system), and a virtual node that cannot
+find it refuses the run (``DATA_UNAVAILABLE``) rather than fall back to the open policy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +31,7 @@ from omegaconf import DictConfig
 from lepton_fed.config.validate import raise_if, validate
 from lepton_fed.errors import RunFailed
 
-__all__ = ["simulate"]
+__all__ = ["connect_ray", "simulate"]
 
 
 def _quiet_env() -> None:
@@ -43,6 +56,55 @@ def _preflight(cfg: DictConfig) -> None:
                       num_classes=data.num_classes, input_shape=data.input_shape)
     dp_ready(build_model(spec), grad_sample_mode=str(cfg.privacy.grad_sample_mode),
              model_name=str(cfg.model.name), num_features=data.num_features)
+
+
+#: environment every Ray worker of a cluster run gets from the driver
+_WORKER_ENV = ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION",
+               "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "RAY_DEDUP_LOGS")
+
+
+@contextmanager
+def _bundle(cfg: DictConfig) -> Iterator[Path]:
+    """The simulation bundle, in ``federation.sim_bundle_dir`` when set (a directory
+    every machine of a Ray cluster sees at the same path), else a local temp dir."""
+    from lepton_fed.sim_bundle import SIM_BUNDLE_ENV, simulation_bundle, write_bundle
+
+    parent = cfg.federation.get("sim_bundle_dir")
+    if not parent:
+        with simulation_bundle(cfg) as d:
+            yield d
+        return
+    Path(str(parent)).mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="lepton-fed-sim-", dir=str(parent)))
+    old = os.environ.get(SIM_BUNDLE_ENV)
+    try:
+        write_bundle(d, cfg)
+        os.environ[SIM_BUNDLE_ENV] = str(d)
+        yield d
+    finally:
+        if old is None:
+            os.environ.pop(SIM_BUNDLE_ENV, None)
+        else:
+            os.environ[SIM_BUNDLE_ENV] = old
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def connect_ray(address: str, bundle: str | Path | None = None) -> None:
+    """Connect this driver to the Ray cluster at ``address`` (``HOST:PORT`` of ``ray start
+    --head``), giving every worker this driver's ``PYTHONPATH``, the quiet Flower/Ray
+    settings and the simulation bundle's path. Flower's engine then uses this cluster
+    (it starts Ray only when Ray is not initialised) and disconnects at the end."""
+    import ray
+
+    from lepton_fed.sim_bundle import SIM_BUNDLE_ENV
+
+    paths = [*sys.path, os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))}
+    env |= {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+    if bundle is not None:
+        env[SIM_BUNDLE_ENV] = str(bundle)
+    ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.ERROR,
+             log_to_driver=True)
 
 
 @contextmanager
@@ -106,14 +168,23 @@ def simulate(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
           f"({fed.clients_per_round} per round), {fed.rounds} rounds, data={cfg.data.name}, "
           f"model={cfg.model.name}, strategy={cfg.strategy.name}, privacy={cfg.privacy.mode}, "
           f"secagg={'on' if cfg.secagg.enabled else 'off'} -> {run_dir}", flush=True)
-    from lepton_fed.sim_bundle import simulation_bundle
-
+    address = fed.get("ray_address")
     # keys, roster and node policy: the nodes', not the server's (and their DP ledgers)
-    with _node_ledgers(cfg, run_dir), simulation_bundle(cfg):
-        run_simulation(
-            server_app=server_app, client_app=client_app, num_supernodes=int(fed.num_clients),
-            backend_name="ray", backend_config=backend_config,
-        )
+    with _node_ledgers(cfg, run_dir), _bundle(cfg) as bundle:
+        if address:
+            print(f"[lepton-fed] connecting to the Ray cluster at {address}", flush=True)
+            connect_ray(str(address), bundle)
+        try:
+            run_simulation(
+                server_app=server_app, client_app=client_app,
+                num_supernodes=int(fed.num_clients), backend_name="ray",
+                backend_config=backend_config,
+            )
+        finally:
+            if address:
+                import ray
+
+                ray.shutdown()  # disconnects this driver; the cluster keeps running
     if not results:
         summary = Path(run_dir) / "summary.json"
         raise RunFailed(

@@ -44,11 +44,29 @@ def node_policy(context: Context) -> NodePolicy:
 
 
 def sim_bundle(context: Context) -> Path | None:
-    """The simulation launcher's bundle directory for a simulated node, if any."""
+    """The simulation launcher's bundle directory for a simulated node, if any.
+
+    Raises:
+        FileNotFoundError: a bundle is named but is not a directory on this machine (a
+            Ray cluster whose ``federation.sim_bundle_dir`` is not shared): the node
+            refuses rather than fall back to the open policy or unprovisioned keys.
+    """
     if "partition-id" not in context.node_config:
         return None
     d = str(context.node_config.get("sim-bundle", "") or os.environ.get(SIM_BUNDLE_ENV, ""))
-    return Path(d) if d else None
+    if not d:
+        return None
+    return _existing(d)
+
+
+@lru_cache(maxsize=8)
+def _existing(d: str) -> Path:
+    p = Path(d)
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"the simulation bundle {d} is not on this machine (on a Ray cluster set "
+            "federation.sim_bundle_dir to a directory every machine shares)")
+    return p
 
 
 @lru_cache(maxsize=8)
