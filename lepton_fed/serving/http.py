@@ -84,7 +84,9 @@ def _parse_body(body: bytes, max_batch: int) -> tuple[list[Any], bool]:
         raise _Invalid("body", "give either 'rows' or 'row', not both")
     extra = sorted(keys - {"row", "rows"})
     if extra:  # an empty key is named as the body (H5 fuzz: the field was '')
-        raise _Invalid(extra[0] or "body", f"unknown key {extra[0]!r}; expected 'rows' or 'row'")
+        raise _Invalid(
+            extra[0] or "body", f"unknown key {extra[0]!r}; expected 'rows' or 'row'"
+        )
     raise _Invalid("rows", "missing; expected 'rows' (a list) or 'row' (an object)")
 
 
