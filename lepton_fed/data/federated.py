@@ -38,7 +38,8 @@ class FederatedSplit:
 def _data_options(d: DictConfig) -> dict[str, object]:
     opts = OmegaConf.to_container(d, resolve=True)
     assert isinstance(opts, dict)
-    return {str(k): v for k, v in opts.items() if k not in ("name", "test_fraction") and v is not None}
+    return {str(k): v for k, v in opts.items()
+            if k not in ("name", "test_fraction", "schema") and v is not None}
 
 
 @lru_cache(maxsize=4)

@@ -127,6 +127,12 @@ class SecAggServer:
         adv = self._adverts.get(node_id)
         return 0 if adv is None else adv.first_round + len(adv.round_keys) - 1
 
+    def forget(self, node_id: int) -> None:
+        """Drop ``node_id``'s advertised round keys: a node that restarted lost them, and
+        will advertise fresh keys for later rounds (round keys are never reused; its
+        identity key, from the roster, stays the same)."""
+        self._adverts.pop(node_id, None)
+
     # ------------------------------------------------------------------- advertise
     def advertise(
         self, node_ids: Sequence[int], *, first_round: int | None = None

@@ -61,12 +61,22 @@ class NodeRegistry:
             self.ready.discard(nid)
             self.needs_setup.add(nid)
 
-    def record_failure(self, nid: int, code: str) -> None:  # noqa: D102
-        self.failures[self.name(nid)][code] += 1
+    def record_failure(self, nid: int, code: str) -> None:
+        """Count a failure by its short code (a Flower error's text is not kept)."""
+        self.failures[self.name(nid)][code.split(":")[0].strip()[:64]] += 1
 
     def record_late(self, nid: int) -> None:
         """A reply of the node arrived after its round's deadline (it was discarded)."""
         self.late[self.name(nid)] += 1
+
+    def mark_gone(self, grid: Grid) -> list[int]:
+        """Set-up nodes no longer connected need the setup again when they come back (a
+        restarted node has lost its run config and keys). Returns them."""
+        gone = sorted(self.ready - set(grid.get_node_ids()))
+        for nid in gone:
+            self.ready.discard(nid)
+            self.needs_setup.add(nid)
+        return gone
 
     def unknown(self, grid: Grid) -> list[int]:
         """Connected nodes that need the setup (new, or restarted without their config)."""

@@ -240,7 +240,10 @@ class _Run:
     # ------------------------------------------------------------------ one round
     def join_late_nodes(self) -> None:
         """Setup for nodes that connected (or restarted) since; their stats are unused."""
+        self.reg.mark_gone(self.grid)
         late = self.reg.unknown(self.grid)
+        if late and self.secure is not None:
+            self.secure.forget(late)  # a restarted node advertises fresh round keys
         if late:
             res = setup_nodes(self.grid, self.reg, late, self.boot.node_yaml,
                               float(self.fed.round_timeout), len(self.scaler.mean))
@@ -274,9 +277,10 @@ class _Run:
                 r.aggregate, r.info = None, {"round": rnd, "abandoned": bad}
             return RoundOutcome(
                 ok=r.ok if r.aggregate is not None else [], declined=r.declined,
-                errors=[(e.metadata.src_node_id, error_code(e)) for e in r.errors],
+                errors=[(r.node_of.get(e.metadata.reply_to_message_id, e.metadata.src_node_id),
+                         error_code(e)) for e in r.errors],
                 aggregate=r.aggregate, bytes_up=r.bytes_up, bytes_down=r.bytes_down,
-                secagg=r.info, late=r.late)
+                secagg=r.info, late=r.late, node_of=r.node_of)
         ex = exchange(self.grid, msgs, self.deadline, self.reg.learn_name,
                       overdue=self.overdue)  # H5: late replies are pulled and set apart
         # ---- H5: every reply is checked before use (validate_updates); usable ones

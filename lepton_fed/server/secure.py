@@ -89,6 +89,7 @@ class SecureRoundResult:
     abandoned: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     late: list[tuple[int, Message]] = field(default_factory=list)  # (node, discarded reply)
+    node_of: dict[str, int] = field(default_factory=dict)  # request message id -> node
 
 
 class SecureAggregator:
@@ -133,6 +134,7 @@ class SecureAggregator:
         replies = list(grid.send_and_receive(
             msgs, timeout=self.timeout if timeout is None else timeout))
         sent = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}  # H5
+        res.node_of.update(sent)  # replies are attributed to the node they were sent to
         if overdue is not None:  # late answers to earlier rounds are set apart
             replies, late = take_late(grid, replies, sent, overdue)
             res.late += late
@@ -151,8 +153,17 @@ class SecureAggregator:
             res.bytes_up += content_bytes(r.content)
             ok.append(r)
             if "secagg" in r.content:
-                out[r.metadata.src_node_id] = bytes(cast(bytes, r.content["secagg"]["reply"]))
+                out[sent[r.metadata.reply_to_message_id]] = bytes(
+                    cast(bytes, r.content["secagg"]["reply"]))
         return out, ok
+
+    def forget(self, nodes: list[int]) -> None:
+        """Nodes that restarted (set up again): their round keys are gone with their
+        state; they advertise fresh ones before their next round."""
+        for n in nodes:
+            self.server.forget(n)
+            if self._eval is not None:
+                self._eval.forget(n)
 
     def round(self, grid: Grid, rnd: int, msgs: list[Message],
               gstate: OrderedDict[str, np.ndarray], privacy: Any) -> SecureRoundResult:

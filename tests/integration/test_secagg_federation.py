@@ -52,9 +52,16 @@ def test_roster_from_the_simulation_bundle_no_trust_on_first_use(compose_cfg, tm
         warnings.filterwarnings("error", message="secagg trust on first use")
         s, grid = _run(cfg, tmp_path / "run", bundle=tmp_path / "bundle")
     assert s["rounds_completed"] == 1 and _rows(tmp_path / "run")[0]["secagg"]["contributors"] == 5
+    from lepton_fed.secagg.provisioning import load_federation_public_key, sim_bundle_paths
+    from lepton_fed.secagg.roster import load_roster
+
+    paths = sim_bundle_paths(tmp_path / "bundle")
+    roster = load_roster(paths.roster, load_federation_public_key(paths.federation_public_key))
     for ctx in grid.contexts.values():  # every node trusted exactly the bundle's roster
         st = decode_state(bytes(NodeState(ctx).get("secagg-state")))
-        assert st.allowed is not None and len(st.allowed) == 5 and not st.pinned
+        # the state keeps the roster's digest (re-attached from the bundle on restore)
+        assert st.roster_kind == 2 and st.roster_digest is not None and not st.pinned
+        assert len(roster.identity_keys) == 5
 
 
 def test_server_sees_no_individual_update_weight_or_count(compose_cfg, tmp_path):
