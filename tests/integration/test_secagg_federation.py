@@ -52,7 +52,10 @@ def test_roster_from_the_simulation_bundle_no_trust_on_first_use(compose_cfg, tm
         warnings.filterwarnings("error", message="secagg trust on first use")
         s, grid = _run(cfg, tmp_path / "run", bundle=tmp_path / "bundle")
     assert s["rounds_completed"] == 1 and _rows(tmp_path / "run")[0]["secagg"]["contributors"] == 5
-    from lepton_fed.secagg.provisioning import load_federation_public_key, sim_bundle_paths
+    from lepton_fed.secagg.provisioning import (
+        load_federation_public_key,
+        sim_bundle_paths,
+    )
     from lepton_fed.secagg.roster import load_roster
 
     paths = sim_bundle_paths(tmp_path / "bundle")
