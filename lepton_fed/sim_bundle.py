@@ -41,9 +41,12 @@ def write_bundle(directory: str | Path, cfg: DictConfig) -> Path:
 
 
 @contextmanager
-def simulation_bundle(cfg: DictConfig) -> Iterator[Path]:
-    """A temporary bundle exported as ``$LEPTON_FED_SIM_BUNDLE`` for the block's duration."""
-    d = Path(tempfile.mkdtemp(prefix="lepton-fed-sim-"))
+def simulation_bundle(cfg: DictConfig, parent: str | Path | None = None) -> Iterator[Path]:
+    """A temporary bundle exported as ``$LEPTON_FED_SIM_BUNDLE`` for the block's duration,
+    under ``parent`` when given (a directory every machine of a Ray cluster sees)."""
+    if parent:
+        Path(str(parent)).mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="lepton-fed-sim-", dir=str(parent) if parent else None))
     old = os.environ.get(SIM_BUNDLE_ENV)
     try:
         write_bundle(d, cfg)

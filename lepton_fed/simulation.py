@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,26 +65,10 @@ _WORKER_ENV = ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTAL
 def _bundle(cfg: DictConfig) -> Iterator[Path]:
     """The simulation bundle, in ``federation.sim_bundle_dir`` when set (a directory
     every machine of a Ray cluster sees at the same path), else a local temp dir."""
-    from lepton_fed.sim_bundle import SIM_BUNDLE_ENV, simulation_bundle, write_bundle
+    from lepton_fed.sim_bundle import simulation_bundle
 
-    parent = cfg.federation.get("sim_bundle_dir")
-    if not parent:
-        with simulation_bundle(cfg) as d:
-            yield d
-        return
-    Path(str(parent)).mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix="lepton-fed-sim-", dir=str(parent)))
-    old = os.environ.get(SIM_BUNDLE_ENV)
-    try:
-        write_bundle(d, cfg)
-        os.environ[SIM_BUNDLE_ENV] = str(d)
+    with simulation_bundle(cfg, cfg.federation.get("sim_bundle_dir") or None) as d:
         yield d
-    finally:
-        if old is None:
-            os.environ.pop(SIM_BUNDLE_ENV, None)
-        else:
-            os.environ[SIM_BUNDLE_ENV] = old
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def connect_ray(address: str, bundle: str | Path | None = None) -> None:
