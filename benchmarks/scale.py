@@ -644,6 +644,8 @@ def main() -> None:  # noqa: C901 - one report
     ap.add_argument("--ray-scales", default="1000:100",
                     help="scales run on Ray with --engine ray/both")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--ray-variants", default=None,
+                    help="variants on Ray at scales above 1,000 clients (default: --variants)")
     ap.add_argument("--profile", action="store_true", help="per-client cost breakdown")
     ap.add_argument("--profile-scale", default="10000:1000")
     ap.add_argument("--profile-only", action="store_true")
@@ -671,7 +673,9 @@ def main() -> None:  # noqa: C901 - one report
             plan += [("ray", n, k) for n, k in _scales(a.ray_scales)]
     for engine, n, k in plan:
         data_file(n, a.data_dir)
-        for v in variants:
+        todo = (a.ray_variants.split(",") if engine == "ray" and n > 1000 and a.ray_variants
+                else variants)
+        for v in todo:
             print(f"{engine} {n} clients / {k} per round: {v} ...", flush=True)
             r = run_worker(__file__, [f"{v}:{engine}:{n}:{k}", "--rounds", str(a.rounds),
                                       "--data-dir", str(a.data_dir)],
