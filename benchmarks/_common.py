@@ -302,3 +302,32 @@ def wait_quiet(
         samples.append(loadavg())
     return {"threshold": threshold, "waited_s": round(time.monotonic() - t0, 1),
             "quiet_at_start": samples[-1] < threshold, "samples_1min": samples}  # fmt: skip
+
+
+def plain_sgd_epochs(model: Any, X: Any, y: Any, rows: Any, cfg: Any) -> float:
+    """The plain-Flower baselines' local training: SGD with momentum over ``X[rows]`` for
+    ``cfg["epochs"]`` epochs; returns the example-weighted mean training loss."""
+    import torch
+    from torch import nn
+
+    opt = torch.optim.SGD(
+        model.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"])
+    )
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(
+            torch.from_numpy(X[rows]), torch.from_numpy(y[rows])
+        ),
+        batch_size=int(cfg["batch-size"]),
+        shuffle=True,
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total = 0.0
+    for _ in range(int(cfg["epochs"])):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            total += float(loss.item()) * len(yb)
+    return total / max(len(rows), 1)

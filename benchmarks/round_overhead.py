@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     backend_config,
     median,
+    plain_sgd_epochs,
     print_table,
     quiet_env,
     run_worker,
@@ -143,30 +144,12 @@ def plain_train(msg: Message, context: Context) -> Message:
     model = plain_net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     cfg = msg.content["config"]
-    opt = torch.optim.SGD(
-        model.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"])
-    )
-    ds = torch.utils.data.TensorDataset(
-        torch.from_numpy(X[rows]), torch.from_numpy(y[rows])
-    )
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=int(cfg["batch-size"]), shuffle=True
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    total = 0.0
-    for _ in range(int(cfg["epochs"])):
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.item()) * len(yb)
+    mean_loss = plain_sgd_epochs(model, X, y, rows, cfg)
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
             "metrics": MetricRecord(
-                {"train-loss": total / len(rows), "num-examples": len(rows)}
+                {"train-loss": mean_loss, "num-examples": len(rows)}
             ),
         }
     )

@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     backend_config,
     median,
+    plain_sgd_epochs,
     print_table,
     quiet_env,
     run_worker,
@@ -165,31 +166,16 @@ plain_client = ClientApp()
 @plain_client.train()
 def plain_train(msg: Message, context: Context) -> Message:
     """One local epoch on this node's partition; reply weights + num-examples."""
-    import torch
-    from torch import nn
 
     cfg = msg.content["config"]
     X, y, _, parts = plain_split(str(cfg["path"]), int(context.node_config["num-partitions"]))
     rows = parts[int(context.node_config["partition-id"])]
     model = plain_net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"]))
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.from_numpy(X[rows]), torch.from_numpy(y[rows])),
-        batch_size=int(cfg["batch-size"]), shuffle=True)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    total = 0.0
-    for _ in range(int(cfg["epochs"])):
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.item()) * len(yb)
+    mean_loss = plain_sgd_epochs(model, X, y, rows, cfg)
     return Message(RecordDict({
         "arrays": ArrayRecord(model.state_dict()),
-        "metrics": MetricRecord({"train-loss": total / max(len(rows), 1),
+        "metrics": MetricRecord({"train-loss": mean_loss,
                                  "num-examples": len(rows)})}), reply_to=msg)
 
 
