@@ -32,6 +32,10 @@ class NodeRegistry:
     declines: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     failures: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     late: Counter[str] = field(default_factory=Counter)  # discarded late replies by name
+    # node -> the SuperLink's ``last_activated_at`` when the node was set up: a node that
+    # restarted (or came back after the SuperLink marked it offline) has a newer one
+    activated: dict[int, str] = field(default_factory=dict)
+    _seen: dict[int, str] = field(default_factory=dict)  # the last activation snapshot
 
     def name(self, nid: int) -> str:
         """The node's reported name, or ``node-<id>`` before it reported one."""
@@ -43,6 +47,7 @@ class NodeRegistry:
         self.ready.add(nid)
         self.needs_setup.discard(nid)
         self.scaler_sent.discard(nid)
+        self.activated[nid] = self._seen.get(nid, "")
 
     def learn_name(self, nid: int, name: str) -> None:
         """A name a node reported in a decline or error reply (kept if none known)."""
@@ -70,9 +75,16 @@ class NodeRegistry:
         self.late[self.name(nid)] += 1
 
     def mark_gone(self, grid: Grid) -> list[int]:
-        """Set-up nodes no longer connected need the setup again when they come back (a
-        restarted node has lost its run config and keys). Returns them."""
-        gone = sorted(self.ready - set(grid.get_node_ids()))
+        """Set-up nodes that are no longer connected, or that were activated again since
+        their setup (a node that restarted between two rounds keeps its node id but has
+        lost its run config and round keys), need the setup again. Returns them.
+
+        Restarts are seen through the SuperLink's ``last_activated_at`` (one
+        ``grid.get_nodes()`` call, no message to any node); a grid that does not report
+        it (empty string) is judged by connection alone."""
+        seen = self._snapshot(grid)
+        gone = sorted(n for n in self.ready
+                      if n not in seen or seen[n] != self.activated.get(n, seen[n]))
         for nid in gone:
             self.ready.discard(nid)
             self.needs_setup.add(nid)
@@ -80,8 +92,13 @@ class NodeRegistry:
 
     def unknown(self, grid: Grid) -> list[int]:
         """Connected nodes that need the setup (new, or restarted without their config)."""
-        connected = set(grid.get_node_ids())
+        connected = set(self._snapshot(grid))
         return sorted((connected - self.ready - set(self.refused)) | (self.needs_setup & connected))
+
+    def _snapshot(self, grid: Grid) -> dict[int, str]:
+        """Connected node id -> its last activation time as the SuperLink reports it."""
+        self._seen = {int(n.node_id): str(n.last_activated_at or "") for n in grid.get_nodes()}
+        return self._seen
 
     def sample(self, grid: Grid, k: int, seed: int, *, minimum: int, wait_s: float,
                poll_s: float = 0.5) -> list[int]:
