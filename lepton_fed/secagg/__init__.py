@@ -12,12 +12,12 @@ the reference call order.
 from lepton_fed.secagg.client import SecAggClient
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.inprocess import advertise_all, make_clients, simulate_round
-from lepton_fed.secagg.messages import SERVER_ID, WIRE_VERSION, peek_header
 from lepton_fed.secagg.params import SecAggParams, default_params
 from lepton_fed.secagg.result import SecAggResult
 from lepton_fed.secagg.security import GraphChoice, SecurityLevel, choose_graph
 from lepton_fed.secagg.server import SecAggServer
 from lepton_fed.secagg.stages import ClientPhase, ServerPhase, Stage
+from lepton_fed.secagg.wire import SERVER_ID, WIRE_VERSION, peek_header
 
 __all__ = [
     "SERVER_ID",

@@ -31,14 +31,14 @@ from lepton_fed.secagg import keys as K
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.graph import neighbour_graph
 from lepton_fed.secagg.masking import apply_masks, pairwise_sign
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.provisioning import make_sim_bundle, write_identity_key
+from lepton_fed.secagg.shamir import decode_share_value, recover_secret
+from lepton_fed.secagg.wire import (
     AdvertiseReply,
     MaskedInputReply,
     MaskedInputRequest,
     UnmaskReply,
 )
-from lepton_fed.secagg.provisioning import make_sim_bundle, write_identity_key
-from lepton_fed.secagg.shamir import decode_share_value, recover_secret
 
 TARGET = 1
 D = 16

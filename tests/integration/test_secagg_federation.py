@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 from lepton_fed.client.app import app
 from lepton_fed.client.node import NodeState
 from lepton_fed.inprocess import InProcessGrid
-from lepton_fed.secagg._client_state import decode_state
+from lepton_fed.secagg.client.state import decode_state
 from lepton_fed.secagg.provisioning import make_sim_bundle
 from lepton_fed.server.outputs import RunWriter
 from lepton_fed.server.rounds import run_federation

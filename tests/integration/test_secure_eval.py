@@ -137,7 +137,7 @@ def test_secure_evaluation_reports_pooled_figures_and_nothing_per_node(
             assert not any(k.startswith("eval-") for k in rec), m.metadata.message_type
     # training's protocol state is untouched by evaluation: rounds 1..2 in its own run
     from lepton_fed.client.node import NodeState
-    from lepton_fed.secagg._client_state import decode_state
+    from lepton_fed.secagg.client.state import decode_state
 
     for ctx in grid.contexts.values():
         node = NodeState(ctx)

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import SecAggClient, SecAggServer, make_clients
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.params import SecAggParams
+from lepton_fed.secagg.wire import (
     AdvertiseReply,
     AdvertiseRequest,
     MaskedInputReply,
@@ -36,7 +37,6 @@ from lepton_fed.secagg.messages import (
     UnmaskRequest,
     peek_header,
 )
-from lepton_fed.secagg.params import SecAggParams
 
 FUZZ = settings(max_examples=1500, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

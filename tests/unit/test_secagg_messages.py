@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lepton_fed.errors import ProtocolAbort
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.stages import Stage
+from lepton_fed.secagg.wire import (
     CT_DTYPE,
     HEADER_BYTES,
     SERVER_ID,
@@ -23,7 +24,6 @@ from lepton_fed.secagg.messages import (
     UnmaskRequest,
     peek_header,
 )
-from lepton_fed.secagg.stages import Stage
 
 CT = ShareCiphertext(peer=4, nonce=b"n" * 12, data=b"c" * 49)
 #: Fields of a masked-input request.

@@ -23,15 +23,15 @@ from lepton_fed.secagg import (
 )
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg.inprocess import DeterministicRng
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.params import SecAggParams
+from lepton_fed.secagg.shamir import FIELD_PRIME, decode_share_value, encode_share_value
+from lepton_fed.secagg.wire import (
     AdvertiseReply,
     MaskedInputReply,
     MaskedInputRequest,
     UnmaskReply,
     UnmaskRequest,
 )
-from lepton_fed.secagg.params import SecAggParams
-from lepton_fed.secagg.shamir import FIELD_PRIME, decode_share_value, encode_share_value
 
 
 def _federation(

@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import SecAggClient, SecAggServer, advertise_all, make_clients
-from lepton_fed.secagg._client_state import decode_state, trusted_roster
+from lepton_fed.secagg.client.state import decode_state
 from lepton_fed.secagg.keys import identity_public_bytes
 from lepton_fed.secagg.params import SecAggParams
+from lepton_fed.secagg.trust import trusted_roster
 
 
 def _keys(n: int) -> list[bytes]:
@@ -74,13 +75,13 @@ def test_a_decoded_digest_state_without_its_roster_never_trusts_on_first_use() -
     with pytest.raises(ProtocolAbort, match="^not_in_roster"):
         node1.masked_input(reqs[1], delta=np.zeros(3), weight=0.5)
     # a state decoded without the roster refuses instead of pinning keys
-    from lepton_fed.secagg import _client_fast
+    from lepton_fed.secagg.client import steps
 
     st = decode_state(saved[2])
     assert st.roster_kind == 2 and st.allowed is None and st.roster is None
     with pytest.raises(ProtocolAbort, match="^roster_required"):
-        _client_fast.masked_input(st, clients[2].rng_bytes, reqs[2], delta=np.zeros(3),
-                                  weight=0.5)
+        steps.masked_input(st, clients[2].rng_bytes, reqs[2], delta=np.zeros(3),
+                           weight=0.5)
     assert not st.pinned
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from lepton_fed.secagg._wire import Reader, Writer
 from lepton_fed.secagg.keys import KEY_BYTES, SIGNATURE_BYTES
-from lepton_fed.secagg.messages._codec import (
+from lepton_fed.secagg.shamir import SHARE_BYTES
+from lepton_fed.secagg.stages import Stage
+from lepton_fed.secagg.wire.binary import Reader, Writer
+from lepton_fed.secagg.wire.codec import (
     MAX_COHORT,
     MAX_ROUNDS_PER_ADVERT,
     REPLY,
@@ -28,7 +30,7 @@ from lepton_fed.secagg.messages._codec import (
     take_two,
     two_raw_blocks,
 )
-from lepton_fed.secagg.messages._records import (
+from lepton_fed.secagg.wire.records import (
     CT_DTYPE,
     MEMBER,
     ROUND_KEY,
@@ -45,8 +47,6 @@ from lepton_fed.secagg.messages._records import (
     read_pairs,
     write_cts,
 )
-from lepton_fed.secagg.shamir import SHARE_BYTES
-from lepton_fed.secagg.stages import Stage
 
 __all__ = [
     "AdvertiseReply",

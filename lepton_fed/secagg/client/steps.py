@@ -9,26 +9,26 @@ import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_checks import (
+from lepton_fed.secagg.client.checks import (
     check_unmask_request,
     open_round,
     verified_peer_keys,
 )
-from lepton_fed.secagg._client_shares import open_share, seal_share
-from lepton_fed.secagg._client_state import ClientState, PendingRound
+from lepton_fed.secagg.client.shares import open_share, seal_share
+from lepton_fed.secagg.client.state import ClientState, PendingRound
 from lepton_fed.secagg.masking import apply_masks, pairwise_sign
-from lepton_fed.secagg.messages import (
-    SERVER_ID,
-    MaskedInputReply,
-    MaskedInputRequest,
-    UnmaskReply,
-    UnmaskRequest,
-)
 from lepton_fed.secagg.prg import SEED_BYTES
 from lepton_fed.secagg.shamir import (
     decode_share_value,
     encode_share_value,
     split_secret,
+)
+from lepton_fed.secagg.wire import (
+    SERVER_ID,
+    MaskedInputReply,
+    MaskedInputRequest,
+    UnmaskReply,
+    UnmaskRequest,
 )
 
 __all__ = ["masked_input", "unmask_reply"]

@@ -37,18 +37,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.errors import ProtocolAbort
-from lepton_fed.secagg import _client_fast as fast
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_checks import check_recipient
-from lepton_fed.secagg._client_state import (
+from lepton_fed.secagg.client import steps
+from lepton_fed.secagg.client.checks import check_recipient
+from lepton_fed.secagg.client.state import (
     ClientState,
-    TrustedRoster,
     attach_roster,
     decode_state,
     encode_state,
-    trusted_roster,
 )
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.stages import (
+    CLIENT_TRANSITIONS,
+    ClientPhase,
+    Stage,
+    check_transition,
+)
+from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
+from lepton_fed.secagg.wire import (
     MAX_ROUNDS_PER_ADVERT,
     SERVER_ID,
     AdvertiseReply,
@@ -56,12 +61,6 @@ from lepton_fed.secagg.messages import (
     RoundKey,
     UnmaskRequest,
     peek_header,
-)
-from lepton_fed.secagg.stages import (
-    CLIENT_TRANSITIONS,
-    ClientPhase,
-    Stage,
-    check_transition,
 )
 
 __all__ = ["SecAggClient"]
@@ -292,7 +291,7 @@ class SecAggClient:
         """
         if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
-        return fast.masked_input(
+        return steps.masked_input(
             self._st, self._rng, request, delta=delta, weight=weight
         )
 
@@ -309,7 +308,7 @@ class SecAggClient:
         """
         if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
-        return fast.masked_input(
+        return steps.masked_input(
             self._st, self._rng, request, delta=None, weight=1.0, field=values
         )
 
@@ -350,7 +349,7 @@ class SecAggClient:
         if pending is None or req.round != pending.round:
             raise ProtocolAbort(f"no masked input pending for round {req.round}")
         try:
-            reply = fast.unmask_reply(st, req, pending)
+            reply = steps.unmask_reply(st, req, pending)
         finally:
             # Wipe the round either way: never answer twice, never after a refusal.
             st.pending = None

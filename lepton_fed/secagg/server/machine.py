@@ -37,31 +37,31 @@ import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_state import check_roster
-from lepton_fed.secagg._server_round import (
+from lepton_fed.secagg.encoding import FieldEncoding
+from lepton_fed.secagg.graph import neighbour_graph, ring_graph, shuffled_cohort
+from lepton_fed.secagg.params import SecAggParams
+from lepton_fed.secagg.result import SecAggResult
+from lepton_fed.secagg.server.steps import (
     Advert,
     RoundState,
     collect_masked,
     finish_round,
 )
-from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.graph import neighbour_graph, ring_graph, shuffled_cohort
-from lepton_fed.secagg.messages import (
-    SERVER_ID,
-    SIGNATURE_DTYPE,
-    AdvertiseReply,
-    AdvertiseRequest,
-    MaskedInputRequest,
-)
-from lepton_fed.secagg.messages._codec import ids_bytes
-from lepton_fed.secagg.params import SecAggParams
-from lepton_fed.secagg.result import SecAggResult
 from lepton_fed.secagg.stages import (
     SERVER_TRANSITIONS,
     ServerPhase,
     Stage,
     check_transition,
 )
+from lepton_fed.secagg.trust import check_roster
+from lepton_fed.secagg.wire import (
+    SERVER_ID,
+    SIGNATURE_DTYPE,
+    AdvertiseReply,
+    AdvertiseRequest,
+    MaskedInputRequest,
+)
+from lepton_fed.secagg.wire.codec import ids_bytes
 
 __all__ = ["SecAggServer"]
 

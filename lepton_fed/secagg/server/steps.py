@@ -16,12 +16,12 @@ addition and one mask expansion):
   sort per round, and each request is written from the sorted records;
 * unmask replies are read as raw record blocks (``raw_records``) and secrets rebuilt
   with Lagrange coefficients computed once per set of share holders
-  (:mod:`~lepton_fed.secagg._server_shares`); salts and label prefixes of the
+  (:mod:`~lepton_fed.secagg.server.shares`); salts and label prefixes of the
   per-contributor derivations are built once per round (``RoundDerivations``);
 * masks are expanded into one reused buffer (``MaskBuffer``).
 
-Modules: :mod:`~lepton_fed.secagg._server_state` (``RoundState`` and the helpers the
-steps share), :mod:`~lepton_fed.secagg._server_shares` (secret reconstruction) and
+Modules: :mod:`~lepton_fed.secagg.server.state` (``RoundState`` and the helpers the
+steps share), :mod:`~lepton_fed.secagg.server.shares` (secret reconstruction) and
 this one (the steps), which re-exports the names ``server.py`` uses.
 """
 
@@ -33,13 +33,16 @@ import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._server_shares import (
+from lepton_fed.secagg.keys import KEY_BYTES
+from lepton_fed.secagg.masking import apply_masks, pairwise_sign
+from lepton_fed.secagg.result import SecAggResult
+from lepton_fed.secagg.server.shares import (
     RawShares,
     ids_struct,
     read_share_block,
     reconstruct,
 )
-from lepton_fed.secagg._server_state import (
+from lepton_fed.secagg.server.state import (
     Advert,
     RoundState,
     accepted,
@@ -49,16 +52,13 @@ from lepton_fed.secagg._server_state import (
     slices,
     split_neighbourhoods,
 )
-from lepton_fed.secagg.keys import KEY_BYTES
-from lepton_fed.secagg.masking import apply_masks, pairwise_sign
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.stages import Stage
+from lepton_fed.secagg.wire import (
     CT_DTYPE,
     MaskedInputReply,
     UnmaskReply,
     UnmaskRequest,
 )
-from lepton_fed.secagg.result import SecAggResult
-from lepton_fed.secagg.stages import Stage
 
 __all__ = [
     "Advert",

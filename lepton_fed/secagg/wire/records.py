@@ -1,7 +1,7 @@
 """Record types inside message bodies (keys, signatures, share ciphertexts, shares, seeds) and
 their fixed-size layouts, as ``struct`` formats and numpy dtypes.
 
-Package-private to :mod:`lepton_fed.secagg.messages`, which re-exports the public
+Package-private to :mod:`lepton_fed.secagg.wire`, which re-exports the public
 names.
 """
 
@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lepton_fed.secagg._wire import Reader, Writer
 from lepton_fed.secagg.keys import KEY_BYTES, NONCE_BYTES, SIGNATURE_BYTES
-from lepton_fed.secagg.messages._codec import MAX_COHORT
 from lepton_fed.secagg.shamir import SHARE_BYTES
+from lepton_fed.secagg.wire.binary import Reader, Writer
+from lepton_fed.secagg.wire.codec import MAX_COHORT
 
 __all__ = [
     "CIPHERTEXT_BYTES",

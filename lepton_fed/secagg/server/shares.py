@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache, partial
 
 from lepton_fed.errors import ProtocolAbort
-from lepton_fed.secagg.messages import SHARE_DTYPE
 from lepton_fed.secagg.shamir import (
     FIELD_PRIME,
     SECRET_BYTES,
@@ -24,6 +23,7 @@ from lepton_fed.secagg.shamir import (
     lagrange_at_zero,
     recover_secret,
 )
+from lepton_fed.secagg.wire import SHARE_DTYPE
 
 __all__ = ["RawShares", "ids_struct", "read_share_block", "reconstruct"]
 

@@ -1,6 +1,6 @@
 """The message header, the base class of every message, and the fast-reader helpers.
 
-Package-private to :mod:`lepton_fed.secagg.messages`, whose docstring describes the
+Package-private to :mod:`lepton_fed.secagg.wire`, whose docstring describes the
 layout.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Self, TypeVar
 import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
-from lepton_fed.secagg._wire import MAX_U64, Reader, Writer
 from lepton_fed.secagg.stages import Stage
+from lepton_fed.secagg.wire.binary import MAX_U64, Reader, Writer
 
 __all__ = [
     "HEADER_BYTES",

@@ -12,7 +12,7 @@ import numpy as np
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg.encoding import FieldEncoding
-from lepton_fed.secagg.messages import RoundKey
+from lepton_fed.secagg.wire import RoundKey
 
 __all__ = [
     "Advert",

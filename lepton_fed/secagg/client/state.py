@@ -16,34 +16,29 @@ written by a client that accepted any (k, t) and cleared its pins on a new run.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from lepton_fed.errors import ProtocolAbort
-from lepton_fed.secagg._wire import MAX_U64, Reader, Writer
 from lepton_fed.secagg.keys import KEY_BYTES
-from lepton_fed.secagg.messages import MAX_COHORT, MAX_ROUNDS_PER_ADVERT, SERVER_ID
 from lepton_fed.secagg.stages import ClientPhase
+from lepton_fed.secagg.trust import TrustedRoster, roster_digest, trusted_roster
+from lepton_fed.secagg.wire import MAX_COHORT, MAX_ROUNDS_PER_ADVERT
+from lepton_fed.secagg.wire.binary import MAX_U64, Reader, Writer
 
 __all__ = [
     "ClientState",
     "PendingRound",
-    "TrustedRoster",
     "attach_roster",
-    "check_roster",
     "decode_state",
     "encode_state",
-    "trusted_roster",
 ]
 
 _STATE_MAGIC = b"LFSA"
 _STATE_VERSION = 4
 _READABLE_VERSIONS = (3, 4)
 _INLINE, _DIGEST = 1, 2  # how a state holds its roster (0: none)
-_LABEL_MAPPING = b"lepton-fed/secagg/v1/roster-mapping"
-_LABEL_KEYSET = b"lepton-fed/secagg/v1/roster-keyset"
 _DIGEST_BYTES = 32
 _MAX_PINS = MAX_COHORT
 
@@ -115,81 +110,6 @@ class ClientState:
         self.phase = ClientPhase.READY
 
 
-def check_roster(
-    roster: Mapping[int, bytes] | Collection[bytes],
-) -> tuple[dict[int, bytes] | None, frozenset[bytes] | None]:
-    """Copies a roster: ``{node id: raw Ed25519 public key}`` or a collection of keys.
-
-    Returns:
-        ``(mapping, None)`` or ``(None, key set)``.
-
-    Raises:
-        ValueError: a malformed entry, an empty roster, or (mapping) one key under
-            two node ids.
-    """
-    if isinstance(roster, Mapping):
-        out = {}
-        for nid, key in roster.items():
-            if not 0 <= int(nid) < SERVER_ID or len(key) != KEY_BYTES:
-                raise ValueError("malformed roster entry")
-            out[int(nid)] = bytes(key)
-        if not out:
-            raise ValueError("the roster is empty")
-        if len(set(out.values())) != len(out):
-            raise ValueError("the roster lists one identity key under two node ids")
-        return out, None
-    if isinstance(roster, bytes | bytearray | str):
-        raise ValueError("a roster is a mapping or a collection of keys, not one key")
-    keys = frozenset(bytes(k) for k in roster)
-    if not keys:
-        raise ValueError("the roster is empty")
-    if any(len(k) != KEY_BYTES for k in keys):
-        raise ValueError("malformed roster key (expected 32-byte raw Ed25519 keys)")
-    return None, keys
-
-
-@dataclass(frozen=True, eq=False)
-class TrustedRoster:
-    """A checked roster, prepared once (a node keeps one per process and hands it to
-    every client it builds or restores): ``mapping`` (``{node id: key}``) or ``allowed``
-    (a key set), and ``digest``, the SHA-256 of its canonical form."""
-
-    mapping: dict[int, bytes] | None
-    allowed: frozenset[bytes] | None
-    digest: bytes
-
-    @property
-    def kind(self) -> int:
-        """1 for a mapping, 2 for a key set."""
-        return 1 if self.mapping is not None else 2
-
-
-def _roster_digest(mapping: Mapping[int, bytes] | None, allowed: Collection[bytes] | None) -> bytes:
-    if mapping is not None:
-        h = hashlib.sha256(_LABEL_MAPPING + len(mapping).to_bytes(4, "little"))
-        for nid in sorted(mapping):
-            h.update(nid.to_bytes(8, "little") + mapping[nid])
-        return h.digest()
-    keys = sorted(allowed or ())
-    h = hashlib.sha256(_LABEL_KEYSET + len(keys).to_bytes(4, "little"))
-    h.update(b"".join(keys))
-    return h.digest()
-
-
-def trusted_roster(
-    roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes],
-) -> TrustedRoster:
-    """:func:`check_roster`, plus the digest (``roster`` itself if already prepared).
-
-    Raises:
-        ValueError: as :func:`check_roster`.
-    """
-    if isinstance(roster, TrustedRoster):
-        return roster
-    mapping, allowed = check_roster(roster)
-    return TrustedRoster(mapping, allowed, _roster_digest(mapping, allowed))
-
-
 def attach_roster(
     st: ClientState, roster: TrustedRoster | Mapping[int, bytes] | Collection[bytes] | None
 ) -> None:
@@ -247,7 +167,7 @@ def _read_keys(r: Reader) -> dict[int, bytes]:
 
 def _state_digest(st: ClientState) -> bytes:
     if st.roster_digest is None:  # an inline roster (version 3, or with_roster=True)
-        st.roster_digest = _roster_digest(st.roster, st.allowed)
+        st.roster_digest = roster_digest(st.roster, st.allowed)
     return st.roster_digest
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg.messages import ShareCiphertext
 from lepton_fed.secagg.stages import Stage
+from lepton_fed.secagg.wire import ShareCiphertext
 
 __all__ = ["open_share", "seal_share"]
 

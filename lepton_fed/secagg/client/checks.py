@@ -14,17 +14,17 @@ from collections.abc import Sequence
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
-from lepton_fed.secagg._client_state import ClientState, PendingRound
+from lepton_fed.secagg.client.state import ClientState, PendingRound
 from lepton_fed.secagg.encoding import FieldEncoding
 from lepton_fed.secagg.graph import check_graph_params, neighbours_of
-from lepton_fed.secagg.messages import (
+from lepton_fed.secagg.security import exposure_log2
+from lepton_fed.secagg.stages import CLIENT_TRANSITIONS, ClientPhase, check_transition
+from lepton_fed.secagg.wire import (
     MAX_COHORT,
     SERVER_ID,
     MaskedInputRequest,
     UnmaskRequest,
 )
-from lepton_fed.secagg.security import exposure_log2
-from lepton_fed.secagg.stages import CLIENT_TRANSITIONS, ClientPhase, check_transition
 
 __all__ = [
     "check_identities",

@@ -22,12 +22,13 @@ to ``from_bytes``/``to_bytes`` (tested). Whenever the fast reader sees anything
 unexpected it re-parses with ``from_bytes``, so the refusal and its message are the
 same.
 
-Modules: ``_codec`` (header, the ``Message`` base class, fast-reader helpers),
-``_records`` (record types and layouts inside bodies) and ``fast`` (the messages).
-Import the names from this package.
+Modules: ``binary`` (the bounds-checked field ``Reader``/``Writer``, also used by the
+client state), ``codec`` (header, the ``Message`` base class, zero-copy block helpers),
+``records`` (record types and layouts inside bodies) and ``messages`` (the six
+messages). Import the names from this package.
 """
 
-from lepton_fed.secagg.messages._codec import (
+from lepton_fed.secagg.wire.codec import (
     HEADER_BYTES,
     MAX_COHORT,
     MAX_ROUNDS_PER_ADVERT,
@@ -38,7 +39,15 @@ from lepton_fed.secagg.messages._codec import (
     Header,
     peek_header,
 )
-from lepton_fed.secagg.messages._records import (
+from lepton_fed.secagg.wire.messages import (
+    AdvertiseReply,
+    AdvertiseRequest,
+    MaskedInputReply,
+    MaskedInputRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from lepton_fed.secagg.wire.records import (
     CIPHERTEXT_BYTES,
     CT_DTYPE,
     SHARE_DTYPE,
@@ -46,14 +55,6 @@ from lepton_fed.secagg.messages._records import (
     MemberKey,
     RoundKey,
     ShareCiphertext,
-)
-from lepton_fed.secagg.messages.fast import (
-    AdvertiseReply,
-    AdvertiseRequest,
-    MaskedInputReply,
-    MaskedInputRequest,
-    UnmaskReply,
-    UnmaskRequest,
 )
 
 __all__ = [
