@@ -1,7 +1,9 @@
 """One client training or evaluation round, independent of Flower's message plumbing.
 
 Order of operations (each step's guarantee depends on the previous one):
-1. budget check (DP-SGD): decline before touching the data if the round cannot be paid;
+1. budget check (DP-SGD; distributed DP: one release under the run's plan,
+   :mod:`lepton_fed.client.ddp_budget`): decline before touching the data if the round
+   cannot be paid;
 2. local training (DP-SGD via Opacus when ``privacy=dpsgd``);
 3. update ``delta = w_local - w_global``; clipped to ``privacy.clip`` for central DP
    (and to the secure-aggregation bound when secagg is on);
@@ -107,6 +109,19 @@ def run_train_round(
             return Outcome(decline=decision.decline or BUDGET_EXHAUSTED, detail=decision.detail,
                            metrics=_clear(node, {"epsilon": decision.epsilon}))
         dp = decision.settings
+    charge = None
+    if cfg.privacy.mode == "distributed":  # pay for the release before training
+        from lepton_fed.client.ddp_budget import reserve_release
+        from lepton_fed.policy.codes import SECAGG_REQUIRED
+        from lepton_fed.privacy.distributed_config import plan_for_config
+
+        if secagg_request is None:  # never a plain update, never an un-noised one
+            return Outcome(decline=SECAGG_REQUIRED)
+        plan = plan_for_config(cfg, int(flatten_state(global_state).size))
+        charge = reserve_release(node, cfg, data, plan, round_=rnd)
+        if charge.decline is not None:
+            return Outcome(decline=charge.decline, detail=charge.detail,
+                           metrics=_clear(node, {"epsilon": charge.epsilon}))
 
     res = train_local(
         model, X, poison_labels(node, cfg, data.y, len(data.class_names)),
@@ -132,14 +147,19 @@ def run_train_round(
         if norm > clip:
             delta *= clip / norm
     delta = poison_update(node, cfg, rnd, delta)  # simulated attackers only (conf/attack)
-    if cfg.privacy.mode == "distributed":  # H3: distributed DP: noise share, then mask
+    if charge is not None and secagg_request is not None:  # distributed DP
+        from lepton_fed.client.ddp_budget import settle_release
         from lepton_fed.client.secure import distributed_reply
-        from lepton_fed.policy.codes import SECAGG_REQUIRED
 
-        if secagg_request is None:  # never a plain update, never an un-noised one
-            return Outcome(decline=SECAGG_REQUIRED)
-        reply = distributed_reply(node, secagg_request, delta,
-                                  int(cast(int, config["ddp-rotation-seed"])))
+        try:  # noise share, then mask
+            reply = distributed_reply(node, secagg_request, delta,
+                                      int(cast(int, config["ddp-rotation-seed"])))
+        except BaseException:
+            settle_release(node, cfg, charge, released=False)  # nothing left the node
+            raise
+        # settled on the ledger BEFORE the reply leaves the node; the node's own spend
+        # stays on the node (the server knows the plan's epsilon)
+        settle_release(node, cfg, charge, released=True)
         return Outcome(ConfigRecord({"reply": reply}), _clear(node, {"declined": 0}))
     if secagg_request is not None:
         from lepton_fed.client.secure import masked_reply
