@@ -39,7 +39,12 @@ from lepton_fed.deploy.procs import (
     tool_env,
 )
 
-__all__ = ["NODE_CONFIG_KEYS", "auth_key_fingerprint", "join", "write_node_config"]
+__all__ = ["NODE_CONFIG_KEYS", "OFFLINE_WAIT_S", "auth_key_fingerprint", "join",
+           "write_node_config"]
+
+#: How long a restarted node retries activation after a session that did not leave:
+#: Flower's SuperLink keeps a node online for 2 heartbeats of 30 s after the last one.
+OFFLINE_WAIT_S = 75.0
 
 NODE_CONFIG_KEYS = ("data-path", "data-label", "policy", "ledger-dir", "identity-key", "roster",
                     "federation-public-key", "node-name")
@@ -132,23 +137,43 @@ def join(
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    session = state / "session"  # present while connected: left behind by a crash
+    crashed = session.is_file()
+    sn_argv = [
+        tool("flower-supernode"), "--superlink", address, "--root-certificates",
+        str(bundle.ca_cert), "--auth-supernode-private-key", str(bundle.auth_key),
+        "--node-config", str(node_config), "--isolation", "process", "--host", "127.0.0.1",
+        "--port", runtime.rsplit(":", 1)[1], "--superexec-auth-secret-file", str(secret)]
     try:
-        sn = spawn("flower-supernode", [
-            tool("flower-supernode"), "--superlink", address, "--root-certificates",
-            str(bundle.ca_cert), "--auth-supernode-private-key", str(bundle.auth_key),
-            "--node-config", str(node_config), "--isolation", "process", "--host", "127.0.0.1",
-            "--port", runtime.rsplit(":", 1)[1], "--superexec-auth-secret-file", str(secret)],
-            log=state / "logs" / "supernode.log", env=env)
-        children.append(sn)
+        children.append(spawn("flower-supernode", sn_argv, log=state / "logs" / "supernode.log",
+                              env=env))
         runner_argv = [sys.executable, "-m", "lepton_fed.deploy.runner", "--runtime-api-address",
                        runtime, "--superexec-auth-secret-file", str(secret), "--work-dir",
                        str(state / "runner"), "--parent-pid", str(os.getpid())]
         for h in allow:
             runner_argv += ["--allow-fab-hash", h]
         children.append(spawn("runner", runner_argv, log=state / "logs" / "runner.log", env=env))
-        node_id = _wait_connected(sn, bundle, address, stop)
+        retry_until = time.monotonic() + OFFLINE_WAIT_S if crashed else 0.0
+        told = False
+        while True:
+            try:
+                node_id = _wait_connected(children[0], bundle, address, stop)
+                break
+            except _ActivationRefused as e:
+                if time.monotonic() > retry_until:
+                    raise DeployError(str(e)) from None
+                if not told:
+                    out(f"lepton-fed node: the SuperLink still lists {info['node']!r} online: "
+                        "its last session ended without leaving (killed?). The SuperLink "
+                        "marks it offline within 60 s; retrying until then.")
+                    told = True
+                if stop.wait(5.0):
+                    return 0
+                children[0] = spawn("flower-supernode", sn_argv,
+                                    log=state / "logs" / "supernode.log", env=env)
         if node_id is None:
             return 0
+        session.write_text(f"{node_id}\n", encoding="ascii")
         out(f"node {info['node']!r} joined federation {info['name']!r} at {address} "
             f"(SuperNode ID {node_id}).\n"
             f"  code    : only the installed lepton_fed.client.app:app"
@@ -164,9 +189,17 @@ def join(
                 return 1
         return 0
     finally:
-        stop_all(children)
+        # after Ctrl-C or SIGTERM to the group the children got the signal too: a second
+        # one would kill the SuperNode before it leaves the SuperLink (procs.stop_all)
+        stop_all(children, grace=3.0 if stop.is_set() else 0.0)
+        if children and children[0].proc.returncode == 0:  # it left the SuperLink
+            session.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _ActivationRefused(Exception):
+    """The SuperLink refused to activate this node's key (Flower code 2004)."""
 
 
 def _wait_connected(sn: Child, bundle: NodeFiles, address: str, stop: threading.Event,
@@ -180,11 +213,13 @@ def _wait_connected(sn: Child, bundle: NodeFiles, address: str, stop: threading.
                 return line.rsplit("SuperNode ID:", 1)[1].strip()
         if not sn.alive() or time.monotonic() > deadline:
             if "Failed to activate SuperNode" in text or "[code: 2004]" in text:
-                raise DeployError(
+                raise _ActivationRefused(
                     f"the SuperLink at {address} does not accept this node's key "
                     f"({bundle.auth_public_key}, {auth_key_fingerprint(bundle.auth_public_key)}): "
-                    "it is not registered. Ask the coordinator to put it in "
-                    "coordinator/node_keys/ and restart `lepton-fed superlink`")
+                    "it is not registered (ask the coordinator to put it in "
+                    "coordinator/node_keys/ and restart `lepton-fed superlink`), or the "
+                    "SuperLink still lists this node online from a session that did not "
+                    "leave (it marks it offline within 60 s: join again then)")
             last = "\n".join(text.rstrip().splitlines()[-15:])
             raise DeployError(f"the SuperNode could not connect to {address}:\n{last}")
         time.sleep(0.2)

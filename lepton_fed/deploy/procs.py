@@ -92,9 +92,24 @@ def spawn(name: str, argv: Sequence[str], *, log: Path, env: dict[str, str],
     return Child(name, proc, log, offset)
 
 
-def stop_all(children: Sequence[Child], *, timeout: float = 10.0) -> None:
-    """SIGTERM each live child (newest first), wait up to ``timeout``, then SIGKILL."""
+def stop_all(children: Sequence[Child], *, timeout: float = 10.0, grace: float = 0.0) -> None:
+    """SIGTERM each live child (newest first), wait up to ``timeout``, then SIGKILL.
+
+    The children share the caller's process group, so a signal sent to the group
+    (Ctrl-C in a terminal, ``kill -- -PGID``, systemd's default stop) may have reached
+    them already: after a signal, pass ``grace`` seconds for them to exit on their own
+    before they are signalled. A second signal would hit ``flower-supernode`` after
+    Flower restored the default handler and kill it before it leaves the SuperLink,
+    which then keeps the node online for two heartbeats (60 s) and refuses its restart.
+    """
     live = [c for c in reversed(children) if c.alive()]
+    deadline = time.monotonic() + grace
+    for c in live:
+        try:
+            c.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    live = [c for c in live if c.alive()]
     for c in live:
         try:
             c.proc.send_signal(signal.SIGTERM)
