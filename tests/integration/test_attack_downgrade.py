@@ -4,6 +4,8 @@ node's data leaves it in the clear."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -82,6 +84,10 @@ def test_a_train_message_without_secure_aggregation_gets_no_plain_update(strict_
 
 def test_honest_strict_round_sends_nothing_from_the_data_in_the_clear(strict_grid):
     grid, _ = strict_grid
+    kinds = Counter(m.metadata.message_type for m in grid.seen if not m.has_error())
+    # every node answered its setup and its train message: the checks below see them all
+    assert kinds["query.setup"] == 4 and kinds["train"] == 4, kinds
+    assert not [m for m in grid.seen if m.has_error()]
     for m in grid.seen:
         if m.has_error():
             continue

@@ -125,6 +125,22 @@ def test_central_dp_epsilon_recomputes_and_noise_on_sum(compose_cfg, tmp_path):
     assert [r["epsilon"] for r in rows] == sorted(r["epsilon"] for r in rows)
 
 
+def test_central_dp_default_accountant_pld_recomputes(compose_cfg, tmp_path):
+    """A default central run (``privacy.accountant`` left at its default, PLD): the
+    summary's epsilon equals dp_accounting's PLD composition of the released rounds."""
+    from dp_accounting import GaussianDpEvent
+    from dp_accounting.pld import PLDAccountant
+
+    cfg = compose_cfg("privacy=central", "privacy.noise_multiplier=1.0", "privacy.clip=1.0",
+                      "federation.rounds=3", "federation.num_clients=4",
+                      "federation.clients_per_round=4")
+    assert cfg.privacy.accountant == "pld"
+    s, _ = _run(cfg, tmp_path)
+    acc = PLDAccountant(value_discretization_interval=1e-4)
+    acc.compose(GaussianDpEvent(1.0), 3)
+    assert s["privacy"]["epsilon"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-3)
+
+
 def test_central_dp_calibrates_sigma_for_target(compose_cfg, tmp_path):
     cfg = compose_cfg("privacy=central", "privacy.epsilon=5.0", "federation.rounds=3",
                       "federation.num_clients=4", "federation.clients_per_round=4")
