@@ -61,6 +61,11 @@ def register(subparsers: Any) -> None:
     j.add_argument("--label", required=True, help="the label column of the data file")
     j.add_argument("--policy", type=Path, help="node policy YAML (default: the strict default)")
     j.add_argument("--ledger", type=Path, help="existing directory for the privacy ledger")
+    j.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                   help="share of the node's rows it holds out for federated evaluation; "
+                        "the node's choice, never the server's (default 0.2)")
+    j.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve this node's Prometheus metrics on 127.0.0.1:PORT")
     j.add_argument("--superlink", metavar="HOST:PORT", help="override the bundle's address")
     j.add_argument("--allow-fab-hash", action="append", default=[], metavar="SHA256",
                    help="also run this exact app package's own code (repeatable)")
@@ -115,7 +120,8 @@ def _join(args: argparse.Namespace) -> int:
     from lepton_fed.deploy.node import join
 
     return join(bundle_dir=args.federation, data=args.data, label=args.label, policy=args.policy,
-                ledger=args.ledger, superlink=args.superlink, allow_fab_hashes=args.allow_fab_hash,
+                ledger=args.ledger, test_fraction=args.test_fraction,
+                metrics_port=args.metrics_port, superlink=args.superlink, allow_fab_hashes=args.allow_fab_hash,
                 connect_wait=args.connect_timeout)
 
 

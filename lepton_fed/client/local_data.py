@@ -4,8 +4,10 @@ In simulation a virtual node (``node_config["partition-id"]``) takes its partiti
 run's training split, and its share of the run's test split for federated evaluation.
 On a real node (``node_config["data-path"]``) the node reads ONLY its own file: against
 the federation's declared schema (``data.schema``, checked by column NAME) when there is
-one, else with the dataset loader named in the config; it then holds out
-``data.test_fraction`` of its rows for evaluation. The held-out rows are chosen from a
+one, else with the dataset loader named in the config; it then holds out a fraction of
+its rows for evaluation: the node's own ``node_config["test-fraction"]`` (``lepton-fed
+node join --test-fraction``), default :data:`NODE_TEST_FRACTION`; the server's
+``data.test_fraction`` is not used on a real node. The held-out rows are chosen from a
 seed derived from the file's own content, so they are the same rows in every run and
 nothing the server sends can move a row from the held-out set into training.
 """
@@ -23,7 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lepton_fed.data.schema import TabularData
 
-__all__ = ["NodeData", "node_data"]
+__all__ = ["NODE_TEST_FRACTION", "NodeData", "node_data"]
+
+#: The share of its rows a real node holds out when its node config sets none.
+NODE_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ def node_data(cfg: DictConfig, context: Context) -> NodeData:
         lepton_fed.data.contract.SchemaMismatch: the file differs from the schema.
         FileNotFoundError: the node's data file is missing.
         RuntimeError: the node config names no data.
+        ValueError: the node config's ``test-fraction`` is not in (0, 1).
     """
     nc = context.node_config
     if "partition-id" in nc:
@@ -58,9 +64,20 @@ def node_data(cfg: DictConfig, context: Context) -> NodeData:
             OmegaConf.to_yaml(schema) if schema is not None else "",
             label,
             OmegaConf.to_yaml(cfg.data),
-            float(cfg.data.test_fraction),
+            _node_test_fraction(nc.get("test-fraction", NODE_TEST_FRACTION)),
         )
     raise RuntimeError("node_config has neither 'partition-id' (simulation) nor 'data-path'")
+
+
+def _node_test_fraction(raw: object) -> float:
+    """The node's held-out share from its own config, checked."""
+    try:
+        f = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"node_config test-fraction {raw!r} is not a number") from None
+    if not 0.0 < f < 1.0:
+        raise ValueError(f"node_config test-fraction {f} must lie strictly between 0 and 1")
+    return f
 
 
 @lru_cache(maxsize=4)

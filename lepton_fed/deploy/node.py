@@ -47,7 +47,8 @@ __all__ = ["NODE_CONFIG_KEYS", "OFFLINE_WAIT_S", "auth_key_fingerprint", "join",
 OFFLINE_WAIT_S = 75.0
 
 NODE_CONFIG_KEYS = ("data-path", "data-label", "policy", "ledger-dir", "identity-key", "roster",
-                    "federation-public-key", "node-name")
+                    "federation-public-key", "node-name", "test-fraction", "metrics-port",
+                    "metrics-addr")
 
 
 def auth_key_fingerprint(pub_file: Path) -> str:
@@ -56,7 +57,7 @@ def auth_key_fingerprint(pub_file: Path) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def write_node_config(path: Path, values: dict[str, str]) -> Path:
+def write_node_config(path: Path, values: dict[str, str | int | float]) -> Path:
     """A TOML ``--node-config`` file (quoting-safe for any path)."""
     import tomli_w
 
@@ -68,11 +69,25 @@ def write_node_config(path: Path, values: dict[str, str]) -> Path:
 
 
 def _inputs(bundle: NodeFiles, data: Path, label: str, policy: Path | None,
-            ledger: Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+            ledger: Path | None, test_fraction: float | None = None,
+            metrics_port: int | None = None,
+            ) -> tuple[dict[str, Any], dict[str, str | int | float]]:
     from lepton_fed.deploy import preflight
 
+    problems = []
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        problems.append(f"--test-fraction must lie strictly between 0 and 1 (got {test_fraction})")
+    if metrics_port is not None and not 0 < metrics_port < 65536:
+        problems.append(f"--metrics-port must be a TCP port 1-65535 (got {metrics_port})")
+    if problems:
+        raise DeployError("; ".join(problems))
     info = preflight.check_bundle(bundle)
-    values = {"data-path": str(preflight.check_data(data, label)), "data-label": label}
+    values: dict[str, str | int | float] = {
+        "data-path": str(preflight.check_data(data, label)), "data-label": label}
+    if test_fraction is not None:
+        values["test-fraction"] = float(test_fraction)
+    if metrics_port is not None:
+        values["metrics-port"] = int(metrics_port)
     if policy is not None:
         p = policy.expanduser().resolve()
         if not p.is_file():
@@ -103,6 +118,8 @@ def join(
     label: str,
     policy: Path | None = None,
     ledger: Path | None = None,
+    test_fraction: float | None = None,
+    metrics_port: int | None = None,
     superlink: str | None = None,
     allow_fab_hashes: Sequence[str] = (),
     connect_wait: float = 60.0,
@@ -118,7 +135,7 @@ def join(
     except ValueError as e:
         raise DeployError(f"--allow-fab-hash: {e}") from None
     bundle = NodeFiles(Path(bundle_dir).expanduser().resolve())
-    info, values = _inputs(bundle, data, label, policy, ledger)
+    info, values = _inputs(bundle, data, label, policy, ledger, test_fraction, metrics_port)
     address = superlink or str(info["superlink_address"])
     host, port = preflight.parse_address(address)
     preflight.check_superlink(host, port, bundle.ca_cert, wait=connect_wait, say=out)

@@ -1,7 +1,8 @@
 """Prometheus metrics on a member node, for its own operator (optional).
 
-A node whose ``node_config`` has ``metrics-port`` (e.g. ``lepton-fed node join ...
---node-config "metrics-port=9101"``) serves ``http://127.0.0.1:<port>/metrics`` with:
+A node whose ``node_config`` has ``metrics-port`` (on a real node:
+``lepton-fed node join ... --metrics-port 9101``)
+serves ``http://127.0.0.1:<port>/metrics`` with:
 
 - ``lepton_node_epsilon{node}``: epsilon its ledger has counted on its data (every run);
 - ``lepton_node_epsilon_cap{node}``: its policy's ``max_epsilon`` (absent when uncapped);

@@ -115,3 +115,31 @@ def test_node_config_is_parsed_back_by_flower(tmp_path):
     assert parse_config_args([str(p)]) == values
     with pytest.raises(ValueError, match="unknown"):
         write_node_config(tmp_path / "x.toml", {"data_path": "x"})
+
+
+def test_join_checks_its_own_flags_before_anything_starts(fed, tmp_path):
+    """Both problems named at once, before the bundle is read or a process starts."""
+    from lepton_fed.deploy.node import join
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,y\n1,0\n2,1\n")
+    with pytest.raises(DeployError) as e:
+        join(bundle_dir=tmp_path / "no-bundle", data=csv, label="y", test_fraction=1.0,
+             metrics_port=70000)
+    assert "--test-fraction must lie strictly between 0 and 1 (got 1.0)" in str(e.value)
+    assert "--metrics-port must be a TCP port 1-65535 (got 70000)" in str(e.value)
+
+
+def test_node_owned_settings_reach_the_node_config(fed, tmp_path):
+    """``--test-fraction`` and ``--metrics-port`` become typed node-config values that
+    Flower parses back (the ClientApp reads them: local_data, observe.node_exporter)."""
+    from flwr.common.config import parse_config_args
+
+    from lepton_fed.deploy.node import _inputs
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,y\n1,0\n2,1\n")
+    _, values = _inputs(_copy(fed, tmp_path), csv, "y", None, None, 0.3, 9101)
+    p = write_node_config(tmp_path / "nc.toml", values)
+    back = parse_config_args([str(p)])
+    assert back["test-fraction"] == 0.3 and back["metrics-port"] == 9101
