@@ -9,7 +9,12 @@ from typing import cast
 from omegaconf import DictConfig, OmegaConf
 
 from lepton_fed.config.paths import conf_dir
-from lepton_fed.config.validate import check_overrides, validate
+from lepton_fed.config.schema_check import (
+    composition_problem,
+    schema_problems,
+    settings_under,
+)
+from lepton_fed.config.validate import check_overrides, raise_if, validate
 from lepton_fed.errors import ConfigError
 
 __all__ = ["compose", "plain_slots", "precheck"]
@@ -27,22 +32,40 @@ def plain_slots(overrides: Iterable[str]) -> list[str]:
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` (no sweep values)."""
+    """Compose ``conf/config.yaml`` with ``overrides`` (no sweep values), typed by the
+    schema (:mod:`lepton_fed.config.schema`); value rules are :func:`validate`'s.
+
+    Raises:
+        ConfigError: what the schema refuses (an unknown key, a value of the wrong type,
+            an interpolation that does not resolve) or an option that does not exist,
+            each naming the key (and the config file when the error is in one).
+    """
     from hydra import compose as _compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    from lepton_fed.config.schema import register
+
+    register()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = _compose(config_name="config", overrides=plain_slots(overrides or []))
-    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = _compose(config_name="config", overrides=plain_slots(overrides or []))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(composition_problem(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    raise_if(schema_problems(cfg))
     return cfg
 
 
 def precheck(overrides: list[str], *, multirun: bool = False,
-             deployment: bool = False) -> list[DictConfig]:
+             deployment: bool = False, engine: str = "ray") -> list[DictConfig]:
     """Check command-line overrides fully before anything expensive starts
-    (``deployment=True``: for a real federation, see :func:`validate`).
+    (``deployment=True``: for a real federation; ``engine``: ``"ray"`` or
+    ``"in-process"``, what will run the simulation; see :func:`validate`).
 
     Returns the composed configs (one per sweep combination, at most 256) or raises one
     :class:`ConfigError` with every problem found.
@@ -69,13 +92,14 @@ def precheck(overrides: list[str], *, multirun: bool = False,
             problems.append(f"[{' '.join(combo)}] {prob}" if len(combos) > 1 else prob)
 
     for combo in combos:
-        good = _drop_unknown_keys(combo, partial(add, combo=combo))
+        good = _drop_bad_settings(combo, partial(add, combo=combo))
         try:
             cfg = compose(good)
-        except Exception as exc:  # noqa: BLE001 - Hydra's message names the key
-            add(str(exc).splitlines()[0], combo)
+        except ConfigError as exc:  # the schema's problems, each naming its key
+            for prob in exc.problems:
+                add(prob, combo)
             continue
-        for prob in validate(cfg, deployment=deployment):
+        for prob in validate(cfg, deployment=deployment, engine=engine):
             add(prob, combo)
         cfgs.append(cfg)
     if problems:
@@ -83,21 +107,28 @@ def precheck(overrides: list[str], *, multirun: bool = False,
     return cfgs
 
 
-def _drop_unknown_keys(overrides: list[str], report: Callable[[str], None]) -> list[str]:
-    """Report (and drop) plain ``key=value`` overrides whose key is not in the config."""
+def _drop_bad_settings(overrides: list[str], report: Callable[[str], None]) -> list[str]:
+    """Report (and drop) every ``key=value`` override the schema refuses: a key that is
+    not in the config, a value of the wrong type, a deletion of a schema key.
+
+    Each is tried, in order, on the config the group choices compose to, so all of them
+    are named at once (Hydra's composition stops at the first). Group choices, ``hydra.*``
+    and mapping/list values are left to the full composition.
+    """
+    import copy
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
 
     from lepton_fed.config.paths import GROUPS
 
     parsed = OverridesParser.create().parse_overrides(overrides)
-    groups = [
-        raw for ov, raw in zip(parsed, overrides, strict=True)
-        if ov.key_or_group in GROUPS or ov.is_add() or ov.is_delete() or ov.is_force_add()
-        or ov.key_or_group.startswith("hydra")
-    ]
+    groups = [raw for ov, raw in zip(parsed, overrides, strict=True)
+              if ov.key_or_group in GROUPS or ov.key_or_group.startswith("hydra")]
     try:
-        base = compose(groups)
-    except Exception:  # noqa: BLE001 - reported when the full set is composed
+        trial = copy.deepcopy(compose(groups))
+    except ConfigError:  # reported when the full set is composed
         return overrides
     good = list(groups)
     for ov, raw in zip(parsed, overrides, strict=True):
@@ -105,12 +136,31 @@ def _drop_unknown_keys(overrides: list[str], report: Callable[[str], None]) -> l
             continue
         key = ov.key_or_group
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(base, parent) if parent else base
-        if isinstance(node, DictConfig) and leaf in node:
-            good.append(raw)
-        else:
-            keys = sorted(cast(Iterable[str], node.keys())) if isinstance(node, DictConfig) else []
-            report(f"{key}: no such setting" + (f"; settings under {parent or 'the top level'} are {keys}" if keys else ""))
+        node = OmegaConf.select(trial, parent) if parent else trial
+        schema_keys = settings_under(parent)
+        adds = ov.is_add() or ov.is_force_add()
+        if not isinstance(node, DictConfig) or (leaf not in node and (
+                not adds or schema_keys is not None)):
+            keys = schema_keys or (sorted(cast(Iterable[str], node.keys()))
+                                   if isinstance(node, DictConfig) else [])
+            report(f"{key}: no such setting" + (
+                f"; settings under {parent or 'the top level'} are {keys}" if keys else ""))
+            continue
+        if ov.is_delete():
+            if schema_keys is not None:
+                report(f"{key} is a setting of the schema and cannot be deleted (~{key}); "
+                       f"set it instead ({key}=VALUE)")
+                continue
+        elif not ov.is_sweep_override():
+            value = ov.value()
+            if value is None or isinstance(value, str | int | float | bool):
+                try:
+                    with open_dict(node):
+                        node[leaf] = value
+                except OmegaConfBaseException as exc:
+                    report(composition_problem(exc))
+                    continue
+        good.append(raw)
     return good
 
 

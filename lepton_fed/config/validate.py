@@ -65,7 +65,7 @@ _TYPED: tuple[tuple[str, str, bool], ...] = (
     ("federation.rounds", "int", False), ("federation.num_clients", "int", False),
     ("federation.clients_per_round", "int", False), ("federation.evaluate_every", "int", True),
     ("federation.min_clients", "int", True), ("federation.node_wait", "num", True),
-    ("federation.num_cpus_per_client", "num", True), ("federation.num_gpus_per_client", "num", True),
+    ("federation.num_cpus_per_client", "num", False), ("federation.num_gpus_per_client", "num", False),
     ("federation.round_timeout", "num", False), ("federation.round_deadline", "num", True),
     ("client.epochs", "int", True), ("client.batch_size", "int", True),
     ("client.lr", "num", True), ("client.momentum", "num", True),
@@ -75,8 +75,8 @@ _TYPED: tuple[tuple[str, str, bool], ...] = (
     ("privacy.clip", "num", True), ("privacy.noise_multiplier", "num", True),
     ("privacy.max_grad_norm", "num", True),
     ("secagg.clip", "num", True), ("secagg.neighbours", "int", True),
-    ("secagg.threshold", "int", True), ("secagg.timeout", "num", True),
-    ("secagg.max_weight", "num", True), ("seed", "int", False),
+    ("secagg.threshold", "int", True), ("secagg.timeout", "num", False),
+    ("secagg.max_weight", "num", False), ("seed", "int", False),
 )
 
 
@@ -98,16 +98,36 @@ def _type_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
+#: whole-number settings whose impossible values are named even when another setting has
+#: the wrong type (the checks that compare values are skipped then)
+_COUNTS = (("federation.rounds", "a positive integer"),
+           ("federation.num_clients", "a positive integer"),
+           ("federation.clients_per_round", "a positive integer"),
+           ("client.epochs", "an integer >= 1 or null (auto)"))
+
+
+def _count_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    for key, want in _COUNTS:
+        v = _num(cfg, key)
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            out.append(f"{key} must be {want}, got {v!r}")
+    return out
+
+
+def validate(cfg: DictConfig, *, deployment: bool = False, engine: str = "ray") -> list[str]:
     """Every semantic problem with a composed config (empty list = valid).
 
     Settings of the wrong type are reported first, all at once, before anything compares
     them. ``deployment=True`` (a real federation's coordinator) also refuses what only a
-    simulation may do (seeded DP noise, simulated attackers).
+    simulation may do (seeded DP noise, simulated attackers, a Ray cluster). ``engine``:
+    what runs the simulation, ``"ray"`` (Flower's Ray engine, the command line's) or
+    ``"in-process"`` (``lepton_fed.simulate(in_process=True)``); the Ray settings
+    (``federation.ray_address``, GPUs per client) are checked against it.
     """
     typed = _type_problems(cfg)
-    if typed:
-        return typed
+    if typed:  # nothing else compares values; an impossible count is still named
+        return typed + _count_problems(cfg)
     from lepton_fed.data.datasets import check_source
 
     p: list[str] = []
@@ -128,6 +148,9 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
         p.append(f"federation.evaluate_every must be a positive integer, got {ev}")
     if _num(cfg, "federation.num_cpus_per_client") is not None and fed.num_cpus_per_client <= 0:
         p.append("federation.num_cpus_per_client must be > 0")
+    from lepton_fed.config.engine import engine_problems
+
+    p += engine_problems(cfg, "deployment" if deployment else engine)
     c = cfg.client
     from lepton_fed.privacy.auto import check_auto_config
     from lepton_fed.privacy.pld import check_accountant_config
@@ -256,12 +279,37 @@ def validate(cfg: DictConfig, *, deployment: bool = False) -> list[str]:
     from lepton_fed.client.attack import attack_problems
 
     p += attack_problems(cfg)
+    p += _unused_problems(cfg)
     if deployment and str(OmegaConf.select(cfg, "attack.name", default="none")) != "none":
         p.append("attack: simulated attackers are for simulations only; use attack=none")
     if cfg.compression["update"] not in UPDATES:
         p.append(f"compression.update={cfg.compression['update']!r}: choose one of {list(UPDATES)}")
     if not 0 < cfg.compression.topk_fraction <= 1:
         p.append(f"compression.topk_fraction must be in (0, 1], got {cfg.compression.topk_fraction}")
+    return p
+
+
+def _unused_problems(cfg: DictConfig) -> list[str]:
+    """Settings the chosen option never reads, set anyway (the schema holds every
+    option's keys, so these compose): another attack's parameter, a
+    ``privacy=distributed`` setting in another mode."""
+    from lepton_fed.client.attack import ATTACKS
+
+    p: list[str] = []
+    name = _num(cfg, "attack.name")
+    if name in ATTACKS:
+        mine = ATTACKS[name]
+        for param in sorted({a[0] for a in ATTACKS.values() if a is not None}):
+            if _num(cfg, f"attack.{param}") is not None and (mine is None or mine[0] != param):
+                uses = f"its setting is attack.{mine[0]}" if mine else "it has no parameter"
+                p.append(f"attack.{param} is not a setting of attack={name} ({uses}); "
+                         f"set attack.{param}=null or choose the attack that reads it")
+    mode = _num(cfg, "privacy.mode")
+    if mode in MODES and mode != "distributed":
+        for key in ("min_contributors", "wrap_bits"):
+            if _num(cfg, f"privacy.{key}") is not None:
+                p.append(f"privacy.{key} is a setting of privacy=distributed only "
+                         f"(privacy={mode} never reads it); set privacy.{key}=null")
     return p
 
 
