@@ -9,7 +9,6 @@ comparable across runtimes and machines with different core counts.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +19,6 @@ __all__ = [
     "LogitsFn",
     "accuracy",
     "compare",
-    "file_size",
     "latency",
     "single_thread",
 ]
@@ -96,11 +94,6 @@ def latency(
         "p99_us": float(np.percentile(us, 99)),
         "mean_us": float(us.mean()),
     }
-
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    """Size of a file in bytes."""
-    return os.path.getsize(path)
 
 
 def compare(

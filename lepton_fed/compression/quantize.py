@@ -297,18 +297,22 @@ def save_torch_int8(qmodel: Any, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def load_torch_int8(spec: dict[str, Any], path: str | os.PathLike[str]) -> Any:
-    """Rebuild the model from ``spec``, quantize it, and load the saved int8 state.
+def load_torch_int8(spec: dict[str, Any], source: str | os.PathLike[str] | bytes) -> Any:
+    """Rebuild the model from ``spec``, quantize it, and load the saved int8 state from a
+    file or from its bytes (the server loads verified artifact bytes).
 
     Loading uses ``torch.load(weights_only=True)``, which refuses pickled code.
     """
+    import io
+
     import torch
 
     from lepton_fed.models import build_model
 
     qmodel, _ = quantize_torch_dynamic(build_model(spec).eval())
     with _quiet():
-        state = torch.load(str(path), weights_only=True)
+        state = torch.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                           weights_only=True)
     qmodel.load_state_dict(state)
     return qmodel.eval()
 

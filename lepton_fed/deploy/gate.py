@@ -73,7 +73,7 @@ class Gate:
     """The gate served by uvicorn in a background thread (the main thread keeps signals)."""
 
     def __init__(self, *, host: str, port: int, upstream: str, cert: Path, key: Path,
-                 ca: Path, log_file: Path | None = None) -> None:
+                 ca: Path) -> None:
         import uvicorn
 
         self.host, self.port = host, port

@@ -13,7 +13,6 @@ artifact, or a format-1 ONNX artifact, is wrapped in a :class:`ScaledBackend`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -172,16 +171,9 @@ def load_backend(
             model.load_state_dict(load_st(data), strict=True)
             base = TorchBackend(model)
         elif engine == "torch" and precision == "int8":
-            import torch
+            from lepton_fed.compression.quantize import load_torch_int8
 
-            from lepton_fed.compression.quantize import _quiet, quantize_torch_dynamic
-            from lepton_fed.models import build_model
-
-            qmodel, _ = quantize_torch_dynamic(build_model(dict(spec)).eval())
-            with _quiet():
-                state = torch.load(io.BytesIO(data), weights_only=True)
-            qmodel.load_state_dict(state)
-            base = TorchBackend(qmodel)
+            base = TorchBackend(load_torch_int8(dict(spec), data))
         else:
             raise ArtifactError(
                 f"unknown runtime {engine!r} with precision {precision!r}"
