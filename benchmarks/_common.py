@@ -331,3 +331,18 @@ def plain_sgd_epochs(model: Any, X: Any, y: Any, rows: Any, cfg: Any) -> float:
             opt.step()
             total += float(loss.item()) * len(yb)
     return total / max(len(rows), 1)
+
+
+def time_interleaved(runners: dict[str, Any], reps: int) -> dict[str, list[float]]:
+    """Seconds per call for each runner: one warm-up call each, then ``reps`` turns in
+    which every runner runs once back to back (the host is shared, so neighbours in
+    time see the same background load; compare them pairwise, per turn)."""
+    for run in runners.values():
+        run()
+    out: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            out[name].append(time.perf_counter() - t0)
+    return out

@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, print_table, write_result  # noqa: E402
+from _common import machine, print_table, time_interleaved, write_result  # noqa: E402
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 BATCH = 16
@@ -58,21 +58,6 @@ def digits_train() -> tuple[Any, Any]:
     X, y = load_digits(return_X_y=True)
     Xtr, _, ytr, _ = train_test_split(X, y, test_size=360, random_state=0, stratify=y)
     return torch.tensor(Xtr / 16.0, dtype=torch.float32), torch.tensor(ytr)
-
-
-def time_interleaved(runners: dict[str, Any], reps: int) -> dict[str, list[float]]:
-    """Seconds per epoch for each runner: one warm-up epoch each, then ``reps``
-    rounds in which every runner runs one epoch back to back (the host is shared,
-    so neighbours in time see the same background load)."""
-    for run_epoch in runners.values():
-        run_epoch()
-    out: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(reps):
-        for name, run_epoch in runners.items():
-            t0 = time.perf_counter()
-            run_epoch()
-            out[name].append(time.perf_counter() - t0)
-    return out
 
 
 def bench_plain(spec: dict[str, Any], X: Any, y: Any) -> dict[str, Any]:

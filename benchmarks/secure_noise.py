@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, time_interleaved, write_result  # noqa: E402
 
 BATCH = 16
 SIGMA = 1.0
@@ -119,19 +119,6 @@ def build_epoch(spec: dict[str, Any], source: str, device: str) -> tuple[Any, in
             torch.cuda.synchronize()
 
     return epoch, private.steps_per_epoch
-
-
-def time_interleaved(epochs: dict[str, Any], reps: int) -> dict[str, list[float]]:
-    """One warm-up epoch each, then ``reps`` turns of one epoch of each."""
-    for f in epochs.values():
-        f()
-    times: dict[str, list[float]] = {k: [] for k in epochs}
-    for _ in range(reps):
-        for k, f in epochs.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return times
 
 
 def _ratio(a: list[float], b: list[float]) -> float:
