@@ -9,20 +9,20 @@ the work of one step on a :class:`RoundState` and raise
 Performance (the server's own cost per contributor should be close to one vector
 addition and one mask expansion):
 
-* masked-input replies are read with the message's ``records_from_bytes`` (one ``struct`` call for the header, the vector and the
-  ciphertext block as zero-copy numpy arrays; the vector is 4-byte aligned on the
-  wire, so it is summed in place without numpy's unaligned copy);
+* replies are read with the message's ``records_from_bytes`` (the decoder of
+  ``from_bytes``, minus the Python objects: one ``struct`` call for the header, the
+  vector and the record blocks as zero-copy numpy arrays; the vector is 4-byte
+  aligned on the wire, so it is summed in place without numpy's unaligned copy);
 * ciphertexts are routed to their receivers with one concatenation and one stable
   sort per round, and each request is written from the sorted records;
-* unmask replies are read as raw record blocks (``raw_records``) and secrets rebuilt
-  with Lagrange coefficients computed once per set of share holders
-  (:mod:`~lepton_fed.secagg.server.shares`); salts and label prefixes of the
+* secrets are rebuilt from the raw share blocks with Lagrange coefficients computed
+  once per set of share holders (:mod:`~lepton_fed.secagg.server.shares`); salts and label prefixes of the
   per-contributor derivations are built once per round (``RoundDerivations``);
 * masks are expanded into one reused buffer (``MaskBuffer``).
 
 Modules: :mod:`~lepton_fed.secagg.server.state` (``RoundState`` and the helpers the
 steps share), :mod:`~lepton_fed.secagg.server.shares` (secret reconstruction) and
-this one (the steps), which re-exports the names ``server.py`` uses.
+this one (the steps), which re-exports the names ``machine.py`` uses.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from lepton_fed.secagg.server.state import (
 from lepton_fed.secagg.stages import Stage
 from lepton_fed.secagg.wire import (
     CT_DTYPE,
+    SHARE_DTYPE,
     MaskedInputReply,
     UnmaskReply,
     UnmaskRequest,
@@ -66,6 +67,8 @@ __all__ = [
     "collect_masked",
     "finish_round",
 ]
+
+_SEED_RECORD = 8 + KEY_BYTES  # a (dropped peer u64, pairwise seed) record
 
 
 def _parse_masked(
@@ -122,14 +125,16 @@ def collect_masked(rs: RoundState, replies: Mapping[int, bytes]) -> dict[int, by
 
 
 def _parse_unmask(rs: RoundState, u: int, data: bytes) -> tuple[bytes, bytes]:
-    """Both blocks of a valid unmask reply: b-shares and (peer, seed) records.
-    Owners must be exactly the expected neighbours, in order.
+    """Both blocks of a valid unmask reply, as bytes: b-shares and (peer, seed)
+    records. Owners must be exactly the expected neighbours, in order.
     """
-    a, na, b, nb = UnmaskReply.raw_records(
+    a, b = UnmaskReply.records_from_bytes(
         data, run_id=rs.run_id, round=rs.round, sender=u
     )
+    nb = len(b) // _SEED_RECORD
     read_share_block(
-        a, na, rs.alive_nbrs[u], "self-mask shares do not match the survivors"
+        a, len(a) // SHARE_DTYPE.itemsize, rs.alive_nbrs[u],
+        "self-mask shares do not match the survivors",
     )
     dead = rs.dead_nbrs[u]
     if nb != len(dead) or (nb and list(ids_struct(nb, KEY_BYTES).unpack(b)) != dead):
@@ -211,7 +216,7 @@ def _pairwise_jobs(
     if not rs.dropped_input:
         return []
     seeds: dict[tuple[int, int], bytes] = {}  # (dropped i, contributor u) -> s_iu
-    record = 8 + KEY_BYTES
+    record = _SEED_RECORD
     for u, block in seed_blocks.items():
         for idx, peer in enumerate(rs.dead_nbrs[u]):
             off = idx * record + 8

@@ -15,15 +15,18 @@ server (``sender == SERVER_ID``) and name their ``recipient``.
 
 Stages: ADVERTISE (once per run), then MASKED_INPUT and UNMASK per round.
 
-The server reads replies with ``records_from_bytes`` (one ``struct`` call for the header,
-record blocks as zero-copy numpy structured arrays, no per-share Python objects) and
-writes its per-node requests with ``encode_records`` / ``encode_parts``; both are byte-for-byte equivalent
-to ``from_bytes``/``to_bytes`` (tested). Whenever the fast reader sees anything
-unexpected it re-parses with ``from_bytes``, so the refusal and its message are the
-same.
+One decoder per message: every message is read by one body parser (its
+``_read_fields``; for the two replies the server reads hot, ``_read_blocks``), after
+one ``struct`` call checks the header (``Message._decode``). ``from_bytes`` returns the
+dataclass; the replies' ``records_from_bytes`` returns the same parse as the blocks
+lie on the wire (the masked vector and the ciphertexts of a masked-input reply as
+zero-copy numpy arrays, the share and seed blocks of an unmask reply as bytes), with
+no Python object per share, so both accept and refuse exactly the same bytes with the
+same message. The server writes its per-node requests with ``encode_records`` /
+``encode_parts``, byte-for-byte equal to ``to_bytes`` (tested).
 
 Modules: ``binary`` (the bounds-checked field ``Reader``/``Writer``, also used by the
-client state), ``codec`` (header, the ``Message`` base class, zero-copy block helpers),
+client state), ``codec`` (header, the ``Message`` base class and its decoding path),
 ``records`` (record types and layouts inside bodies) and ``messages`` (the six
 messages). Import the names from this package.
 """

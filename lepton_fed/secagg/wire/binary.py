@@ -10,6 +10,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from lepton_fed.errors import ProtocolAbort
 
 __all__ = ["MAX_U32", "MAX_U64", "Reader", "Writer"]
@@ -21,6 +23,7 @@ _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
+_BUFFERS = (bytes, bytearray, memoryview)  # a tuple: isinstance is faster than on a union
 
 
 class Writer:
@@ -77,9 +80,11 @@ class Reader:
     """Reads fields written by :class:`Writer`; raises ``ProtocolAbort`` on malformed input."""
 
     def __init__(self, data: bytes, what: str = "message") -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BUFFERS):
             raise ProtocolAbort(f"{what} must be bytes, got {type(data).__name__}")
-        self._data = memoryview(data).cast("B")
+        view = memoryview(data)
+        plain = view.format == "B" and view.ndim == 1 and view.c_contiguous
+        self._data = view if plain else view.cast("B")
         self._pos = 0
         self._what = what
 
@@ -91,17 +96,26 @@ class Reader:
         self._pos = end
         return view
 
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
+        """Reads one fixed-size ``fmt`` record (one ``struct`` call, no slice)."""
+        pos = self._pos
+        end = pos + fmt.size
+        if end > len(self._data):
+            raise ProtocolAbort(f"truncated {self._what}")
+        self._pos = end
+        return fmt.unpack_from(self._data, pos)
+
     def u8(self) -> int:
-        return int(_U8.unpack(self._take(1))[0])
+        return int(self.unpack(_U8)[0])
 
     def u32(self) -> int:
-        return int(_U32.unpack(self._take(4))[0])
+        return int(self.unpack(_U32)[0])
 
     def u64(self) -> int:
-        return int(_U64.unpack(self._take(8))[0])
+        return int(self.unpack(_U64)[0])
 
     def f64(self) -> float:
-        return float(_F64.unpack(self._take(8))[0])
+        return float(self.unpack(_F64)[0])
 
     def fixed(self, size: int) -> bytes:
         return bytes(self._take(size))
@@ -117,6 +131,22 @@ class Reader:
         count = self.u32()
         raw = self._take(8 * count)
         return tuple(int(v) for v in struct.unpack(f"<{count}Q", raw))
+
+    def block(self, dtype: np.dtype, max_items: int) -> np.ndarray:
+        """Reads a u32 count, then that many ``dtype`` records, as a read-only numpy
+        view into the input buffer (no copy, no Python object per record)."""
+        n = self.count(max_items)
+        pos, end = self._pos, self._pos + dtype.itemsize * n
+        if end > len(self._data):
+            raise ProtocolAbort(f"truncated {self._what}")
+        self._pos = end
+        return np.frombuffer(self._data, dtype=dtype, count=n, offset=pos)
+
+    def raw_block(self, size: int, max_items: int) -> bytes:
+        """Reads a u32 count, then that many ``size``-byte records, as one bytes
+        object (for readers that index records themselves)."""
+        n = self.count(max_items)
+        return bytes(self._take(size * n))
 
     def records(self, fmt: struct.Struct, max_items: int) -> list[tuple[Any, ...]]:
         """Reads a u32 count, then that many fixed-size ``fmt`` records (in C)."""

@@ -1,4 +1,4 @@
-"""The message header, the base class of every message, and the fast-reader helpers.
+"""The message header and the base class of every message (encoding and decoding).
 
 Package-private to :mod:`lepton_fed.secagg.wire`, whose docstring describes the
 layout.
@@ -29,13 +29,9 @@ __all__ = [
     "WIRE_VERSION",
     "Header",
     "Message",
-    "Slow",
     "ids_bytes",
     "masked_vector",
     "peek_header",
-    "take_records",
-    "take_two",
-    "two_raw_blocks",
 ]
 
 #: 3: masked-input requests carry every cohort member's identity and round key, the
@@ -56,10 +52,6 @@ U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 
 _T = TypeVar("_T")
-
-
-class Slow(Exception):
-    """Internal: the fast reader met something unexpected; re-parse with from_bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +109,12 @@ class Message:
 
     STAGE: ClassVar[Stage]
     KIND: ClassVar[int]
+    #: version, stage, kind and reserved byte of the header (set per subclass)
+    _PREFIX: ClassVar[tuple[int, int, int, int]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._PREFIX = (WIRE_VERSION, int(cls.STAGE), cls.KIND, 0)
 
     run_id: int
     round: int
@@ -151,53 +149,64 @@ class Message:
         )
 
     @classmethod
-    def _fast_body(
-        cls, data: bytes, *, run_id: int, round: int, sender: int
-    ) -> memoryview:
-        """Checks the header in one ``struct`` call; returns the body (zero-copy).
-
-        Raises:
-            Slow: anything unexpected (the caller re-parses with ``from_bytes``).
-        """
-        try:
-            mv = memoryview(data).cast("B")
-            head = _HEADER.unpack_from(mv, 0)
-        except (TypeError, ValueError, struct.error):
-            raise Slow from None
-        if head != (WIRE_VERSION, int(cls.STAGE), cls.KIND, 0, run_id, round, sender):
-            raise Slow
-        return mv[HEADER_BYTES:]
-
-    @classmethod
-    def _fast_read(
+    def _decode(
         cls,
         data: bytes,
-        parse: Callable[[memoryview], _T],
+        parse: Callable[[Reader], _T],
         *,
-        run_id: int,
-        round: int,
-        sender: int,
-    ) -> _T:
-        """``parse(body)`` after a fast header check; the ``from_bytes`` refusal when
-        the header or ``parse`` meets anything unexpected (:class:`Slow`).
+        run_id: int | None,
+        round: int | None,
+        sender: int | None,
+    ) -> tuple[tuple[int, ...], _T]:
+        """The header (checked in one ``struct`` call) and ``parse`` of the body, which
+        must consume it exactly: the one decoding path of every message.
 
         Raises:
             ProtocolAbort: as :meth:`from_bytes`.
         """
-        ctx = {"run_id": run_id, "round": round, "sender": sender}
+        r = Reader(data, cls.__name__)
         try:
-            return parse(cls._fast_body(data, **ctx))
-        except Slow:
-            raise cls._refuse(data, **ctx) from None
+            head = r.unpack(_HEADER)
+        except ProtocolAbort:
+            head = ()
+        if (
+            head[:4] != cls._PREFIX
+            or (run_id is not None and head[4] != run_id)
+            or (round is not None and head[5] != round)
+            or (sender is not None and head[6] != sender)
+        ):
+            raise cls._header_refusal(data, run_id=run_id, round=round, sender=sender)
+        out = parse(r)
+        r.done()
+        return head, out
 
     @classmethod
-    def _refuse(cls, data: bytes, **context: int) -> ProtocolAbort:
-        """The ProtocolAbort that ``from_bytes`` raises for ``data``."""
+    def _header_refusal(
+        cls,
+        data: bytes,
+        *,
+        run_id: int | None,
+        round: int | None,
+        sender: int | None,
+    ) -> ProtocolAbort:
+        """Why the header of ``data`` is refused, field by field in wire order (only
+        reached when the one-call check failed)."""
         try:
-            cls.from_bytes(data, **context)
+            h = _read_header(Reader(data, cls.__name__))
         except ProtocolAbort as exc:
             return exc
-        return ProtocolAbort(f"malformed {cls.__name__}")  # pragma: no cover
+        if h.stage != cls.STAGE or h.kind != cls.KIND:
+            return ProtocolAbort(
+                f"expected a {cls.__name__}, got stage {h.stage.name} kind {h.kind}"
+            )
+        for name, want, got in (
+            ("run", run_id, h.run_id),
+            ("round", round, h.round),
+            ("sender", sender, h.sender),
+        ):
+            if want is not None and want != got:
+                return ProtocolAbort(f"{cls.__name__} for {name} {got}, expected {want}")
+        return ProtocolAbort(f"malformed {cls.__name__} header")  # pragma: no cover
 
     @classmethod
     def from_bytes(
@@ -220,24 +229,10 @@ class Message:
             ProtocolAbort: wrong version, stage, kind, run, round or sender; malformed
                 or trailing bytes.
         """
-        r = Reader(data, cls.__name__)
-        h = _read_header(r)
-        if h.stage != cls.STAGE or h.kind != cls.KIND:
-            raise ProtocolAbort(
-                f"expected a {cls.__name__}, got stage {h.stage.name} kind {h.kind}"
-            )
-        for name, want, got in (
-            ("run", run_id, h.run_id),
-            ("round", round, h.round),
-            ("sender", sender, h.sender),
-        ):
-            if want is not None and want != got:
-                raise ProtocolAbort(f"{cls.__name__} for {name} {got}, expected {want}")
-        msg = cls(
-            run_id=h.run_id, round=h.round, sender=h.sender, **cls._read_fields(r)
+        head, fields = cls._decode(
+            data, cls._read_fields, run_id=run_id, round=round, sender=sender
         )
-        r.done()
-        return msg
+        return cls(run_id=head[4], round=head[5], sender=head[6], **fields)
 
 
 def masked_vector(masked: bytes | memoryview) -> np.ndarray:
@@ -249,47 +244,6 @@ def masked_vector(masked: bytes | memoryview) -> np.ndarray:
     if len(masked) % 4:
         raise ProtocolAbort("masked vector length is not a multiple of 4 bytes")
     return np.frombuffer(masked, dtype="<u4")
-
-
-def _block(body: memoryview, pos: int, size: int) -> tuple[int, int, int]:
-    """A u32 count at ``pos`` then ``count`` records of ``size`` bytes:
-    ``(start, count, end)`` of the records."""
-    if pos + 4 > len(body):
-        raise Slow
-    (count,) = U32.unpack_from(body, pos)
-    end = pos + 4 + count * size
-    if count > MAX_COHORT or end > len(body):
-        raise Slow
-    return pos + 4, count, end
-
-
-def take_records(body: memoryview, pos: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
-    """A u32 count then ``count`` records of ``dtype``, as a zero-copy array."""
-    start, _, end = _block(body, pos, dtype.itemsize)
-    return np.frombuffer(body[start:end], dtype=dtype), end
-
-
-def take_two(
-    body: memoryview, first: np.dtype, second: np.dtype
-) -> tuple[np.ndarray, np.ndarray]:
-    """A body of exactly two record blocks, as zero-copy arrays."""
-    a, pos = take_records(body, 0, first)
-    b, pos = take_records(body, pos, second)
-    if pos != len(body):
-        raise Slow
-    return a, b
-
-
-def two_raw_blocks(
-    body: memoryview, first: int, second: int
-) -> tuple[bytes, int, bytes, int]:
-    """A body of exactly two blocks of ``first``- and ``second``-byte records:
-    ``(block, count, block, count)``, as bytes."""
-    a0, na, pos = _block(body, 0, first)
-    b0, nb, end = _block(body, pos, second)
-    if end != len(body):
-        raise Slow
-    return bytes(body[a0:pos]), na, bytes(body[b0:end]), nb
 
 
 def ids_bytes(ids: Sequence[int]) -> bytes:

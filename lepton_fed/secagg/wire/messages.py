@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 
+from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg.keys import KEY_BYTES, SIGNATURE_BYTES
 from lepton_fed.secagg.shamir import SHARE_BYTES
 from lepton_fed.secagg.stages import Stage
@@ -23,28 +23,22 @@ from lepton_fed.secagg.wire.codec import (
     U32,
     U64,
     Message,
-    Slow,
     ids_bytes,
     masked_vector,
-    take_records,
-    take_two,
-    two_raw_blocks,
 )
 from lepton_fed.secagg.wire.records import (
     CT_DTYPE,
     MEMBER,
     ROUND_KEY,
     SEED,
-    SEED_DTYPE,
     SHARE,
-    SHARE_DTYPE,
     SIGNATURE,
     MemberKey,
     RoundKey,
     ShareCiphertext,
     check_sizes,
+    cts_of,
     read_cts,
-    read_pairs,
     write_cts,
 )
 
@@ -204,20 +198,6 @@ class MaskedInputRequest(Message):
 _PARAMS = struct.Struct("<IIdBQ")
 
 
-def _masked_input_body(body: memoryview) -> tuple[bytes, np.ndarray, np.ndarray]:
-    if len(body) < KEY_BYTES + 4:
-        raise Slow
-    (size,) = U32.unpack_from(body, KEY_BYTES)
-    pos = KEY_BYTES + 4 + size
-    if pos > len(body) or size % 4:
-        raise Slow
-    cts, end = take_records(body, pos, CT_DTYPE)
-    if end != len(body):
-        raise Slow
-    vector = np.frombuffer(body[KEY_BYTES + 4 : pos], dtype="<u4")
-    return bytes(body[:KEY_BYTES]), vector, cts
-
-
 @dataclass(frozen=True, kw_only=True)
 class MaskedInputReply(Message):
     """Node -> server: masked vector, commitment to b, one encrypted b-share per neighbour."""
@@ -245,23 +225,36 @@ class MaskedInputReply(Message):
     def records_from_bytes(
         cls, data: bytes, *, run_id: int, round: int, sender: int
     ) -> tuple[bytes, np.ndarray, np.ndarray]:
-        """Server-side reader: ``(commitment, masked uint32 vector, CT_DTYPE records)``.
+        """:meth:`from_bytes` for the server: ``(commitment, masked uint32 vector,
+        CT_DTYPE records)``, the vector and the records as views into ``data``.
 
-        Same acceptance as :meth:`from_bytes`; nothing is copied.
+        Same decoder, same acceptance as :meth:`from_bytes`; nothing is copied and no
+        Python object is built per ciphertext.
 
         Raises:
             ProtocolAbort: as :meth:`from_bytes`.
         """
-        return cls._fast_read(
-            data, _masked_input_body, run_id=run_id, round=round, sender=sender
+        _, (commitment, masked, cts) = cls._decode(
+            data, cls._read_blocks, run_id=run_id, round=round, sender=sender
         )
+        return commitment, np.frombuffer(masked, dtype="<u4"), cts
+
+    @staticmethod
+    def _read_blocks(r: Reader) -> tuple[bytes, memoryview, np.ndarray]:
+        """The body as it lies on the wire: commitment, masked vector, CT records."""
+        commitment = r.fixed(KEY_BYTES)
+        masked = r.blob_view()
+        if len(masked) % 4:
+            raise ProtocolAbort("masked vector length is not a multiple of 4 bytes")
+        return commitment, masked, r.block(CT_DTYPE, MAX_COHORT)
 
     @classmethod
     def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        commitment, masked, cts = cls._read_blocks(r)
         return {
-            "commitment": r.fixed(KEY_BYTES),
-            "masked": r.blob_view(),
-            "ciphertexts": read_cts(r),
+            "commitment": commitment,
+            "masked": masked,
+            "ciphertexts": cts_of(cts),
         }
 
 
@@ -333,31 +326,28 @@ class UnmaskReply(Message):
     @classmethod
     def records_from_bytes(
         cls, data: bytes, *, run_id: int, round: int, sender: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Server-side reader: ``(SHARE_DTYPE records, (peer, seed) records)``.
+    ) -> tuple[bytes, bytes]:
+        """:meth:`from_bytes` for the server: the share block (41-byte ``SHARE``
+        records) and the seed block (40-byte ``SEED`` records) as bytes, with no
+        Python object per share (the server reads a share only when it uses it).
 
         Raises:
             ProtocolAbort: as :meth:`from_bytes`.
         """
-        parse = partial(take_two, first=SHARE_DTYPE, second=SEED_DTYPE)
-        return cls._fast_read(data, parse, run_id=run_id, round=round, sender=sender)
+        _, blocks = cls._decode(
+            data, cls._read_blocks, run_id=run_id, round=round, sender=sender
+        )
+        return blocks
 
-    @classmethod
-    def raw_records(
-        cls, data: bytes, *, run_id: int, round: int, sender: int
-    ) -> tuple[bytes, int, bytes, int]:
-        """Server-side reader: the share block (41-byte records) and its count, the
-        seed block (40-byte records) and its count, as bytes.
-
-        Raises:
-            ProtocolAbort: as :meth:`from_bytes`.
-        """
-        parse = partial(two_raw_blocks, first=SHARE.size, second=SEED.size)
-        return cls._fast_read(data, parse, run_id=run_id, round=round, sender=sender)
+    @staticmethod
+    def _read_blocks(r: Reader) -> tuple[bytes, bytes]:
+        """The body as it lies on the wire: the share block, then the seed block."""
+        return r.raw_block(SHARE.size, MAX_COHORT), r.raw_block(SEED.size, MAX_COHORT)
 
     @classmethod
     def _read_fields(cls, r: Reader) -> dict[str, Any]:
+        shares, seeds = cls._read_blocks(r)
         return {
-            "self_mask_shares": read_pairs(r, SHARE),
-            "pairwise_seeds": read_pairs(r, SEED),
+            "self_mask_shares": tuple(SHARE.iter_unpack(shares)),
+            "pairwise_seeds": tuple(SEED.iter_unpack(seeds)),
         }

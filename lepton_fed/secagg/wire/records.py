@@ -25,7 +25,6 @@ __all__ = [
     "MEMBER",
     "ROUND_KEY",
     "SEED",
-    "SEED_DTYPE",
     "SHARE",
     "SHARE_DTYPE",
     "SIGNATURE",
@@ -34,8 +33,8 @@ __all__ = [
     "RoundKey",
     "ShareCiphertext",
     "check_sizes",
+    "cts_of",
     "read_cts",
-    "read_pairs",
     "write_cts",
 ]
 
@@ -85,8 +84,8 @@ CT_DTYPE = np.dtype(
 )
 SIGNATURE_DTYPE = np.dtype([("node", "<u8"), ("signature", f"V{SIGNATURE_BYTES}")])
 SHARE_DTYPE = np.dtype([("owner", "<u8"), ("value", f"V{SHARE_BYTES}")])
-SEED_DTYPE = np.dtype([("peer", "<u8"), ("seed", f"V{KEY_BYTES}")])
 assert CT_DTYPE.itemsize == CT.size and SIGNATURE_DTYPE.itemsize == SIGNATURE.size
+assert SHARE_DTYPE.itemsize == SHARE.size
 
 
 def check_sizes(*pairs: tuple[bytes, int]) -> None:
@@ -109,9 +108,9 @@ def write_cts(w: Writer, cts: tuple[ShareCiphertext, ...]) -> None:
 
 def read_cts(r: Reader) -> tuple[ShareCiphertext, ...]:
     """Inverse of :func:`write_cts`."""
-    return tuple(map(ShareCiphertext._make, r.records(CT, MAX_COHORT)))
+    return cts_of(r.block(CT_DTYPE, MAX_COHORT))
 
 
-def read_pairs(r: Reader, fmt: struct.Struct) -> tuple[tuple[int, bytes], ...]:
-    """A block of ``(node id, value)`` records (:data:`SHARE` or :data:`SEED`)."""
-    return tuple((int(o), bytes(v)) for o, v in r.records(fmt, MAX_COHORT))
+def cts_of(records: np.ndarray) -> tuple[ShareCiphertext, ...]:
+    """:data:`CT_DTYPE` records as :class:`ShareCiphertext` tuples."""
+    return tuple(map(ShareCiphertext._make, CT.iter_unpack(records.tobytes())))
