@@ -219,3 +219,30 @@ def test_feature_statistics_stay_on_nodes_whose_policy_keeps_them(compose_cfg, f
     assert all(set(m.content["metrics"]) <= {"num-examples", "declined", "unit-weight",
                                              "server-round"}
                for m in trains)  # train-loss and update norms stay on the node too
+
+
+def test_the_held_out_rows_are_the_nodes_choice_not_the_servers(compose_cfg, federation):
+    """A server that lowers ``data.test_fraction`` in a later run cannot move a node's
+    held-out rows into training: a real node holds out its own ``test-fraction``."""
+    from flwr.app import Context, RecordDict
+
+    from lepton_fed.client.local_data import NODE_TEST_FRACTION, node_data
+
+    files, schema_path = federation
+    schema = yaml.safe_load(schema_path.read_text())  # nodes get the schema, not a path
+    ctx = Context(run_id=1, node_id=1, node_config={"data-path": str(files[0])},
+                  state=RecordDict(), run_config={})
+
+    def cfg(*extra):
+        c = _cfg(compose_cfg, schema_path, *extra)
+        c.data.schema = schema
+        return c
+
+    held = [node_data(cfg(f"data.test_fraction={f}"), ctx).test for f in (0.5, 0.05)]
+    assert len(held[0].y) == len(held[1].y) == round(160 * NODE_TEST_FRACTION)
+    assert np.array_equal(held[0].X, held[1].X)
+    ctx.node_config["test-fraction"] = 0.25
+    assert len(node_data(cfg(), ctx).test.y) == 40
+    ctx.node_config["test-fraction"] = 1.5
+    with pytest.raises(ValueError, match="test-fraction 1.5 must lie strictly between"):
+        node_data(cfg(), ctx)
