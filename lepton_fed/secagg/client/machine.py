@@ -54,11 +54,7 @@ from lepton_fed.secagg.stages import (
 )
 from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
 from lepton_fed.secagg.wire import (
-    MAX_ROUNDS_PER_ADVERT,
     SERVER_ID,
-    AdvertiseReply,
-    AdvertiseRequest,
-    RoundKey,
     UnmaskRequest,
     peek_header,
 )
@@ -222,43 +218,7 @@ class SecAggClient:
             ProtocolAbort: malformed request, wrong recipient, or rounds at or below
                 the last round this node already sent a masked input for.
         """
-        st = self._st
-        req = AdvertiseRequest.from_bytes(request, sender=SERVER_ID)
-        check_recipient(st, req.recipient)
-        if not 1 <= req.num_rounds <= MAX_ROUNDS_PER_ADVERT:
-            raise ProtocolAbort(f"cannot advertise {req.num_rounds} rounds")
-        if req.round < 1 or req.round + req.num_rounds - 1 > 2**32 - 1:
-            raise ProtocolAbort(f"invalid first round {req.round}")
-        fresh_run = st.phase == ClientPhase.NEW or req.run_id != st.run_id
-        if not fresh_run and req.round <= st.last_round:
-            raise ProtocolAbort(
-                f"round {req.round} is not after the last used round {st.last_round}"
-            )
-        phase = ClientPhase.NEW if fresh_run else st.phase
-        next_phase = check_transition(CLIENT_TRANSITIONS, phase, Stage.ADVERTISE)
-        if fresh_run:
-            st.reset_run(req.run_id)
-        st.forget_round()
-        round_keys = []
-        for r in range(req.round, req.round + req.num_rounds):
-            private, public = K.x25519_keypair(self._rng)
-            st.round_keys[r] = private
-            sig = K.sign_round_key(
-                self._identity,
-                run_id=req.run_id,
-                node_id=st.node_id,
-                round=r,
-                public_key=public,
-            )
-            round_keys.append(RoundKey(public_key=public, signature=sig))
-        st.phase = next_phase
-        return AdvertiseReply(
-            run_id=req.run_id,
-            round=req.round,
-            sender=st.node_id,
-            identity_key=st.identity_public,
-            round_keys=tuple(round_keys),
-        ).to_bytes()
+        return steps.advertise_reply(self._st, self._identity, self._rng, request)
 
     # ---------------------------------------------------------------- masked input
     def masked_input(

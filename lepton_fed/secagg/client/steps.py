@@ -1,20 +1,28 @@
-"""Client steps of a round: the masked input with one encrypted b-share per neighbour,
-and the unmask reply (:class:`~lepton_fed.secagg.client.SecAggClient` dispatches)."""
+"""The client's protocol steps (:class:`~lepton_fed.secagg.client.SecAggClient`
+dispatches and keeps the phases): the advertisement of signed round keys, the masked
+input with one encrypted b-share per neighbour, and the unmask reply; and the share
+AEAD they use.
+
+Shares are sealed under a key from the pair's X25519 agreement, one per direction,
+with associated data naming run, round, stage, sender and receiver
+(:func:`~lepton_fed.secagg.keys.share_associated_data`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg.client.checks import (
+    check_recipient,
     check_unmask_request,
     open_round,
     verified_peer_keys,
 )
-from lepton_fed.secagg.client.shares import open_share, seal_share
 from lepton_fed.secagg.client.state import ClientState, PendingRound
 from lepton_fed.secagg.masking import apply_masks, pairwise_sign
 from lepton_fed.secagg.prg import SEED_BYTES
@@ -23,15 +31,83 @@ from lepton_fed.secagg.shamir import (
     encode_share_value,
     split_secret,
 )
+from lepton_fed.secagg.stages import (
+    CLIENT_TRANSITIONS,
+    ClientPhase,
+    Stage,
+    check_transition,
+)
 from lepton_fed.secagg.wire import (
+    MAX_ROUNDS_PER_ADVERT,
     SERVER_ID,
+    AdvertiseReply,
+    AdvertiseRequest,
     MaskedInputReply,
     MaskedInputRequest,
+    RoundKey,
+    ShareCiphertext,
     UnmaskReply,
     UnmaskRequest,
 )
 
-__all__ = ["masked_input", "unmask_reply"]
+__all__ = [
+    "advertise_reply",
+    "masked_input",
+    "open_share",
+    "seal_share",
+    "unmask_reply",
+]
+
+
+def advertise_reply(
+    st: ClientState,
+    identity_key: Ed25519PrivateKey,
+    rng_bytes: Callable[[int], bytes],
+    request: bytes,
+) -> bytes:
+    """:meth:`SecAggClient.advertise` for an ``AdvertiseRequest``: one fresh X25519
+    key pair per requested round, each public key signed with ``identity_key``.
+
+    Raises:
+        ProtocolAbort: malformed request, wrong recipient, or rounds at or below the
+            last round this node already sent a masked input for.
+    """
+    req = AdvertiseRequest.from_bytes(request, sender=SERVER_ID)
+    check_recipient(st, req.recipient)
+    if not 1 <= req.num_rounds <= MAX_ROUNDS_PER_ADVERT:
+        raise ProtocolAbort(f"cannot advertise {req.num_rounds} rounds")
+    if req.round < 1 or req.round + req.num_rounds - 1 > 2**32 - 1:
+        raise ProtocolAbort(f"invalid first round {req.round}")
+    fresh_run = st.phase == ClientPhase.NEW or req.run_id != st.run_id
+    if not fresh_run and req.round <= st.last_round:
+        raise ProtocolAbort(
+            f"round {req.round} is not after the last used round {st.last_round}"
+        )
+    phase = ClientPhase.NEW if fresh_run else st.phase
+    next_phase = check_transition(CLIENT_TRANSITIONS, phase, Stage.ADVERTISE)
+    if fresh_run:
+        st.reset_run(req.run_id)
+    st.forget_round()
+    round_keys = []
+    for r in range(req.round, req.round + req.num_rounds):
+        private, public = K.x25519_keypair(rng_bytes)
+        st.round_keys[r] = private
+        sig = K.sign_round_key(
+            identity_key,
+            run_id=req.run_id,
+            node_id=st.node_id,
+            round=r,
+            public_key=public,
+        )
+        round_keys.append(RoundKey(public_key=public, signature=sig))
+    st.phase = next_phase
+    return AdvertiseReply(
+        run_id=req.run_id,
+        round=req.round,
+        sender=st.node_id,
+        identity_key=st.identity_public,
+        round_keys=tuple(round_keys),
+    ).to_bytes()
 
 
 def masked_input(
@@ -149,3 +225,54 @@ def unmask_reply(st: ClientState, req: UnmaskRequest, pending: PendingRound) -> 
         self_mask_shares=tuple(shares),
         pairwise_seeds=tuple((i, pending.seeds[i]) for i in req.dropped),
     ).to_bytes()
+
+
+def seal_share(
+    shared: bytes,
+    plain: bytes,
+    *,
+    rng_bytes: Callable[[int], bytes],
+    run_id: int,
+    round: int,
+    sender: int,
+    receiver: int,
+    stage: Stage = Stage.MASKED_INPUT,
+) -> tuple[bytes, ShareCiphertext]:
+    """Encrypts ``plain`` from ``sender`` to ``receiver`` under their agreement.
+
+    Returns:
+        The key of the reverse direction (to open what ``receiver`` sends back) and
+        the ciphertext; one nonce is drawn from ``rng_bytes``.
+    """
+    recv_key = K.share_key(
+        shared, run_id=run_id, round=round, sender=receiver, receiver=sender
+    )
+    send_key = K.share_key(
+        shared, run_id=run_id, round=round, sender=sender, receiver=receiver
+    )
+    nonce = rng_bytes(K.NONCE_BYTES)
+    ad = K.share_associated_data(
+        run_id=run_id, round=round, sender=sender, receiver=receiver, stage=stage
+    )
+    data = K.encrypt_share(send_key, plain, nonce=nonce, ad=ad)
+    return recv_key, ShareCiphertext(peer=receiver, nonce=nonce, data=data)
+
+
+def open_share(
+    key: bytes,
+    ct: ShareCiphertext,
+    *,
+    run_id: int,
+    round: int,
+    receiver: int,
+    stage: Stage = Stage.MASKED_INPUT,
+) -> bytes:
+    """Decrypts a ciphertext that neighbour ``ct.peer`` sent to ``receiver``.
+
+    Raises:
+        ProtocolAbort: the ciphertext fails authentication.
+    """
+    ad = K.share_associated_data(
+        run_id=run_id, round=round, sender=ct.peer, receiver=receiver, stage=stage
+    )
+    return K.decrypt_share(key, ct.data, nonce=ct.nonce, ad=ad)

@@ -33,8 +33,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import TypeVar
 
-import numpy as np
-
 from lepton_fed.errors import ProtocolAbort
 from lepton_fed.secagg import keys as K
 from lepton_fed.secagg.encoding import FieldEncoding
@@ -46,6 +44,7 @@ from lepton_fed.secagg.server.steps import (
     RoundState,
     collect_masked,
     finish_round,
+    masked_input_requests,
 )
 from lepton_fed.secagg.stages import (
     SERVER_TRANSITIONS,
@@ -56,12 +55,9 @@ from lepton_fed.secagg.stages import (
 from lepton_fed.secagg.trust import check_roster
 from lepton_fed.secagg.wire import (
     SERVER_ID,
-    SIGNATURE_DTYPE,
     AdvertiseReply,
     AdvertiseRequest,
-    MaskedInputRequest,
 )
-from lepton_fed.secagg.wire.codec import ids_bytes
 
 __all__ = ["SecAggServer"]
 
@@ -320,40 +316,7 @@ class SecAggServer:
             rejected=rejected,
         )
         self._phase = next_phase
-        shared = b"".join(
-            (
-                ids_bytes(eligible),
-                m.to_bytes(4, "little"),
-                b"".join(a + b for a, b in members),
-                seed,
-                MaskedInputRequest.parameter_bytes(
-                    neighbours=k,
-                    threshold=t,
-                    clip=self.params.clip,
-                    bits=self.params.bits,
-                    dim=dim,
-                ),
-            )
-        )
-        sig_records = np.frombuffer(
-            b"".join(
-                n.to_bytes(8, "little") + sig
-                for n, sig in zip(eligible, signatures, strict=True)
-            ),
-            dtype=SIGNATURE_DTYPE,
-        )
-        position = {n: i for i, n in enumerate(eligible)}
-        return {
-            n: MaskedInputRequest.encode_parts(
-                run_id=self.run_id,
-                round=round,
-                recipient=n,
-                shared=shared,
-                signatures=sig_records[[position[j] for j in graph[n]]].tobytes(),
-                count=len(graph[n]),
-            )
-            for n in eligible
-        }
+        return masked_input_requests(self._round, members, signatures, seed)
 
     def collect_masked_inputs(self, replies: Mapping[int, bytes]) -> dict[int, bytes]:
         """Sums the masked inputs and returns the unmask requests.

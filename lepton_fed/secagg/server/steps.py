@@ -1,10 +1,11 @@
-"""Per-round server bookkeeping and the collection steps, as pure functions.
+"""The server's steps of a round, as pure functions: requests, collection, unmasking.
 
 :class:`~lepton_fed.secagg.server.SecAggServer` owns the phases; these functions do
 the work of one step on a :class:`RoundState` and raise
 :class:`~lepton_fed.errors.ProtocolAbort` when the round cannot complete.
 
-:func:`collect_masked` then :func:`finish_round`.
+:func:`masked_input_requests` (start of a round), :func:`collect_masked`, then
+:func:`finish_round`.
 
 Performance (the server's own cost per contributor should be close to one vector
 addition and one mask expansion):
@@ -27,7 +28,7 @@ this one (the steps), which re-exports the names ``machine.py`` uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -56,19 +57,73 @@ from lepton_fed.secagg.stages import Stage
 from lepton_fed.secagg.wire import (
     CT_DTYPE,
     SHARE_DTYPE,
+    SIGNATURE_DTYPE,
     MaskedInputReply,
+    MaskedInputRequest,
     UnmaskReply,
     UnmaskRequest,
 )
+from lepton_fed.secagg.wire.codec import ids_bytes
 
 __all__ = [
     "Advert",
     "RoundState",
     "collect_masked",
     "finish_round",
+    "masked_input_requests",
 ]
 
 _SEED_RECORD = 8 + KEY_BYTES  # a (dropped peer u64, pairwise seed) record
+
+
+def masked_input_requests(
+    rs: RoundState,
+    members: Sequence[tuple[bytes, bytes]],
+    signatures: Sequence[bytes],
+    seed: bytes,
+) -> dict[int, bytes]:
+    """The masked-input request of every cohort member, from pre-encoded parts.
+
+    ``members[i]`` (identity key, round key) and ``signatures[i]`` (of the round key)
+    belong to ``rs.cohort[i]``. Every request carries the whole member list (nodes
+    recompute the graph seed from it) and the signatures of the recipient's graph
+    neighbours; the part common to all requests is encoded once per round.
+    """
+    cohort = rs.cohort
+    shared = b"".join(
+        (
+            ids_bytes(cohort),
+            len(members).to_bytes(4, "little"),
+            b"".join(a + b for a, b in members),
+            seed,
+            MaskedInputRequest.parameter_bytes(
+                neighbours=rs.k,
+                threshold=rs.t,
+                clip=rs.encoding.clip,
+                bits=rs.encoding.bits,
+                dim=rs.dim,
+            ),
+        )
+    )
+    sig_records = np.frombuffer(
+        b"".join(
+            n.to_bytes(8, "little") + sig
+            for n, sig in zip(cohort, signatures, strict=True)
+        ),
+        dtype=SIGNATURE_DTYPE,
+    )
+    position = {n: i for i, n in enumerate(cohort)}
+    return {
+        n: MaskedInputRequest.encode_parts(
+            run_id=rs.run_id,
+            round=rs.round,
+            recipient=n,
+            shared=shared,
+            signatures=sig_records[[position[j] for j in rs.graph[n]]].tobytes(),
+            count=len(rs.graph[n]),
+        )
+        for n in cohort
+    }
 
 
 def _parse_masked(
