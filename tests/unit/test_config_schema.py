@@ -242,10 +242,13 @@ SELECTOR = {
     "compression": "update",
     "attack": "name",
 }
+#: groups whose option files are also standalone files and so stay complete: a node
+#: operator passes conf/node_policy/*.yaml to ``lepton-fed node join --policy``
+COMPLETE = ("node_policy",)
 TYPED_GROUPS = sorted(
     f.name
     for f in dataclasses.fields(Config)
-    if dataclasses.is_dataclass(f.default_factory)
+    if dataclasses.is_dataclass(f.default_factory) and f.name not in COMPLETE
 )  # strategy is open
 
 
@@ -276,6 +279,17 @@ def test_option_files_state_only_what_differs_from_the_schema(path: Path) -> Non
     )
     assert not same, f"{path}: {same} repeat the schema's defaults"
     assert set(body) <= set(defaults), path
+
+
+@pytest.mark.parametrize("option", ["open", "strict"])
+def test_node_policy_files_are_complete_policies(option: str) -> None:
+    """Read alone (``node join --policy``), a policy file must say everything: the same
+    values as the composed group, which the schema completes."""
+    alone = OmegaConf.to_container(
+        OmegaConf.load(conf_dir() / "node_policy" / f"{option}.yaml")
+    )
+    composed = OmegaConf.to_container(compose([f"node_policy={option}"]).node_policy)
+    assert alone == composed
 
 
 def test_option_files_shrank_to_their_differences() -> None:
