@@ -33,15 +33,19 @@ class Writer:
         self._parts: list[bytes] = []
 
     def u8(self, value: int) -> None:
+        """Writes one unsigned byte."""
         self._parts.append(_U8.pack(value))
 
     def u32(self, value: int) -> None:
+        """Writes a little-endian u32."""
         self._parts.append(_U32.pack(value))
 
     def u64(self, value: int) -> None:
+        """Writes a little-endian u64."""
         self._parts.append(_U64.pack(value))
 
     def f64(self, value: float) -> None:
+        """Writes a little-endian IEEE 754 double."""
         self._parts.append(_F64.pack(value))
 
     def fixed(self, data: bytes, size: int) -> None:
@@ -73,6 +77,7 @@ class Writer:
         self._parts.append(b"".join(fmt.pack(*row) for row in rows))
 
     def getvalue(self) -> bytes:
+        """The fields written so far, joined."""
         return b"".join(self._parts)
 
 
@@ -106,21 +111,27 @@ class Reader:
         return fmt.unpack_from(self._data, pos)
 
     def u8(self) -> int:
+        """Reads one unsigned byte."""
         return int(self.unpack(_U8)[0])
 
     def u32(self) -> int:
+        """Reads a little-endian u32."""
         return int(self.unpack(_U32)[0])
 
     def u64(self) -> int:
+        """Reads a little-endian u64."""
         return int(self.unpack(_U64)[0])
 
     def f64(self) -> float:
+        """Reads a little-endian IEEE 754 double."""
         return float(self.unpack(_F64)[0])
 
     def fixed(self, size: int) -> bytes:
+        """Reads exactly ``size`` bytes (no length prefix)."""
         return bytes(self._take(size))
 
     def blob(self) -> bytes:
+        """Reads a u32 length prefix, then that many bytes."""
         return bytes(self._take(self.u32()))
 
     def blob_view(self) -> memoryview:
@@ -128,6 +139,7 @@ class Reader:
         return self._take(self.u32())
 
     def ids(self) -> tuple[int, ...]:
+        """Reads a u32 count, then that many u64 node ids."""
         count = self.u32()
         raw = self._take(8 * count)
         return tuple(int(v) for v in struct.unpack(f"<{count}Q", raw))
