@@ -116,16 +116,18 @@ def simulate(
         ConfigError: every config problem, before anything runs.
         RunFailed: the run could not complete (e.g. no client succeeded in a round).
     """
+    from lepton_fed.config.compose import precheck
     from lepton_fed.config.validate import raise_if, validate
 
+    engine = "in-process" if in_process else "ray"
     if config is None:
-        cfg = compose(overrides)
+        cfg = precheck(list(overrides), engine=engine)[0]
     else:
         if not isinstance(config, DictConfig):
             raise TypeError(
                 f"config must be a DictConfig (see compose()), not {type(config)}"
             )
-        raise_if(validate(config))
+        raise_if(validate(config, engine=engine))
         cfg = config
     out = Path(run_dir) if run_dir is not None else _default_run_dir()
     out.mkdir(parents=True, exist_ok=True)

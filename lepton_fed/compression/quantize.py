@@ -297,7 +297,9 @@ def save_torch_int8(qmodel: Any, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def load_torch_int8(spec: dict[str, Any], source: str | os.PathLike[str] | bytes) -> Any:
+def load_torch_int8(
+    spec: dict[str, Any], source: str | os.PathLike[str] | bytes
+) -> Any:
     """Rebuild the model from ``spec``, quantize it, and load the saved int8 state from a
     file or from its bytes (the server loads verified artifact bytes).
 
@@ -311,8 +313,10 @@ def load_torch_int8(spec: dict[str, Any], source: str | os.PathLike[str] | bytes
 
     qmodel, _ = quantize_torch_dynamic(build_model(spec).eval())
     with _quiet():
-        state = torch.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
-                           weights_only=True)
+        state = torch.load(
+            io.BytesIO(source) if isinstance(source, bytes) else str(source),
+            weights_only=True,
+        )
     qmodel.load_state_dict(state)
     return qmodel.eval()
 

@@ -34,7 +34,7 @@ def test_attack_configs_are_checked(compose_cfg):
     bad = attack_problems(compose_cfg("attack=gaussian", "attack.fraction=1.5",
                                       "attack.std=-1"))
     assert bad == ["attack.fraction must be a number in [0, 1], got 1.5",
-                   "attack.std must be a finite number > 0, got -1"]
+                   "attack.std must be a finite number > 0, got -1.0"]
     assert attack_problems(compose_cfg("attack=scaling", "attack.name=nonsense")) == [
         "attack.name='nonsense': choose one of ['gaussian', 'label_flip', 'none', "
         "'scaling', 'sign_flip']"]

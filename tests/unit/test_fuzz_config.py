@@ -61,7 +61,9 @@ groups = st.lists(st.sampled_from(["privacy=central", "privacy=dpsgd", "secagg=o
 def _composed(chosen):
     from lepton_fed.config import compose
 
-    return compose(list(chosen))
+    # untyped, as a checkpoint's or simulate(config=...)'s config may be: the typed schema
+    # would refuse most of these values on assignment, before validate() sees them
+    return OmegaConf.create(OmegaConf.to_container(compose(list(chosen))))
 
 
 def _fuzzed(chosen, changes):
