@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/secagg_protocol.py`` (writes
 ``benchmarks/results/secagg_protocol.json``; a few minutes on 2 shared cores).
-``--sizes``, ``--dims`` and ``--reps N`` (best-of-N, default 3) change the grid.
+``--sizes``, ``--dims`` and ``--reps N`` (best-of-N, default 3) change the grid;
+``--out NAME`` writes ``benchmarks/results/NAME.json`` instead (partial grids).
 
 For n = 50, 200, 1000 clients per round (d = 26k parameters by default), two
 parameter choices run in the same process, one after the other:
@@ -28,6 +29,9 @@ best of ``reps``:
 * plain ms: a plain numpy weighted average of n float32 vectors; PRG ms: n mask
   expansions of d + 1 words (``MaskBuffer``), the part of unmasking no secure
   aggregation with self masks avoids; ratio = server agg / (plain + PRG);
+* decode us/reply: the server's reading of one reply, masked input and unmask
+  averaged (``records_from_bytes``: the messages' one decoder, without a Python object
+  per share), timed again over the round's replies after the round;
 * grind us: one graph evaluation as a grinding server would do it (SHA-256 over the
   cohort's keys and the shuffle), the unit of the residual grinding cost (README).
 """
@@ -58,6 +62,7 @@ from lepton_fed.secagg import keys as K  # noqa: E402
 from lepton_fed.secagg.graph import neighbour_graph  # noqa: E402
 from lepton_fed.secagg.prg import MaskBuffer  # noqa: E402
 from lepton_fed.secagg.security import exposure_log2  # noqa: E402
+from lepton_fed.secagg.wire import MaskedInputReply, UnmaskReply  # noqa: E402
 
 SIZES = (50, 200, 1000)
 DIMS = (26_000,)
@@ -103,7 +108,8 @@ def grind_eval_us(n: int, reps: int = 200) -> float:
     return (time.process_time() - t0) / reps * 1e6
 
 
-def _count(client: Any, up: dict[str, int], down: dict[str, int]) -> None:
+def _count(client: Any, up: dict[str, int], down: dict[str, int],
+           sent: dict[str, dict[int, bytes]]) -> None:
     for name in ("masked_input", "unmask"):
         original = getattr(type(client), name)
 
@@ -112,9 +118,24 @@ def _count(client: Any, up: dict[str, int], down: dict[str, int]) -> None:
             out: bytes = _o(client, req, *a, **kw)
             up[_n] += len(out)
             down[_n] += len(req)
+            sent[_n][client.node_id] = out
             return out
 
         setattr(client, name, wrapped)
+
+
+def decode_us(sent: dict[str, dict[int, bytes]], *, round: int) -> float:
+    """CPU microseconds per reply of the server's reader over one round's replies."""
+    readers = {"masked_input": MaskedInputReply.records_from_bytes,
+               "unmask": UnmaskReply.records_from_bytes}
+    count = sum(len(v) for v in sent.values())
+    t0 = time.process_time()
+    for _ in range(5):
+        for name, replies in sent.items():
+            read = readers[name]
+            for node, data in replies.items():
+                read(data, run_id=7, round=round, sender=node)
+    return (time.process_time() - t0) / 5 / max(count, 1) * 1e6
 
 
 def _bits(value: float) -> float | None:
@@ -138,8 +159,9 @@ def measure(n: int, d: int, choice: str, reps: int) -> dict[str, Any]:
     best: dict[str, float] = {}
     up = {"masked_input": 0, "unmask": 0}
     down = {"masked_input": 0, "unmask": 0}
+    sent: dict[str, dict[int, bytes]] = {"masked_input": {}, "unmask": {}}
     for c in clients.values():
-        _count(c, up, down)
+        _count(c, up, down, sent)
     result = None
     for r in range(1, reps + 1):
         inputs = {
@@ -171,6 +193,7 @@ def measure(n: int, d: int, choice: str, reps: int) -> dict[str, Any]:
             ("plain_ms", cpu_ms(plain_average, [x for x, _ in inputs.values()],
                                 [w for _, w in inputs.values()])),
             ("prg_ms", cpu_ms(prg_expansions, [os.urandom(32) for _ in ids], d + 1)),
+            ("decode_us", decode_us(sent, round=r)),
         ):
             best[key] = min(best.get(key, math.inf), value)
     assert result is not None
@@ -198,12 +221,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
+    ap.add_argument("--out", default="secagg_protocol",
+                    help="name of the JSON file under benchmarks/results/")
     args = ap.parse_args()
     rows = []
     head = (
         f"{'n':>5} {'d':>7} {'choice':8} {'k/t':>6} {'bits':>6} {'client ms':>9} "
         f"{'start ms':>8} {'agg ms':>8} {'round s':>8} {'up B/cl':>9} "
-        f"{'overhead':>8} {'down B/cl':>9} {'ratio':>6}"
+        f"{'overhead':>8} {'down B/cl':>9} {'ratio':>6} {'dec us':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -218,14 +243,15 @@ def main() -> int:
                     f"{row['server_start_ms']:8.1f} {row['server_agg_ms']:8.1f} "
                     f"{row['round_cpu_s']:8.2f} {row['upload_bytes_per_client']:9.0f} "
                     f"{row['upload_overhead_bytes_per_client']:8.0f} "
-                    f"{row['download_bytes_per_client']:9.0f} {row['ratio']:6.2f}",
+                    f"{row['download_bytes_per_client']:9.0f} {row['ratio']:6.2f} "
+                    f"{row['decode_us']:6.2f}",
                     flush=True,
                 )
     grind = {str(n): grind_eval_us(n) for n in args.sizes}
     print("grind: one seed hash + graph = "
           + ", ".join(f"n={n}: {us:.0f} us" for n, us in grind.items()))
     path = write_result(
-        "secagg_protocol",
+        args.out,
         {
             "method": {
                 "clock": "time.process_time (CPU), single-threaded, in process",
@@ -237,6 +263,7 @@ def main() -> int:
                     "log": "k = 3 ceil(log2 n) even, t = max(k//2+1, ceil(2k/3))",
                 },
                 "ratio": "server_agg / (plain + prg)",
+                "decode_us": "server reader (records_from_bytes) per reply, CPU us",
             },
             "rows": rows,
             "grind_eval_us": grind,
