@@ -151,6 +151,10 @@ def _guard(func: Callable[[Any], int | None], arg: Any, *, debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"{PREFIX} interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): not an error
+        # Python would report the pipe again while flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ImportError as exc:
         extra = as_missing_extra(exc)
         if debug:
