@@ -45,13 +45,13 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.policy import NodePolicy
 from lepton_fed.privacy.secure_rng import CryptoRandom
 from lepton_fed.secagg import SecAggClient
-from lepton_fed.secagg._client_state import TrustedRoster, trusted_roster
 from lepton_fed.secagg.provisioning import (
     load_federation_public_key,
     load_identity_key,
     sim_bundle_paths,
 )
 from lepton_fed.secagg.roster import RosterError, load_roster
+from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
 
 __all__ = ["SLOTS", "distributed_reply", "load_client", "masked_eval_reply", "masked_reply",
            "save_client", "secure_eval_reply", "slot_of"]
