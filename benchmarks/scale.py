@@ -25,10 +25,14 @@ framework cost without transport. ``ray`` runs Flower's simulation engine
 so the default runs Ray only at the first scale (``--engine both``).
 
 Every (engine, scale, variant) runs in a fresh process (``_common.run_worker``): round
-seconds (round 1 excluded from medians: it pays one-off costs: imports, advertisement
-of round keys for nodes sampled the first time), resident memory at the end of every
-round (in-process: the process; Ray: the whole process tree, driver + Ray + actors) and
-the peak. Ratios are lepton-fed variant / plain Flower at the same engine and scale.
+seconds (round 1 excluded from medians: it pays one-off costs: imports, first-time
+work of the nodes sampled), resident memory at the end of every round (in-process: the
+process; Ray: the whole process tree, driver + Ray + actors) and the peak. Ratios are
+lepton-fed variant / plain Flower at the same engine and scale. In-process runs also
+count the messages the server sends per round, by type (``messages_per_round``; column
+``msgs/round``: median over rounds 2..N, the setup exchange not counted). With secure
+aggregation the round keys travel in the setup exchange, so a round is the masked-input
+(``train``) and ``query.secagg_unmask`` exchanges: 2 messages per sampled node.
 """
 
 from __future__ import annotations
@@ -323,6 +327,23 @@ def worker(kind: str, engine: str, clients: int, per_round: int, rounds: int,
     result.write_text(json.dumps(out))
 
 
+def _message_counts(seen: list[Any]) -> dict[str, int]:
+    """Messages the server sent since the last round end, by type (in-process: every
+    delivered request got the reply ``seen`` holds). The first round's count includes
+    the setup exchange (``query.setup``: once per node, before round 1)."""
+    out: dict[str, int] = defaultdict(int)
+    for m in seen:
+        out[m.metadata.message_type] += 1
+    return dict(sorted(out.items()))
+
+
+def _round_messages(r: dict[str, Any]) -> str:
+    """Median over rounds 2..N of the messages per round (setup excluded), '-' if unknown."""
+    per = [sum(v for k, v in c.items() if k != "query.setup")
+           for c in r.get("messages_per_round", [])[1:]]
+    return f"{median(per):.0f}" if per else "-"
+
+
 def _rss_self() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -337,11 +358,15 @@ def _run_flower(engine: str, path: str, clients: int, per_round: int, rounds: in
 
         grid = InProcessGrid(mod.plain_client, clients)
 
+        counts: list[dict[str, int]] = []
+
         def at_round_end(rnd: int) -> None:
+            counts.append(_message_counts(grid.seen))
             grid.seen.clear()  # the grid's own audit log of replies: harness, not Flower
             on_round(rnd)
 
-        return mod.run_plain(grid, path, clients, per_round, rounds, at_round_end)
+        res = mod.run_plain(grid, path, clients, per_round, rounds, at_round_end)
+        return res | {"messages_per_round": counts[1:]}  # [0]: the round-0 evaluation
     from flwr.simulation import run_simulation
 
     got: dict[str, Any] = {}
@@ -389,7 +414,10 @@ def _run_lepton(kind: str, engine: str, path: Path, clients: int, per_round: int
             bundle = write_bundle(Path(d) / "bundle", cfg)
             grid = InProcessGrid(app, clients, bundle=bundle)
 
+            counts: list[dict[str, int]] = []
+
             def at_round_end() -> None:
+                counts.append(_message_counts(grid.seen))
                 grid.seen.clear()  # the grid's own audit log of replies: harness only
                 on_round()
 
@@ -402,7 +430,8 @@ def _run_lepton(kind: str, engine: str, path: Path, clients: int, per_round: int
             touched = [b for b in states if b > min(states)]
             state_info = {"node_state_bytes_max": max(states),
                           "node_state_bytes_mean_sampled": float(np.mean(touched or states)),
-                          "node_state_bytes_total": int(sum(states))}
+                          "node_state_bytes_total": int(sum(states)),
+                          "messages_per_round": counts}
         else:
             from lepton_fed.simulation import simulate
 
@@ -695,11 +724,12 @@ def main() -> None:  # noqa: C901 - one report
                           f"{r['round_seconds'][0]:.1f}", f"{r.get('setup_s', 0.0):.1f}",
                           f"{r['peak_rss_mib']:.0f}",
                           " ".join(f"{x:.0f}" for x in r["rss_mib_per_round"]),
-                          f"{np.mean(r.get('bytes_up_per_client', [0])[1:] or [0]) / 1024:.1f}"])
+                          f"{np.mean(r.get('bytes_up_per_client', [0])[1:] or [0]) / 1024:.1f}",
+                          _round_messages(r)])
     if table:
         print_table(["engine", "clients/round", "variant", "round wall s (r2+)", "vs Flower",
                      "round CPU s", "vs Flower", "round 1 s", "setup s", "peak MiB",
-                     "RSS MiB at each round end", "up KiB/client"], table,
+                     "RSS MiB at each round end", "up KiB/client", "msgs/round"], table,
                     title="\nround time and memory (one run; medians over rounds 2..N)")
     payload: dict[str, Any] = {
         "task": {"data": f"synthetic make_classification, {FEATURES} features, {CLASSES} "

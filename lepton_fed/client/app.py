@@ -3,7 +3,10 @@
 - ``query.setup``: checks the run config against the NODE POLICY (declines with a code if
   it is outside it), checks the node's file against the federation's schema, stores the
   config; replies with its name and, when its policy allows ``feature-stats`` in the
-  clear, the feature sums/counts of its training rows for the shared scaler.
+  clear, the feature sums/counts of its training rows for the shared scaler. With secure
+  aggregation on, the setup may carry a round-key advertisement request (``secagg``):
+  a node that ACCEPTED the run answers it in the same reply (signed round keys, as for
+  ``query.secagg_advertise``); a node that declines or fails advertises nothing.
 - ``train``: one local round; replies with weights (or an encoded update) and metrics,
   or a ``decline`` {code, detail} reply (privacy budget, policy, missing secure
   aggregation, a node that restarted and needs the setup again). With secure aggregation
@@ -103,6 +106,14 @@ def setup(msg: Message, context: Context) -> Message:
         st = FeatureStats.of(data.X)
         content["metrics"] = MetricRecord({
             "count": st.count, "sum": st.sum.tolist(), "sumsq": st.sumsq.tolist()})
+    sa = cfg.get("secagg")
+    if "secagg" in msg.content and sa is not None and bool(sa.get("enabled", False)):
+        # only now, with the run accepted: the round keys, signed with the identity key
+        from lepton_fed.client.secure import setup_advertisement
+
+        keys = setup_advertisement(node, msg.content["secagg"], _name(context))
+        if keys is not None:
+            content["secagg"] = ConfigRecord({"reply": keys})
     return Message(content, reply_to=msg)
 
 

@@ -31,13 +31,14 @@ secure-aggregation request is refused with a
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from typing import cast
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 
 from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy, sim_bundle
@@ -54,7 +55,9 @@ from lepton_fed.secagg.roster import RosterError, load_roster
 from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
 
 __all__ = ["SLOTS", "distributed_reply", "load_client", "masked_eval_reply", "masked_reply",
-           "save_client", "secure_eval_reply", "slot_of"]
+           "save_client", "secure_eval_reply", "setup_advertisement", "slot_of"]
+
+log = logging.getLogger("lepton_fed.node")
 
 #: Context key of each slot's saved protocol state
 SLOTS = {"train": "secagg-state", "eval": "secagg-state-eval"}
@@ -174,6 +177,33 @@ def save_client(node: NodeState, client: SecAggClient, slot: str = "train") -> N
     """Persist ``slot``'s protocol state after every step (the roster as its digest:
     the node's roster file stays the source, so the state is a few KB per node)."""
     node.set(SLOTS[slot_of(slot)], client.to_bytes(with_roster=False))
+
+
+def setup_advertisement(node: NodeState, record: object, name: str = "") -> bytes | None:
+    """Answer the advertisement request a setup message carries (``train`` slot): this
+    node's signed round keys, as :meth:`~lepton_fed.secagg.SecAggClient.advertise` gives
+    them, saved in its state. Call only once the node has accepted the run.
+
+    Returns None when the request is refused (malformed, no roster or identity key,
+    rounds already used): the reply then carries no keys, the server asks again in
+    the node's first round and that refusal is reported with its code; the reason is
+    in the node's log.
+    """
+    try:
+        client = load_client(node)
+        reply = client.advertise(_setup_request(record))
+    except ProtocolAbort as exc:
+        log.warning("node %s: no round keys in the setup reply: %s", name, exc)
+        return None
+    save_client(node, client)
+    return reply
+
+
+def _setup_request(record: object) -> bytes:
+    value = record.get("request") if isinstance(record, ConfigRecord) else None
+    if not isinstance(value, bytes):
+        raise ProtocolAbort("secagg_bad_request: the setup's advertisement request is not bytes")
+    return value
 
 
 def masked_reply(node: NodeState, request: bytes, delta: np.ndarray, weight: float) -> bytes:

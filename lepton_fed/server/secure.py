@@ -1,10 +1,19 @@
 """Secure aggregation on the Message API: the server side of the Flower adapter.
 
+Round keys travel in the setup exchange (:func:`lepton_fed.server.setup.setup_nodes`):
+the ``query.setup`` message to a node carries an advertisement request for the run's
+rounds from the next round on (:meth:`SecureAggregator.setup_requests`; at most
+``MAX_ROUNDS_PER_ADVERT`` rounds), and a node that accepts the run replies with its
+signed round keys (:meth:`SecureAggregator.collect_setup`), checked exactly as an
+in-round advertisement. Nodes set up late (joined or restarted) get the same.
+
 Exchanges per round (the protocol itself is pure code in :mod:`lepton_fed.secagg`):
 
 0. ``query.secagg_advertise`` -- only for cohort nodes without signed round keys for
-   this round (once per run for a fixed cohort): each node returns signed keys for the
-   next ``rounds`` rounds.
+   this round: a node whose setup reply carried none (its advertisement failed or was
+   refused), a run longer than one advertisement covers, a resumed run (new protocol
+   run id): each node returns signed keys for the next ``rounds`` rounds. With every
+   node advertised at setup a round is the two exchanges below.
 1. ``train`` -- the normal train message plus the masked-input request; the client
    trains, clips its update, and returns ONLY the masked, field-encoded vector
    ``[w * delta, w]`` (weights travel inside the mask) and encrypted shares.
@@ -57,9 +66,10 @@ from lepton_fed.errors import ProtocolAbort
 from lepton_fed.models import flatten_state
 from lepton_fed.models.predict import eval_from_mean
 from lepton_fed.privacy.distributed import DistributedPlan
-from lepton_fed.secagg import SecAggResult, SecAggServer
+from lepton_fed.secagg import SecAggResult, SecAggServer, ServerPhase
 from lepton_fed.secagg.evaluation import EVAL_CLIP, eval_dim, eval_run_id
 from lepton_fed.secagg.settings import params_from_config
+from lepton_fed.secagg.wire import MAX_ROUNDS_PER_ADVERT
 from lepton_fed.server.aggregate import mean_update_reply
 from lepton_fed.server.exchange import (
     decline_code,
@@ -103,7 +113,10 @@ class SecureAggregator:
             clip = float(cfg.privacy.clip)
         if clip is None:  # update_clip gives the field bound whenever secagg is on
             raise ValueError("secure aggregation needs a clip bound")
-        self.params = params_from_config(sa, rounds=int(cfg.federation.rounds), clip=clip)
+        # one advertisement covers the run's rounds up to the wire format's limit; a
+        # longer run re-advertises in-round when the keys run out
+        self.params = params_from_config(
+            sa, rounds=min(int(cfg.federation.rounds), MAX_ROUNDS_PER_ADVERT), clip=clip)
         self.server = SecAggServer(params=self.params, run_id=run_id)
         self.timeout = float(sa.timeout)
         # H5: stragglers: the masked-input (train) stage waits until the round deadline
@@ -156,6 +169,25 @@ class SecureAggregator:
                 out[sent[r.metadata.reply_to_message_id]] = bytes(
                     cast(bytes, r.content["secagg"]["reply"]))
         return out, ok
+
+    def setup_requests(self, nodes: list[int]) -> dict[int, bytes]:
+        """Advertisement requests for the setup messages of ``nodes``: round keys for
+        ``params.rounds`` rounds from the round after the last one started. Pair with
+        :meth:`collect_setup` (also when the exchange fails: it ends the stage)."""
+        return self.server.advertise(nodes) if nodes else {}
+
+    def collect_setup(self, replies: dict[int, bytes]) -> tuple[int, ...]:
+        """The advertisements carried by setup replies (``{node: AdvertiseReply bytes}``),
+        checked as in-round ones (run, round, key count, roster pinning; the round-key
+        signatures when a round uses them). A node missing here, or refused (listed in
+        ``server.advert_rejected``), is asked again in-round. Returns the accepted nodes."""
+        if self.server.phase != ServerPhase.ADVERTISING:  # nothing was requested
+            return ()
+        accepted = self.server.collect_advertisements(replies)
+        for n, why in self.server.advert_rejected.items():
+            if n in replies:
+                log.warning("setup: round keys of node %s refused: %s", n, why)
+        return accepted
 
     def forget(self, nodes: list[int]) -> None:
         """Nodes that restarted (set up again): their round keys are gone with their

@@ -4,13 +4,22 @@ Each node gets the run config (with the federation's schema inlined), checks it 
 its own policy and its file against the schema, and either declines with a code (it is
 then never sampled in this run), fails with a code, or replies with its name and the
 feature sums, sums of squares and count of its training rows (for the shared scaler).
+
+With secure aggregation (``secure`` given) the setup message also carries the node's
+round-key advertisement request (``secagg`` record, as in ``query.secagg_advertise``),
+and a node that ACCEPTS the run answers it in its setup reply: its signed round keys for
+the run's rounds, collected and checked by the
+:class:`~lepton_fed.server.secure.SecureAggregator` exactly as an in-round
+advertisement. A node that declines or fails advertises nothing; a node whose reply
+carries no (or a refused) advertisement is asked again in its first round. Rounds then
+need no separate advertisement exchange.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -18,8 +27,11 @@ from flwr.serverapp import Grid
 
 from lepton_fed.data.preprocess import FeatureStats
 from lepton_fed.errors import RunFailed
-from lepton_fed.server.exchange import decline_code, error_code, exchange
+from lepton_fed.server.exchange import Exchange, decline_code, error_code, exchange
 from lepton_fed.server.registry import NodeRegistry
+
+if TYPE_CHECKING:
+    from lepton_fed.server.secure import SecureAggregator
 
 __all__ = ["SetupResult", "no_node_accepted", "setup_nodes", "wait_for_nodes"]
 
@@ -53,17 +65,37 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float, *, minimum: int,
 
 
 def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
-                timeout: float, num_features: int) -> SetupResult:
+                timeout: float, num_features: int,
+                secure: SecureAggregator | None = None) -> SetupResult:
     """Send the setup to ``nodes``; record names, declines and failures in ``reg``.
 
     Statistics that are not ``num_features`` finite sums with a positive count, or whose
     means would overflow the float32 scaler, are refused (``INVALID_REPLY``) and that node
-    is not used.
+    is not used. With ``secure``, each message carries the node's advertisement request
+    and the round keys of the nodes that accepted are handed to ``secure``.
     """
     res = SetupResult()
-    msgs = [Message(RecordDict({"config": ConfigRecord({"config-yaml": node_yaml})}),
-                    dst_node_id=nid, message_type="query.setup") for nid in nodes]
-    ex = exchange(grid, msgs, timeout, reg.learn_name)
+    adverts = secure.setup_requests(nodes) if secure is not None else {}
+    msgs = []
+    for nid in nodes:
+        content = RecordDict({"config": ConfigRecord({"config-yaml": node_yaml})})
+        if nid in adverts:
+            content["secagg"] = ConfigRecord({"request": adverts[nid]})
+        msgs.append(Message(content, dst_node_id=nid, message_type="query.setup"))
+    keys: dict[int, bytes] = {}
+    try:
+        ex = exchange(grid, msgs, timeout, reg.learn_name)
+        _record(ex, reg, res, num_features, keys)
+    finally:  # the advertisement stage ends even when the exchange failed
+        if secure is not None:
+            secure.collect_setup(keys)
+    return res
+
+
+def _record(ex: Exchange, reg: NodeRegistry, res: SetupResult, num_features: int,
+            keys: dict[int, bytes]) -> None:
+    """Books the setup replies into ``reg``/``res``; the round keys of the nodes that
+    were set up go into ``keys``."""
     res.bytes_down, res.bytes_up = ex.bytes_down, ex.bytes_up
     for r in ex.declined:
         reg.refuse(ex.node(r), decline_code(r))
@@ -76,6 +108,7 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
         if "metrics" not in r.content:  # its policy keeps its feature statistics
             reg.set_up(nid, str(r.content["node"]["name"])[:64] if "node" in r.content else "")
             res.accepted += 1
+            _take_keys(r, nid, keys)
             continue
         try:
             m = r.content["metrics"]
@@ -96,7 +129,16 @@ def setup_nodes(grid: Grid, reg: NodeRegistry, nodes: list[int], node_yaml: str,
         reg.set_up(nid, name)
         res.accepted += 1
         res.stats.append(st)
-    return res
+        _take_keys(r, nid, keys)
+
+
+def _take_keys(reply: Message, nid: int, keys: dict[int, bytes]) -> None:
+    """The advertisement a setup reply carries (untrusted: only bytes are taken; their
+    content is checked by the secure-aggregation server)."""
+    rec = reply.content.get("secagg")
+    value = rec.get("reply") if isinstance(rec, ConfigRecord) else None
+    if isinstance(value, bytes):
+        keys[nid] = value
 
 
 def no_node_accepted(reg: NodeRegistry) -> RunFailed:
