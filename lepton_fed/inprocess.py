@@ -72,17 +72,21 @@ class InProcessGrid(Grid):
         self.seen: list[Message] = []  # every reply the server received, for audits
 
     @property
-    def run(self) -> None:  # type: ignore[override]  # noqa: D102  # no Flower Run in-process
+    def run(self) -> None:  # type: ignore[override]  # no Flower Run in-process
+        """Always ``None``: an in-process federation has no Flower ``Run`` record."""
         return None
 
-    def set_run(self, run_id: Run | int) -> None:  # noqa: D102
+    def set_run(self, run_id: Run | int) -> None:
+        """Use ``run_id`` (a ``Run`` or its id) as this grid's run id."""
         self.run_id = run_id.run_id if isinstance(run_id, Run) else run_id
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+    def get_node_ids(self) -> Iterable[int]:
+        """The simulated node ids, ``1..num_nodes``."""
         return list(self.contexts)
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:  # noqa: D102
+                       group_id: str, ttl: float | None = None) -> Message:
+        """A message to ``dst_node_id``; its id and source node are set when it is delivered."""
         return Message(content, dst_node_id=dst_node_id, message_type=message_type,
                        group_id=group_id, ttl=ttl)
 
@@ -100,7 +104,8 @@ class InProcessGrid(Grid):
         self.seen.append(reply)
         return reply
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Deliver each message now and return their ids; a dropped node's reply never arrives."""
         ids = []
         for m in messages:
             r = self._deliver(m)
@@ -109,10 +114,15 @@ class InProcessGrid(Grid):
             ids.append(m.metadata.message_id)
         return ids
 
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies to ``message_ids`` that arrived and were not pulled yet (each only once)."""
         return [self._pending.pop(i) for i in message_ids if i in self._pending]
 
     def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:  # noqa: D102
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Deliver each message and return the replies, in order; dropped nodes give none.
+
+        ``timeout`` is unused: delivery is synchronous.
+        """
         del timeout  # delivery is synchronous: a dropped node simply never answers
         return [r for m in messages if (r := self._deliver(m)) is not None]

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: D103
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``dashboard`` subcommand to ``sub``."""
     p = sub.add_parser("dashboard", help="live dashboard of a run or sweep directory",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

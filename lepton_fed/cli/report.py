@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: D103
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``report`` subcommand to ``sub``."""
     p = sub.add_parser("report", help="table + plot over the runs of a sweep directory")
     p.add_argument("dir", help="sweep directory (e.g. multirun/DATE/TIME)")
     p.add_argument("--out", default=None, help="where to write (default: DIR)")

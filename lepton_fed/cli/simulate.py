@@ -76,7 +76,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: D103
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``simulate`` and ``validate`` subcommands to ``sub``."""
     p = sub.add_parser(
         "simulate",
         help="run a simulation (Hydra overrides; -m for sweeps)",

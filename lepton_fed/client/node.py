@@ -29,10 +29,12 @@ class NodeState:
         self.rec: ConfigRecord = context.state[STATE_KEY]  # type: ignore[assignment]
         self.context = context
 
-    def get(self, key: str, default: Any = None) -> Any:  # noqa: D102
+    def get(self, key: str, default: Any = None) -> Any:
+        """The stored value of ``key``, or ``default``."""
         return self.rec[key] if key in self.rec else default
 
-    def set(self, key: str, value: Any) -> None:  # noqa: D102
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` (kept across rounds on this node)."""
         self.rec[key] = value
 
     @property
@@ -44,7 +46,8 @@ class NodeState:
         return parse_config(str(y))
 
     @property
-    def scaler(self) -> Scaler | None:  # noqa: D102
+    def scaler(self) -> Scaler | None:
+        """The federated scaler the server sent, or ``None`` before it arrived."""
         if "scaler-mean" not in self.rec:
             return None
         return Scaler(
@@ -53,7 +56,8 @@ class NodeState:
         )
 
     @property
-    def partition_id(self) -> int:  # noqa: D102
+    def partition_id(self) -> int:
+        """The ``partition-id`` of the node config (simulation), else the Flower node id."""
         nc = self.context.node_config
         return int(nc.get("partition-id", self.context.node_id))
 

@@ -58,6 +58,7 @@ class PruneReport:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict of its fields."""
         return asdict(self)
 
 

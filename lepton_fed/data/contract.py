@@ -76,7 +76,11 @@ class FederationSchema:
         """Width of the encoded matrix (one-hot categorical columns)."""
         return sum(len(f.levels) if f.kind == "categorical" else 1 for f in self.features)
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
+        """The form :meth:`from_dict` reads back (label, classes, features).
+
+        A declared ``normalization`` is added as ``{name: [mean, scale]}``.
+        """
         d: dict[str, Any] = {"label": self.label, "classes": list(self.class_names),
                              "features": [f.to_dict() for f in self.features]}
         if self.normalization:

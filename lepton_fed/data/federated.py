@@ -29,9 +29,11 @@ class FederatedSplit:
     client_idx: list[np.ndarray]
 
     def client(self, pid: int) -> TabularData:
+        """Client ``pid``'s training rows (``pid`` is the 0-based partition id)."""
         return self.data.subset(self.client_idx[pid])
 
     def test(self) -> TabularData:
+        """The run's test rows (disjoint from every client's training rows)."""
         return self.data.subset(self.test_idx)
 
 

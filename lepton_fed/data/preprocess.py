@@ -29,6 +29,10 @@ class FeatureStats:
 
     @staticmethod
     def of(X: np.ndarray) -> FeatureStats:
+        """Row count, column sums and column sums of squares of ``X`` (rows x features).
+
+        The sums are float64, whatever the dtype of ``X``.
+        """
         X64 = np.asarray(X, dtype=np.float64)
         return FeatureStats(int(X64.shape[0]), X64.sum(0), (X64**2).sum(0))
 
@@ -75,17 +79,21 @@ class Scaler:
 
     @staticmethod
     def identity(n: int) -> Scaler:
+        """The no-op scaler for ``n`` features (mean 0, scale 1)."""
         return Scaler(np.zeros(n, np.float32), np.ones(n, np.float32))
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        """``(X - mean) / scale`` for ``X`` (rows, features); float32, same shape."""
         out: np.ndarray = ((np.asarray(X, np.float32) - self.mean) / self.scale).astype(np.float32)
         return out
 
     def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready ``mean`` and ``scale`` lists, one float per encoded feature."""
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Scaler:
+        """Inverse of :meth:`to_dict` (values as float32)."""
         return Scaler(np.asarray(d["mean"], np.float32), np.asarray(d["scale"], np.float32))
 
 
@@ -116,6 +124,7 @@ class Preprocessor:
 
     @property
     def feature_names(self) -> list[str]:
+        """Raw input column names, in the order a row's values are encoded."""
         return [f.name for f in self.features]
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -164,6 +173,7 @@ class Preprocessor:
         return self.scaler.transform(self.encode_rows(rows))
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``preprocess.json`` form (version 1): features, scaler, class names, model, task."""
         return {
             "version": 1,
             "features": [f.to_dict() for f in self.features],
@@ -175,6 +185,7 @@ class Preprocessor:
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Preprocessor:
+        """Inverse of :meth:`to_dict`; no ``model`` / ``task`` means ``{}`` / ``multiclass``."""
         return Preprocessor(
             [FeatureSpec.from_dict(f) for f in d["features"]],
             Scaler.from_dict(d["scaler"]),

@@ -23,6 +23,7 @@ class FeatureSpec:
     levels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``name`` and ``kind``, plus ``levels`` for a categorical column."""
         d: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "categorical":
             d["levels"] = list(self.levels)
@@ -30,6 +31,7 @@ class FeatureSpec:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`; ``kind`` defaults to ``numeric``."""
         return FeatureSpec(str(d["name"]), str(d.get("kind", "numeric")), tuple(d.get("levels", ())))
 
 
@@ -58,10 +60,12 @@ class TabularData:
 
     @property
     def num_classes(self) -> int:
+        """Number of label classes (``len(class_names)``)."""
         return len(self.class_names)
 
     @property
     def num_features(self) -> int:
+        """Number of encoded columns of ``X`` (categorical features one-hot encoded)."""
         return int(self.X.shape[1])
 
     @property

@@ -107,7 +107,8 @@ class RunState:
     details: str
 
     @property
-    def ok(self) -> bool:  # noqa: D102
+    def ok(self) -> bool:
+        """True only for a run that finished with sub-status ``completed``."""
         return self.status == "finished" and self.sub_status == "completed"
 
 

@@ -44,7 +44,8 @@ class FabVerdict:
     serverapp: str = ""
 
     @property
-    def accepted(self) -> bool:  # noqa: D102
+    def accepted(self) -> bool:
+        """True when the FAB may run (``pinned`` or ``allowlisted``), False when ``refused``."""
         return self.mode != "refused"
 
 

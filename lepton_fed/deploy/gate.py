@@ -93,9 +93,11 @@ class Gate:
                 raise RuntimeError(f"the Fleet gate could not start on {self.host}:{self.port}")
             time.sleep(0.05)
 
-    def alive(self) -> bool:  # noqa: D102
+    def alive(self) -> bool:
+        """True while the server thread runs."""
         return self.thread.is_alive()
 
-    def stop(self) -> None:  # noqa: D102
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait up to 10 s for its thread."""
         self.server.should_exit = True
         self.thread.join(10)

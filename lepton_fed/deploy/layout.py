@@ -55,31 +55,38 @@ class NodeFiles:
     root: Path
 
     @property
-    def ca_cert(self) -> Path:  # noqa: D102
+    def ca_cert(self) -> Path:
+        """``ca.crt``: the federation CA certificate; it verifies the SuperLink's TLS."""
         return self.root / "ca.crt"
 
     @property
-    def auth_key(self) -> Path:  # noqa: D102
+    def auth_key(self) -> Path:
+        """``auth_key``: the node-authentication private key (ECDSA P-384, OpenSSH format)."""
         return self.root / "auth_key"
 
     @property
-    def auth_public_key(self) -> Path:  # noqa: D102
+    def auth_public_key(self) -> Path:
+        """``auth_key.pub``: its OpenSSH public key, the one the SuperLink registers."""
         return self.root / "auth_key.pub"
 
     @property
-    def secagg_identity(self) -> Path:  # noqa: D102
+    def secagg_identity(self) -> Path:
+        """``secagg_identity.pem``: the node's private Ed25519 secure-aggregation identity."""
         return self.root / "secagg_identity.pem"
 
     @property
-    def roster(self) -> Path:  # noqa: D102
+    def roster(self) -> Path:
+        """``roster.json``: the members and their public keys, signed with the federation key."""
         return self.root / "roster.json"
 
     @property
-    def federation_public_key(self) -> Path:  # noqa: D102
+    def federation_public_key(self) -> Path:
+        """``federation.pub``: the Ed25519 key that verifies the roster and serving artifacts."""
         return self.root / "federation.pub"
 
     @property
-    def federation_json(self) -> Path:  # noqa: D102
+    def federation_json(self) -> Path:
+        """``federation.json``: the public summary (name, SuperLink address, node names)."""
         return self.root / FEDERATION_JSON
 
     @property
@@ -95,35 +102,43 @@ class CoordinatorFiles:
     root: Path
 
     @property
-    def ca_cert(self) -> Path:  # noqa: D102
+    def ca_cert(self) -> Path:
+        """``ca.crt``: the federation CA certificate (it issued ``superlink.crt``)."""
         return self.root / "ca.crt"
 
     @property
-    def superlink_cert(self) -> Path:  # noqa: D102
+    def superlink_cert(self) -> Path:
+        """``superlink.crt``: the SuperLink's TLS certificate, issued by the federation CA."""
         return self.root / "superlink.crt"
 
     @property
-    def superlink_key(self) -> Path:  # noqa: D102
+    def superlink_key(self) -> Path:
+        """``superlink.key``: the SuperLink's TLS private key."""
         return self.root / "superlink.key"
 
     @property
-    def federation_public_key(self) -> Path:  # noqa: D102
+    def federation_public_key(self) -> Path:
+        """``federation.pub``: the Ed25519 key that verifies the roster and serving artifacts."""
         return self.root / "federation.pub"
 
     @property
-    def roster(self) -> Path:  # noqa: D102
+    def roster(self) -> Path:
+        """``roster.json``: the signed roster (the same file every node holds)."""
         return self.root / "roster.json"
 
     @property
-    def federation_json(self) -> Path:  # noqa: D102
+    def federation_json(self) -> Path:
+        """``federation.json``: the public summary (name, SuperLink address, node names)."""
         return self.root / FEDERATION_JSON
 
     @property
-    def node_keys(self) -> Path:  # noqa: D102
+    def node_keys(self) -> Path:
+        """``node_keys/``: one node-auth public key ``<name>.pub`` per member (registered at start)."""
         return self.root / "node_keys"
 
     @property
-    def state(self) -> Path:  # noqa: D102
+    def state(self) -> Path:
+        """``state/``: runtime files of ``lepton-fed superlink`` (database, logs, flwr home)."""
         return self.root / "state"
 
 
@@ -134,24 +149,30 @@ class FederationDir:
     root: Path
 
     @property
-    def federation_json(self) -> Path:  # noqa: D102
+    def federation_json(self) -> Path:
+        """``federation.json``: the public summary (name, SuperLink address, node names)."""
         return self.root / FEDERATION_JSON
 
     @property
-    def offline(self) -> Path:  # noqa: D102
+    def offline(self) -> Path:
+        """``offline/``: the consortium's secrets; keep it OFF the SuperLink host."""
         return self.root / "offline"
 
     @property
-    def ca_key(self) -> Path:  # noqa: D102
+    def ca_key(self) -> Path:
+        """``offline/ca.key``: the CA private key (only needed to re-issue the TLS certificate)."""
         return self.offline / "ca.key"
 
     @property
-    def signing_key(self) -> Path:  # noqa: D102
+    def signing_key(self) -> Path:
+        """``offline/federation_signing_key.pem``: Ed25519, signs roster and artifacts."""
         return self.offline / "federation_signing_key.pem"
 
     @property
-    def coordinator(self) -> CoordinatorFiles:  # noqa: D102
+    def coordinator(self) -> CoordinatorFiles:
+        """``coordinator/``: the files to copy to the SuperLink host."""
         return CoordinatorFiles(self.root / "coordinator")
 
-    def node(self, name: str) -> NodeFiles:  # noqa: D102
+    def node(self, name: str) -> NodeFiles:
+        """``nodes/<name>/``: node ``name``'s bundle; :class:`DeployError` for an invalid name."""
         return NodeFiles(self.root / "nodes" / check_name("node", name))

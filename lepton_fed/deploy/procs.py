@@ -42,10 +42,12 @@ class Child:
     offset: int = 0  # where this start's output begins in ``log``
 
     @property
-    def pid(self) -> int:  # noqa: D102
+    def pid(self) -> int:
+        """The child's process id."""
         return self.proc.pid
 
-    def alive(self) -> bool:  # noqa: D102
+    def alive(self) -> bool:
+        """True while the child process has not exited."""
         return self.proc.poll() is None
 
     def output(self) -> str:

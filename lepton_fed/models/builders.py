@@ -24,6 +24,7 @@ class LogisticRegression(nn.Module):
         self.linear = nn.Linear(num_features, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of shape (batch, num_classes) for ``x`` of shape (batch, num_features)."""
         out: Tensor = self.linear(x)
         return out
 
@@ -44,6 +45,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of shape (batch, num_classes) for ``x`` of shape (batch, num_features)."""
         out: Tensor = self.net(x)
         return out
 
@@ -87,6 +89,10 @@ class CNN(nn.Module):
         self.head = nn.Linear(c2 * 16, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits (batch, num_classes) for flat ``x`` (batch, num_features).
+
+        ``x`` is reshaped to ``input_shape`` first.
+        """
         x = x.reshape(x.shape[0], *self.input_shape)
         out: Tensor = self.head(self.features(x).flatten(1))
         return out

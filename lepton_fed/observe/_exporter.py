@@ -34,10 +34,12 @@ class _Current:
     def __init__(self, registry: Any) -> None:
         self.registry = registry
 
-    def collect(self) -> Iterator[Any]:  # noqa: D102
+    def collect(self) -> Iterator[Any]:
+        """The current registry's metrics."""
         return iter(self.registry.collect())
 
-    def restricted_registry(self, names: Iterable[str]) -> Any:  # noqa: D102
+    def restricted_registry(self, names: Iterable[str]) -> Any:
+        """The current registry restricted to metric ``names`` (for ``?name[]=`` scrapes)."""
         return self.registry.restricted_registry(names)
 
 

@@ -97,11 +97,16 @@ class OSNoise:
         self, std: float, shape: Sequence[int], *, device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
+        """``N(0, std**2)`` draws of ``shape`` on ``device`` as ``dtype``.
+
+        Drawn as float64 normals from the OS-keyed CSPRNG and scaled on CPU, then cast.
+        """
         n = math.prod(shape)
         z = self._normals(n).mul_(float(std)).view(tuple(shape))
         return z.to(device=device, dtype=dtype)
 
     def uniform(self, n: int) -> torch.Tensor:
+        """``n`` float64 CSPRNG uniforms on ``[0, 1)`` (CPU), for Poisson sampling."""
         return self.rng.uniform(n)
 
 
@@ -143,11 +148,16 @@ class SeededNoise:
         self, std: float, shape: Sequence[int], *, device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
+        """``N(0, std**2)`` draws of ``shape`` as ``dtype``, moved to ``device``.
+
+        Drawn from the seeded generator on this source's device: predictable from the seed.
+        """
         z = torch.normal(0.0, float(std), size=tuple(shape), device=self.device,
                          generator=self.noise_gen, dtype=dtype)
         return z.to(device=device)
 
     def uniform(self, n: int) -> torch.Tensor:
+        """``n`` float64 uniforms on ``[0, 1)`` from the seeded CPU generator (predictable)."""
         return torch.rand(n, generator=self.sample_gen, dtype=torch.float64)
 
 

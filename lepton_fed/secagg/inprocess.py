@@ -54,6 +54,7 @@ class DeterministicRng:
         ).encryptor()
 
     def __call__(self, n: int) -> bytes:
+        """The next ``n`` bytes of the keystream."""
         return self._stream.update(bytes(n))
 
 

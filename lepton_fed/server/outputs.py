@@ -34,7 +34,8 @@ class RunWriter:
         self.metrics_path = self.dir / "metrics.jsonl"
         self.metrics_path.write_text("")
 
-    def config(self, yaml_text: str) -> None:  # noqa: D102
+    def config(self, yaml_text: str) -> None:
+        """Write ``yaml_text`` (the resolved run config) as ``config.yaml``."""
         (self.dir / "config.yaml").write_text(yaml_text)
 
     def round(self, row: dict[str, Any]) -> None:
@@ -42,7 +43,8 @@ class RunWriter:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(_clean(row)) + "\n")
 
-    def json(self, name: str, obj: Any) -> None:  # noqa: D102
+    def json(self, name: str, obj: Any) -> None:
+        """Write ``obj`` as indented JSON to file ``name`` (non-finite floats become null)."""
         (self.dir / name).write_text(json.dumps(_clean(obj), indent=2) + "\n")
 
     def model(self, state: dict[str, np.ndarray]) -> str:
@@ -54,7 +56,11 @@ class RunWriter:
                   str(self.dir / "model.safetensors"))
         return "model.safetensors"
 
-    def heldout(self, X: np.ndarray, y: np.ndarray) -> None:  # noqa: D102
+    def heldout(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Save held-out test rows as ``heldout.npz``: ``X`` as float32, ``y`` as int64.
+
+        ``X`` is stored as given (the server passes it already scaled).
+        """
         np.savez_compressed(self.dir / "heldout.npz", X=X.astype(np.float32), y=y.astype(np.int64))
 
 

@@ -41,7 +41,12 @@ class NodeRegistry:
         """The node's reported name, or ``node-<id>`` before it reported one."""
         return self.names.get(nid) or f"node-{nid}"
 
-    def set_up(self, nid: int, name: str) -> None:  # noqa: D102
+    def set_up(self, nid: int, name: str) -> None:
+        """The node accepted the setup under ``name``: it is ready to be sampled.
+
+        It will be sent the scaler again, and its current activation time is recorded (a newer
+        one later means it restarted).
+        """
         if name:
             self.names[nid] = name
         self.ready.add(nid)
@@ -60,7 +65,8 @@ class NodeRegistry:
         self.ready.discard(nid)
         self.record_decline(nid, code)
 
-    def record_decline(self, nid: int, code: str) -> None:  # noqa: D102
+    def record_decline(self, nid: int, code: str) -> None:
+        """Count a decline by its code; ``NEEDS_SETUP`` sends the node back to setup."""
         self.declines[self.name(nid)][code] += 1
         if code == "NEEDS_SETUP":
             self.ready.discard(nid)

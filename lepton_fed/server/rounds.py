@@ -57,9 +57,13 @@ BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
 class RoundObserver(Protocol):
     """Sees each finished round's metrics row and the run's summary."""
 
-    def on_round(self, row: dict[str, Any]) -> None: ...  # noqa: D102
+    def on_round(self, row: dict[str, Any]) -> None:
+        """Called with each finished round's metrics row."""
+        ...
 
-    def on_finish(self, summary: dict[str, Any]) -> None: ...  # noqa: D102
+    def on_finish(self, summary: dict[str, Any]) -> None:
+        """Called once with the run's summary when the run ends."""
+        ...
 
 
 @dataclass
@@ -77,7 +81,8 @@ class RoundOutcome:
     late: list[tuple[int, Message]] = field(default_factory=list)  # H5: discarded, past
     # an earlier round's deadline: (node, reply)
 
-    def node(self, reply: Message) -> int:  # noqa: D102
+    def node(self, reply: Message) -> int:
+        """The node a reply came from: the node its request was sent to, else its source node."""
         return self.node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
 
@@ -89,7 +94,8 @@ class _Sampled:
     def __init__(self, nodes: list[int]) -> None:
         self.nodes = nodes
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+    def get_node_ids(self) -> Iterable[int]:
+        """The node ids this loop sampled."""
         return list(self.nodes)
 
 
