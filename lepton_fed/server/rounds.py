@@ -168,8 +168,15 @@ class _Run:
         self.writer.config(OmegaConf.to_yaml(cfg, resolve=True))
         wait_for_nodes(self.grid, int(fed.num_clients), self.wait_s,
                        minimum=max(self.min_cohort, 1))
+        self.secure = None
+        if cfg.secagg.enabled:  # before the setup: it carries the round-key advertisement
+            from lepton_fed.server.secure import SecureAggregator, run_id_for
+
+            self.secure = SecureAggregator(cfg, run_id_for(cfg, self.grid))
+        # a resumed run draws a new protocol run id in restore(): its nodes advertise then
         res = setup_nodes(self.grid, self.reg, self.reg.unknown(self.grid), self.boot.node_yaml,
-                          float(fed.round_timeout), int(self.boot.spec["num_features"]))
+                          float(fed.round_timeout), int(self.boot.spec["num_features"]),
+                          secure=self.secure if self.ckpt is None else None)
         self.bytes_up, self.bytes_down = res.bytes_up, res.bytes_down
         if not res.accepted:
             raise no_node_accepted(self.reg)
@@ -188,13 +195,8 @@ class _Run:
                             "binary" if len(self.boot.class_names) == 2 else "multiclass")
         self.writer.json("preprocess.json", prep.to_dict())
         self.privacy = ServerPrivacy(cfg)
-        self.secure = None
-        if cfg.secagg.enabled:
-            from lepton_fed.server.secure import SecureAggregator, run_id_for
-
-            self.secure = SecureAggregator(cfg, run_id_for(cfg, self.grid))
-            if cfg.privacy.mode == "distributed":
-                self.privacy.distributed = self.secure
+        if self.secure is not None and cfg.privacy.mode == "distributed":
+            self.privacy.distributed = self.secure
         # a resumed run restores its last evaluation below (and its secure-aggregation run
         # ids first: a round-0 secure evaluation would reuse the old evaluation run id)
         ev0 = self.evaluate(0) if self.ckpt is None else {"loss": None, "accuracy": None}
@@ -252,7 +254,8 @@ class _Run:
             self.secure.forget(late)  # a restarted node advertises fresh round keys
         if late:
             res = setup_nodes(self.grid, self.reg, late, self.boot.node_yaml,
-                              float(self.fed.round_timeout), len(self.scaler.mean))
+                              float(self.fed.round_timeout), len(self.scaler.mean),
+                              secure=self.secure)
             self.bytes_up += res.bytes_up
             self.bytes_down += res.bytes_down
             if res.stats:
