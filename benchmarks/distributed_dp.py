@@ -3,7 +3,9 @@ upload vs plain secure aggregation.
 
 Run: ``python benchmarks/distributed_dp.py [--rounds 30] [--seeds 0,1,2] [--quick]``
 (writes ``benchmarks/results/distributed_dp.json``; ``--quick``: one seed, 10 rounds,
-``distributed_dp_quick.json``).
+``distributed_dp_quick.json``). ``--append --modes NAME... --seeds ...`` adds seeds to
+some modes of an existing ``distributed_dp.json`` (same rounds and clip, checked) and
+recomputes their figures; ``setup.seeds_per_mode`` lists each mode's seeds.
 
 Every point is an in-process federation (:class:`lepton_fed.inprocess.InProcessGrid`:
 the real ServerApp round loop and ClientApp handlers, no Ray): digits, logistic
@@ -39,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import print_table, write_result  # noqa: E402
+from _common import RESULTS_DIR, print_table, write_result  # noqa: E402
 
 BASE = ["data=digits", "model=logreg", "federation.num_clients=100",
         "federation.clients_per_round=20", "client.epochs=5", "client.lr=0.1",
@@ -47,17 +49,19 @@ BASE = ["data=digits", "model=logreg", "federation.num_clients=100",
 EPSILONS = (1.0, 3.0, 8.0)
 
 
-def _modes(clip: float) -> dict[str, list[str]]:
+def _modes(clip: float, colluding: float | None = None) -> dict[str, list[str]]:
     out = {"none": ["privacy=none"], "none+secagg": ["privacy=none", "secagg=on"]}
+    extra = [] if colluding is None else [f"secagg.colluding_fraction={colluding}"]
     for e in EPSILONS:
         out[f"central eps={e:g}"] = ["privacy=central", f"privacy.epsilon={e}",
                                      f"privacy.clip={clip}", "privacy.accountant=rdp"]
         out[f"distributed eps={e:g}"] = ["privacy=distributed", "secagg=on",
-                                         f"privacy.epsilon={e}", f"privacy.clip={clip}"]
+                                         f"privacy.epsilon={e}", f"privacy.clip={clip}",
+                                         *extra]
     return out
 
 
-def run_one(overrides: list[str]) -> dict[str, Any]:
+def run_one(overrides: list[str], policy: str | None = None) -> dict[str, Any]:
     from lepton_fed.client.app import app
     from lepton_fed.config import compose
     from lepton_fed.inprocess import InProcessGrid
@@ -67,8 +71,10 @@ def run_one(overrides: list[str]) -> dict[str, Any]:
     cfg = compose(overrides)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        s = run_federation(InProcessGrid(app, int(cfg.federation.num_clients)), cfg,
-                           RunWriter(Path(d)))
+        n = int(cfg.federation.num_clients)
+        confs = None if policy is None else [
+            {"partition-id": i, "num-partitions": n, "policy": policy} for i in range(n)]
+        s = run_federation(InProcessGrid(app, n, node_configs=confs), cfg, RunWriter(Path(d)))
         wall = time.perf_counter() - t0
         rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
     later = rows[1:] or rows
@@ -164,6 +170,13 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--micro", action="store_true", help="only the per-step costs")
+    ap.add_argument("--modes", nargs="*", default=None, help="subset of the mode names")
+    ap.add_argument("--colluding-fraction", type=float, default=None,
+                    help="secagg.colluding_fraction for the distributed modes (default: "
+                         "the config's 0.05, i.e. 1 of 20 shares not counted)")
+    ap.add_argument("--out", default=None, help="results/<out>.json (not with --append)")
+    ap.add_argument("--append", action="store_true",
+                    help="add --seeds to --modes of the existing distributed_dp.json")
     args = ap.parse_args()
     if args.micro:
         res = micro()
@@ -175,8 +188,41 @@ def main() -> None:
     rounds = 10 if args.quick else args.rounds
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {}
-    for name, ov in _modes(args.clip).items():
-        runs = [run_one(BASE + ov + [f"federation.rounds={rounds}", f"seed={s}"]) for s in seeds]
+    setup: dict[str, Any] = {"base": BASE, "rounds": rounds, "seeds": seeds,
+                             "clip": args.clip, "delta": 1e-5}
+    if args.append:
+        old = json.loads((RESULTS_DIR / "distributed_dp.json").read_text())
+        setup = old["setup"]
+        if (setup["rounds"], setup["clip"]) != (rounds, args.clip):
+            raise SystemExit(f"--append: distributed_dp.json has rounds={setup['rounds']} "
+                             f"clip={setup['clip']}; pass the same --rounds and --clip")
+        per_mode = setup.setdefault("seeds_per_mode", {})
+        for name, v in old["results"].items():
+            known = per_mode.setdefault(name, list(setup["seeds"]))
+            for r, sd in zip(v["runs"], known, strict=True):
+                r.setdefault("seed", sd)
+        results = old["results"]
+    policy = None
+    if args.colluding_fraction is not None:  # the nodes must assume it too (their policy)
+        from omegaconf import OmegaConf
+
+        from lepton_fed.config.paths import conf_dir
+
+        pol = OmegaConf.load(conf_dir() / "node_policy" / "open.yaml")
+        pol.colluding_fraction = args.colluding_fraction
+        policy = str(Path(tempfile.mkdtemp()) / "node_policy.yaml")
+        OmegaConf.save(pol, policy)
+    for name, ov in _modes(args.clip, args.colluding_fraction).items():
+        if args.modes and name not in args.modes:
+            continue
+        prev = results.get(name, {}).get("runs", []) if args.append else []
+        if any(r.get("seed") in seeds for r in prev):
+            raise SystemExit(f"--append: {name} already has some of seeds {seeds}")
+        runs = prev + [run_one(BASE + ov + [f"federation.rounds={rounds}", f"seed={s}"],
+                               policy if name.startswith("distributed") else None)
+                       | {"seed": s} for s in seeds]
+        if args.append:
+            setup["seeds_per_mode"][name] = [r["seed"] for r in runs]
         acc = [r["accuracy"] for r in runs]
         results[name] = {
             "accuracy_mean": statistics.mean(acc),
@@ -195,11 +241,12 @@ def main() -> None:
               f"{v['round_seconds']:.3f}", f"{v['upload_per_client']:.0f}"]
              for k, v in results.items()]
     print_table(["mode", "accuracy", "noise mult.", "round s", "bytes up/client"], table)
-    write_result("distributed_dp_quick" if args.quick else "distributed_dp", {
-        "setup": {"base": BASE, "rounds": rounds, "seeds": seeds, "clip": args.clip,
-                  "delta": 1e-5},
-        "results": results,
-    })
+    if args.colluding_fraction is not None:
+        setup["colluding_fraction"] = args.colluding_fraction
+    name = args.out or ("distributed_dp_quick" if args.quick else "distributed_dp")
+    if args.append and args.out:
+        raise SystemExit("--append writes distributed_dp.json; drop --out")
+    write_result(name, {"setup": setup, "results": results})
 
 
 if __name__ == "__main__":
