@@ -139,7 +139,8 @@ class _Run:
         self.gstate: OrderedDict[str, np.ndarray] = get_state(model)
         self.strategy = _strategy(cfg)
         self.reg = NodeRegistry()
-        self.wait_s = float(self.fed.get("node_wait", None) or self.fed.round_timeout)
+        wait = self.fed.get("node_wait", None)  # 0: sample whoever is there, no wait
+        self.wait_s = float(self.fed.round_timeout if wait is None else wait)
         # H5: stragglers: training replies after the deadline are discarded (counted late)
         self.deadline = float(self.fed.get("round_deadline", None) or self.fed.round_timeout)
         self.overdue: dict[str, int] = {}  # unanswered train requests -> node
