@@ -16,24 +16,12 @@ import numpy as np
 
 from lepton_fed.secagg.prg import MaskBuffer, expand_mask
 
-__all__ = ["add_pairwise_mask", "add_self_mask", "apply_masks", "pairwise_sign"]
+__all__ = ["apply_masks", "pairwise_sign"]
 
 
 def pairwise_sign(*, owner: int, peer: int) -> int:
     """+1 if ``owner`` adds the pairwise mask it shares with ``peer``, else -1."""
     return 1 if owner < peer else -1
-
-
-def add_self_mask(y: np.ndarray, seed: bytes, *, bits: int) -> None:
-    """``y += PRG(seed)`` in place."""
-    np.add(y, expand_mask(seed, y.size, bits=bits), out=y)
-
-
-def add_pairwise_mask(
-    y: np.ndarray, seed: bytes, *, owner: int, peer: int, bits: int
-) -> None:
-    """Adds ``owner``'s signed copy of the pairwise mask shared with ``peer``, in place."""
-    _accumulate(y, [(seed, pairwise_sign(owner=owner, peer=peer))], bits)
 
 
 def _accumulate(y: np.ndarray, jobs: Sequence[tuple[bytes, int]], bits: int) -> None:

@@ -1,5 +1,5 @@
 """Secure-aggregation parameters: security level, graph degree k, threshold t, field
-size, clip, timeouts.
+size, clip.
 
 By default k and t are derived for every round from the round's cohort size and a
 :class:`~lepton_fed.secagg.security.SecurityLevel` (SecAgg+, Bell et al. 2020; see
@@ -23,7 +23,6 @@ from lepton_fed.secagg.security import (
     choose_graph,
     exposure_log2,
 )
-from lepton_fed.secagg.stages import Stage
 
 __all__ = ["SecAggParams", "default_params"]
 
@@ -46,9 +45,9 @@ class SecAggParams:
         clip: bound on every coordinate of a client's delta (the caller L2-clips to
             this norm, which bounds every coordinate too).
         bits: field size exponent, M = 2^bits, 8 <= bits <= 32 (uploads are uint32).
-        advertise_timeout_s: how long the adapter waits for advertisement replies.
-        masked_input_timeout_s: wait for masked inputs (includes local training).
-        unmask_timeout_s: wait for unmask replies.
+
+    Waiting is not a protocol parameter: the Flower adapter waits ``secagg.timeout`` for
+    each exchange (``federation.round_deadline`` for the masked inputs when set).
     """
 
     rounds: int
@@ -57,9 +56,6 @@ class SecAggParams:
     threshold: int | None = None
     clip: float = 1.0
     bits: int = 32
-    advertise_timeout_s: float = 60.0
-    masked_input_timeout_s: float = 600.0
-    unmask_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         k, t = self.neighbours, self.threshold
@@ -78,10 +74,6 @@ class SecAggParams:
             raise ValueError(f"clip must be a positive finite number, got {self.clip}")
         if not 8 <= self.bits <= 32:
             raise ValueError(f"bits must be in [8, 32], got {self.bits}")
-        for name in ("advertise_timeout_s", "masked_input_timeout_s", "unmask_timeout_s"):
-            value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
 
     def for_cohort(self, cohort_size: int) -> tuple[int, int]:
         """(k, t) used for a round whose cohort has ``cohort_size`` nodes.
@@ -120,13 +112,6 @@ class SecAggParams:
             correctness_log2=abort_log2(cohort_size, k, t, self.security.dropout_rate),
         )
 
-    def timeout_for(self, stage: Stage) -> float:
-        """Per-stage timeout in seconds (used by the Flower adapter)."""
-        return {
-            Stage.ADVERTISE: self.advertise_timeout_s,
-            Stage.MASKED_INPUT: self.masked_input_timeout_s,
-            Stage.UNMASK: self.unmask_timeout_s,
-        }[Stage(stage)]
 
 
 def _smallest_private_t(m: int, k: int, level: SecurityLevel) -> int:

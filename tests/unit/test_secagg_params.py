@@ -48,14 +48,13 @@ def test_published_table_is_what_the_code_derives() -> None:
 
 def test_overrides_and_security_level_keywords() -> None:
     p = default_params(
-        num_clients=100, rounds=3, neighbours=40, clip=0.5, bits=24, unmask_timeout_s=5
+        num_clients=100, rounds=3, neighbours=40, clip=0.5, bits=24
     )
     k, t = p.for_cohort(100)
     assert (k, p.clip, p.bits) == (40, 0.5, 24)
     assert t == min(
         tt for tt in range(21, 41) if exposure_log2(100, 40, tt, 0.05) <= -40
     )
-    assert p.timeout_for(Stage.UNMASK) == 5
     fixed = default_params(num_clients=100, rounds=3, neighbours=10, threshold=6)
     assert fixed.for_cohort(100) == (10, 6)
     assert fixed.for_cohort(8) == (7, 5)  # complete graph, t scaled with k
@@ -87,7 +86,6 @@ def test_unreachable_level_is_refused_before_any_round() -> None:
         {"neighbours": 4, "threshold": 3, "rounds": 0},
         {"rounds": 1, "clip": 0.0},
         {"rounds": 1, "bits": 40},
-        {"rounds": 1, "unmask_timeout_s": 0},
     ],
 )
 def test_invalid_params_raise(kwargs: dict) -> None:
