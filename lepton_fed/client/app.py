@@ -29,6 +29,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -136,11 +137,26 @@ def _request(rec: Any) -> bytes:
 
 
 def _take_scaler(msg: Message, node: NodeState) -> None:
-    """Store the federation's scaler when the message carries it (first contact)."""
+    """Store the federation's scaler when the message carries it (first contact).
+
+    Untrusted input: two float lists of the same non-zero length, finite, every scale
+    positive; anything else is refused (``ValueError``: ``INVALID_REQUEST``) before the
+    node stores it or trains with it.
+    """
     extra = msg.content.get("lepton")
-    if extra is not None and "scaler-mean" in extra:
-        node.set("scaler-mean", [float(v) for v in cast(list[float], extra["scaler-mean"])])
-        node.set("scaler-scale", [float(v) for v in cast(list[float], extra["scaler-scale"])])
+    if extra is None or "scaler-mean" not in extra:
+        return
+    try:
+        mean = np.asarray(cast(list[float], extra["scaler-mean"]), np.float64)
+        scale = np.asarray(cast(list[float], extra.get("scaler-scale")), np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("scaler-mean/scaler-scale are not lists of numbers") from None
+    if mean.ndim != 1 or mean.size == 0 or scale.shape != mean.shape:
+        raise ValueError("scaler-mean and scaler-scale must be two lists of the same length")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError("the scaler must be finite with every scale > 0")
+    node.set("scaler-mean", [float(v) for v in mean])
+    node.set("scaler-scale", [float(v) for v in scale])
 
 
 @app.train()

@@ -97,3 +97,26 @@ def test_honest_strict_round_sends_nothing_from_the_data_in_the_clear(strict_gri
         if mt == "train":
             assert "arrays" not in m.content and "secagg" in m.content
             assert set(m.content["metrics"]) <= {"declined", "epsilon", "unit-weight"}
+
+
+@pytest.mark.parametrize("mean, scale", [
+    ([0.0] * 30, [0.0] * 30),            # a zero scale: division by zero on the node
+    ([float("nan")] * 30, [1.0] * 30),   # NaN
+    ([0.0] * 30, [1.0] * 29),            # lengths differ
+    ([], []),                            # empty
+])
+def test_a_malformed_scaler_from_the_server_is_refused_and_not_stored(strict_grid,
+                                                                       mean, scale):
+    from lepton_fed.client.node import NodeState
+
+    grid, _ = strict_grid
+    before = NodeState(grid.contexts[2]).scaler
+    w = {"net.weight": np.zeros((2, 30), np.float32), "net.bias": np.zeros(2, np.float32)}
+    msg = Message(RecordDict({"arrays": to_array_record(w),
+                              "lepton": ConfigRecord({"scaler-mean": mean,
+                                                      "scaler-scale": scale})}),
+                  dst_node_id=2, message_type="evaluate")
+    (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error() and "INVALID_REQUEST" in reply.error.reason
+    after = NodeState(grid.contexts[2]).scaler
+    assert (before is None and after is None) or np.array_equal(before.mean, after.mean)
