@@ -276,7 +276,7 @@ def validate(cfg: DictConfig, *, deployment: bool = False, engine: str = "ray") 
     from lepton_fed.observe.factory import check_observe_config
 
     p += check_observe_config(cfg)
-    from lepton_fed.client.attack import attack_problems
+    from lepton_fed.config.attack import attack_problems
 
     p += attack_problems(cfg)
     p += _unused_problems(cfg)
@@ -293,7 +293,7 @@ def _unused_problems(cfg: DictConfig) -> list[str]:
     """Settings the chosen option never reads, set anyway (the schema holds every
     option's keys, so these compose): another attack's parameter, a
     ``privacy=distributed`` setting in another mode."""
-    from lepton_fed.client.attack import ATTACKS
+    from lepton_fed.config.attack import ATTACKS
 
     p: list[str] = []
     name = _num(cfg, "attack.name")

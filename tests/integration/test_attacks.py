@@ -10,13 +10,13 @@ from flwr.app import Context, RecordDict
 
 from lepton_fed.client import app as client_module
 from lepton_fed.client.attack import (
-    attack_problems,
     attackers,
     is_attacker,
     poison_labels,
     poison_update,
 )
 from lepton_fed.client.node import NodeState
+from lepton_fed.config.attack import attack_problems
 from lepton_fed.inprocess import InProcessGrid
 from lepton_fed.server.outputs import RunWriter
 from lepton_fed.server.rounds import run_federation

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from lepton_fed.client.attack import attack_problems
 from lepton_fed.client.node import parse_config
+from lepton_fed.config.attack import attack_problems
 from lepton_fed.config.validate import validate
 from lepton_fed.policy import NodePolicy, check_request, check_train_message
 
