@@ -58,7 +58,6 @@ __all__ = [
     "DPDecision",
     "dp_choice",
     "dp_report",
-    "dp_settings_or_decline",
     "is_real_node",
     "ledger_key",
     "record_round",
@@ -271,17 +270,13 @@ def _reserve(
 
 def record_round(
     node: NodeState, cfg: DictConfig, dp: DPSettings | DPDecision, res: LocalResult, *,
-    round_: int, fingerprint: str | None = None,
+    round_: int,
 ) -> float:
     """Settle this round's reservation to what it actually spent; return epsilon.
 
     Call after training and before the update leaves the node. ``res.steps == 0``
     drops the reservation (nothing was spent). Returns the epsilon now counted on
     the data (pending reservations of other processes included).
-
-    Args:
-        fingerprint: ignored (the reservation knows its ledger); kept for callers of
-            the transitional API.
 
     Raises:
         LedgerError: no reservation (reserve first), or a round that spent more than
@@ -326,16 +321,3 @@ def dp_report(node: NodeState) -> dict[str, float]:
     raw = node.get(_REPORT)
     return {str(k): float(v) for k, v in json.loads(str(raw)).items()} if raw else {}
 
-
-def dp_settings_or_decline(
-    node: NodeState, cfg: DictConfig, *, n: int, fingerprint: str, round_: int,
-    num_features: int = 0,
-) -> tuple[DPSettings | None, float]:
-    """Transitional form of :func:`reserve_dp_round`: ``(settings or None, epsilon)``.
-
-    Same checks and reservation (a real node keys its ledger by its data source, not
-    by ``fingerprint``); the decline code is lost. Use :func:`reserve_dp_round`.
-    """
-    d = _reserve(node, cfg, n=n, key=fingerprint, data=None, round_=round_,
-                 num_features=num_features)
-    return d.settings, d.epsilon

@@ -167,33 +167,6 @@ class FileLedger:
             self._write(ledger)
             return ledger
 
-    def charge(
-        self,
-        key: str,
-        event: PrivacyEvent,
-        *,
-        target_epsilon: float,
-        delta: float,
-        accountant: str = "rdp",
-    ) -> PrivacyLedger:
-        """Check the budget (with ``accountant``) and record ``event`` for ``key`` in
-        one locked step.
-
-        Returns:
-            The updated ledger.
-
-        Raises:
-            PrivacyBudgetExhausted: the event does not fit; nothing is written.
-            LedgerError: the stored ledger fails a check.
-        """
-        with self._locked(key):
-            ledger = self._read(key) or PrivacyLedger(dataset=key, node_id=self.node_id)
-            ledger.require(event, target_epsilon=target_epsilon, delta=delta,
-                           accountant=accountant)
-            ledger.record(event)
-            self._write(ledger)
-            return ledger
-
     def _save_unlocked(self, ledger: PrivacyLedger) -> None:
         stored = self._read(ledger.dataset)
         if stored is not None and not ledger.keeps_spend_of(stored):

@@ -258,22 +258,27 @@ def test_file_ledger_survives_restart(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
-def test_file_ledger_charge_is_atomic_and_checks_budget(tmp_path):
+def test_file_ledger_reserve_is_atomic_and_checks_budget(tmp_path):
+    """Reserve-then-settle, as the client's round does: a reservation that does not fit
+    is refused and writes nothing; settled events count exactly as reserved."""
     store = FileLedger(tmp_path)
     ev = PrivacyEvent(noise_multiplier=1.0, sample_rate=0.1, steps=50)
-    first = store.charge("site-data", ev, target_epsilon=12.0, delta=DELTA)
-    assert len(first) == 1
+
+    def spend():
+        ledger, held = store.reserve("site-data", ev, target_epsilon=12.0, delta=DELTA)
+        store.settle("site-data", held.reservation, ev)
+        return ledger
+
+    assert len(spend()) == 1
     with pytest.raises(PrivacyBudgetExhausted):
         for _ in range(100):
-            store.charge("site-data", ev, target_epsilon=12.0, delta=DELTA)
+            spend()
     before = store.path_for("site-data").read_bytes()
     with pytest.raises(PrivacyBudgetExhausted):
-        store.charge("site-data", ev, target_epsilon=12.0, delta=DELTA)
-    assert (
-        store.path_for("site-data").read_bytes() == before
-    )  # a refused charge writes nothing
+        store.reserve("site-data", ev, target_epsilon=12.0, delta=DELTA)
+    assert store.path_for("site-data").read_bytes() == before  # a refusal writes nothing
     spent = store.load("site-data")
-    assert 1 < len(spent) < 100
+    assert 1 < len(spent) < 100 and not [e for e in spent.events if e.pending]
     assert spent.epsilon(delta=DELTA) <= 12.0
 
 

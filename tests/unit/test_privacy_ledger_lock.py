@@ -15,7 +15,6 @@ from flwr.app import Context, RecordDict
 
 from lepton_fed.client.dp import (
     DPDecision,
-    dp_settings_or_decline,
     ledger_key,
     record_round,
     reserve_dp_round,
@@ -236,9 +235,6 @@ def test_real_node_without_ledger_dir_declines(dp_cfg, csv_path):
     assert (d.settings, d.decline, d.reservation) == (None, LEDGER_REQUIRED, None)
     assert "ledger-dir" in d.detail and str(csv_path) not in d.detail
     assert node.get("dp-sigma") is None and node.get("dp-ledger") is None
-    # the transitional API declines too
-    s, eps = dp_settings_or_decline(node, dp_cfg, n=80, fingerprint="f" * 64, round_=1)
-    assert s is None and eps == 0.0
 
 
 def test_two_runs_on_one_ledger_share_one_budget(dp_cfg, csv_path, tmp_path):
