@@ -2,7 +2,7 @@
 under an exclusive lock, never losing an event already stored.
 
 Every read-check-write (:meth:`FileLedger.reserve`, :meth:`FileLedger.settle`,
-:meth:`FileLedger.charge`, :meth:`FileLedger.save`) holds an exclusive ``fcntl.flock``
+:meth:`FileLedger.save`) holds an exclusive ``fcntl.flock``
 on ``<directory>/.<key>.lock`` for its whole duration, so processes sharing a ledger
 directory (two runs, two node processes) can never spend more than the budget together.
 """
