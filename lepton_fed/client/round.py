@@ -20,6 +20,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from lepton_fed.client.attack import poison_labels, poison_update
+from lepton_fed.client.dp import is_real_node
 from lepton_fed.client.evaluate import EvalSums
 from lepton_fed.client.local_data import node_data
 from lepton_fed.client.node import NodeState
@@ -127,7 +128,7 @@ def run_train_round(
         model, X, poison_labels(node, cfg, data.y, len(data.class_names)),
         epochs=cfg.client.epochs, batch_size=cfg.client.batch_size, lr=cfg.client.lr,
         momentum=cfg.client.momentum, optimizer=cfg.client.optimizer,
-        proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
+        proximal_mu=_proximal_mu(config),
         device=resolve_device(cfg.device), seed=seed, dp=dp,
     )
     metrics["train-loss"] = float(res.loss) if np.isfinite(res.loss) else 0.0
@@ -201,13 +202,24 @@ def evaluation_sums(node: NodeState, arrays: ArrayRecord) -> tuple[EvalSums, int
     return eval_sums(model, X, test.y, resolve_device(cfg.device)), len(test.class_names)
 
 
+def _proximal_mu(config: ConfigRecord) -> float:
+    """FedProx's mu from the train message: untrusted, so a finite number >= 0."""
+    raw = config.get("proximal-mu", 0.0)
+    mu = float(cast(float, raw)) if isinstance(raw, int | float) else float("nan")
+    if not (np.isfinite(mu) and mu >= 0):
+        raise ValueError("proximal-mu must be a finite number >= 0")
+    return mu
+
+
 def _inputs_and_model(node: NodeState, data: TabularData) -> tuple[np.ndarray, torch.nn.Module]:
     """``data``'s features scaled with the federation's scaler, and a fresh model of the
     run's architecture for them."""
     cfg = node.cfg
-    # one intra-op thread per CPU given to the client: torch's default (all cores) is
-    # up to 100x slower for these small models when clients share the cores
-    torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
+    # a simulated client: one intra-op thread per CPU given to it (torch's default, all
+    # cores, is up to 100x slower for these small models when clients share the cores);
+    # a real node's threads are its operator's business, not the server's
+    if not is_real_node(node):
+        torch.set_num_threads(max(1, int(cfg.federation.num_cpus_per_client)))
     scaler = node.scaler
     X = scaler.transform(data.X) if scaler is not None else data.X
     spec = model_spec(cfg.model, num_features=data.num_features,

@@ -120,3 +120,22 @@ def test_a_malformed_scaler_from_the_server_is_refused_and_not_stored(strict_gri
     assert reply.has_error() and "INVALID_REQUEST" in reply.error.reason
     after = NodeState(grid.contexts[2]).scaler
     assert (before is None and after is None) or np.array_equal(before.mean, after.mean)
+
+
+@pytest.mark.parametrize("mu", [float("nan"), -1.0, float("inf"), "0.1"])
+def test_a_bad_proximal_mu_from_the_server_is_refused_before_training(compose_cfg, tmp_path,
+                                                                       mu):
+    """FedProx's mu comes in the train message: NaN, negative, infinite or not a number
+    is refused (INVALID_REQUEST) instead of training on a broken objective."""
+    cfg = compose_cfg("model=logreg", "federation.num_clients=2",
+                      "federation.clients_per_round=2", "federation.rounds=1")
+    grid = InProcessGrid(client_module.app, 2)
+    run_federation(grid, cfg, RunWriter(tmp_path))  # sets both nodes up (open policy)
+    from safetensors.numpy import load_file
+
+    w = load_file(tmp_path / "model.safetensors")  # the run's own global model
+    msg = Message(RecordDict({"arrays": to_array_record(w),
+                              "config": ConfigRecord({"server-round": 2, "proximal-mu": mu})}),
+                  dst_node_id=1, message_type="train")
+    (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error() and "INVALID_REQUEST" in reply.error.reason

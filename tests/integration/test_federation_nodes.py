@@ -246,3 +246,20 @@ def test_the_held_out_rows_are_the_nodes_choice_not_the_servers(compose_cfg, fed
     ctx.node_config["test-fraction"] = 1.5
     with pytest.raises(ValueError, match="test-fraction 1.5 must lie strictly between"):
         node_data(cfg(), ctx)
+
+
+def test_the_server_does_not_set_a_real_nodes_threads(compose_cfg, federation, tmp_path):
+    """``federation.num_cpus_per_client`` sizes simulated clients; a real node keeps the
+    thread count its operator gave its process."""
+    import torch
+
+    files, schema = federation
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = _cfg(compose_cfg, schema, "federation.num_cpus_per_client=1",
+                   "federation.rounds=1")
+        run_federation(_grid(files), cfg, RunWriter(tmp_path / "run"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
