@@ -163,7 +163,8 @@ class DistributedPlan:
                            honest=self.honest, max_shares=self.max_contributors, dim=self.dim,
                            rounds=releases, delta=self.delta)
 
-    def to_dict(self) -> dict[str, Any]:  # noqa: D102
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready values (summary.json, ``lepton-fed privacy``)."""
         return asdict(self) | {"central_std": self.central_std,
                                "noise_multiplier": self.noise_multiplier}
 

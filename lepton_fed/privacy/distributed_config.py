@@ -15,25 +15,17 @@ shares are not counted).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from lepton_fed.privacy.distributed import DistributedPlan, plan_distributed
+from lepton_fed.utils.sections import setting
 
 __all__ = ["FIELD_BITS", "check_distributed_config", "colluders_for", "plan_for_config",
            "policy_problems"]
 
 #: the secure-aggregation field the integers are summed in (uploads: 4 bytes/parameter)
 FIELD_BITS = 32
-
-
-def _get(section: Any, name: str, default: Any = None) -> Any:
-    if section is None:
-        return default
-    if isinstance(section, Mapping):
-        return section.get(name, default)
-    return getattr(section, name, default)
 
 
 def colluders_for(cohort: int, fraction: float) -> int:
@@ -43,22 +35,22 @@ def colluders_for(cohort: int, fraction: float) -> int:
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
-    pr, fed, sa = _get(cfg, "privacy"), _get(cfg, "federation"), _get(cfg, "secagg")
-    m = _get(fed, "clients_per_round")
-    nmin = _get(pr, "min_contributors")
+    pr, fed, sa = setting(cfg, "privacy"), setting(cfg, "federation"), setting(cfg, "secagg")
+    m = setting(fed, "clients_per_round")
+    nmin = setting(pr, "min_contributors")
     return {
-        "epsilon": _get(pr, "epsilon"), "delta": _get(pr, "delta"),
-        "rounds": _get(fed, "rounds"), "clip": _get(pr, "clip"),
+        "epsilon": setting(pr, "epsilon"), "delta": setting(pr, "delta"),
+        "rounds": setting(fed, "rounds"), "clip": setting(pr, "clip"),
         "min_contributors": m if nmin is None else nmin, "max_contributors": m,
-        "fraction": float(_get(sa, "colluding_fraction", 0.05) or 0.0),
-        "wrap_bits": float(_get(pr, "wrap_bits", 40.0) or 40.0),
-        "secagg": bool(_get(sa, "enabled", False)),
+        "fraction": float(setting(sa, "colluding_fraction", 0.05) or 0.0),
+        "wrap_bits": float(setting(pr, "wrap_bits", 40.0) or 40.0),
+        "secagg": bool(setting(sa, "enabled", False)),
     }
 
 
 def check_distributed_config(cfg: Any) -> list[str]:
     """Every problem of a ``privacy=distributed`` config (empty: fine, or another mode)."""
-    if _get(_get(cfg, "privacy"), "mode") != "distributed":
+    if setting(setting(cfg, "privacy"), "mode") != "distributed":
         return []
     s = _settings(cfg)
     out = []

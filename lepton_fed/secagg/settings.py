@@ -10,11 +10,11 @@ an OmegaConf ``DictConfig`` or plain mappings; nothing here imports Flower or Om
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from lepton_fed.secagg.params import SecAggParams
 from lepton_fed.secagg.security import SecurityLevel, exposure_log2
+from lepton_fed.utils.sections import setting
 
 __all__ = [
     "check_secagg_config",
@@ -22,14 +22,6 @@ __all__ = [
     "level_from_config",
     "params_from_config",
 ]
-
-
-def _get(section: Any, name: str, default: Any = None) -> Any:
-    if section is None:
-        return default
-    if isinstance(section, Mapping):
-        return section.get(name, default)
-    return getattr(section, name, default)
 
 
 def level_from_config(sa: Any) -> SecurityLevel:
@@ -41,10 +33,10 @@ def level_from_config(sa: Any) -> SecurityLevel:
     """
     base = SecurityLevel()
     return SecurityLevel(
-        security_bits=float(_get(sa, "security_bits", base.security_bits)),
-        colluding_fraction=float(_get(sa, "colluding_fraction", base.colluding_fraction)),
-        dropout_rate=float(_get(sa, "dropout_rate", base.dropout_rate)),
-        correctness_bits=float(_get(sa, "correctness_bits", base.correctness_bits)),
+        security_bits=float(setting(sa, "security_bits", base.security_bits)),
+        colluding_fraction=float(setting(sa, "colluding_fraction", base.colluding_fraction)),
+        dropout_rate=float(setting(sa, "dropout_rate", base.dropout_rate)),
+        correctness_bits=float(setting(sa, "correctness_bits", base.correctness_bits)),
     )
 
 
@@ -54,7 +46,7 @@ def params_from_config(sa: Any, *, rounds: int, clip: float) -> SecAggParams:
     Raises:
         ValueError: an invalid value (:func:`check_secagg_config` reports them all).
     """
-    k, t = _get(sa, "neighbours"), _get(sa, "threshold")
+    k, t = setting(sa, "neighbours"), setting(sa, "threshold")
     return SecAggParams(
         rounds=rounds,
         security=level_from_config(sa),
@@ -72,11 +64,11 @@ def check_secagg_config(cfg: Any) -> list[str]:
     explicit ones are not weaker than ``secagg.security_bits`` (nodes holding that
     level would refuse every round). Refers to the removed ``secagg.mode``.
     """
-    sa = _get(cfg, "secagg")
-    if sa is None or not _get(sa, "enabled", False):
+    sa = setting(cfg, "secagg")
+    if sa is None or not setting(sa, "enabled", False):
         return []
     problems: list[str] = []
-    if _get(sa, "mode") is not None:
+    if setting(sa, "mode") is not None:
         problems.append(
             "secagg.mode was removed (the 3-exchange robust mode was private only "
             "against a server that reports dropouts honestly); delete the key"
@@ -86,13 +78,13 @@ def check_secagg_config(cfg: Any) -> list[str]:
     except (TypeError, ValueError) as exc:
         problems.append(f"secagg security level: {exc}")
         return problems
-    k, t = _get(sa, "neighbours"), _get(sa, "threshold")
+    k, t = setting(sa, "neighbours"), setting(sa, "threshold")
     for name, value in (("neighbours", k), ("threshold", t)):
         if value is not None and (not isinstance(value, int) or value < 1):
             problems.append(f"secagg.{name} must be a positive integer or null")
     if problems:
         return problems
-    m = _get(_get(cfg, "federation"), "clients_per_round")
+    m = setting(setting(cfg, "federation"), "clients_per_round")
     try:
         params = params_from_config(sa, rounds=1, clip=1.0)
     except ValueError as exc:
@@ -126,9 +118,9 @@ def config_security_bits(cfg: Any, colluding_fraction: float) -> float | None:
     Fits ``lepton_fed.policy.check.SecurityLevelFn``. Cohorts that turn out smaller
     are checked again, per round, by the node's SecAggClient.
     """
-    sa = _get(cfg, "secagg")
-    m = _get(_get(cfg, "federation"), "clients_per_round")
-    if sa is None or not _get(sa, "enabled", False) or not isinstance(m, int):
+    sa = setting(cfg, "secagg")
+    m = setting(setting(cfg, "federation"), "clients_per_round")
+    if sa is None or not setting(sa, "enabled", False) or not isinstance(m, int):
         return None
     try:
         k, t = params_from_config(sa, rounds=1, clip=1.0).for_cohort(m)
