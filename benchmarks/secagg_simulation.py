@@ -55,7 +55,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, ROOT, median, print_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    ROOT,
+    median,
+    print_table,
+    timed_server_main,
+    write_result,
+)
 
 KINDS = ("lepton-plain", "lepton-secagg", "flower-plain", "flower-secagg")
 SEED, BATCH, EPOCHS, HIDDEN = 0, 16, 1, (128, 128)
@@ -275,53 +282,13 @@ def backend_config() -> dict[str, Any]:
 
 
 def _lepton_worker(n: int, rounds: int, secagg: bool, out: dict[str, Any]) -> None:
-    import lepton_fed.server.app as sapp
-    import lepton_fed.server.rounds as srounds
-    import lepton_fed.server.secure as ssecure
+    """One lepton-fed Ray simulation; per-exchange timings come from the run's own
+    metrics rows (``exchanges``) and summary (``setup_exchange``)."""
     from lepton_fed.config import compose
-    from lepton_fed.server.outputs import RunWriter
     from lepton_fed.simulation import simulate
 
     cfg = compose(lepton_overrides(n, rounds, secagg))
-    calls: list[dict[str, Any]] = []
-    round_ends: list[float] = []
-    orig_x, orig_sx, orig_round, orig_main = (srounds._exchange, ssecure.SecureAggregator._exchange,
-                                              RunWriter.round, sapp.run_federation)
-
-    def plain_x(grid: Any, msgs: Any, timeout: float) -> Any:
-        t0 = time.monotonic()
-        res = orig_x(grid, msgs, timeout)
-        calls.append({"t_end": time.monotonic(), "s": time.monotonic() - t0,
-                      "type": msgs[0].metadata.message_type if msgs else "",
-                      "sent": len(msgs), "ok": len(res[0]), "errors": len(res[1]),
-                      "bytes_up": res[3]})
-        return res
-
-    def secure_x(self: Any, grid: Any, requests: Any, message_type: str, res: Any,
-                 extra: Any = None) -> Any:
-        t0, up0 = time.monotonic(), res.bytes_up
-        r = orig_sx(self, grid, requests, message_type, res, extra)
-        calls.append({"t_end": time.monotonic(), "s": time.monotonic() - t0,
-                      "type": message_type, "sent": len(requests), "ok": len(r[1]),
-                      "bytes_up": res.bytes_up - up0})
-        return r
-
-    def writer_round(self: Any, row: dict[str, Any]) -> None:
-        round_ends.append(time.monotonic())
-        orig_round(self, row)
-
-    def timed_main(*a: Any, **k: Any) -> Any:
-        out["main_start"] = time.monotonic()
-        try:
-            return orig_main(*a, **k)
-        finally:
-            out["main_end"] = time.monotonic()
-
-    srounds._exchange = plain_x
-    ssecure.SecureAggregator._exchange = secure_x
-    RunWriter.round = writer_round
-    sapp.run_federation = timed_main
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, timed_server_main(out):
         out["t0"] = time.monotonic()
         summary = simulate(cfg, d)
         out["t1"] = time.monotonic()
@@ -331,14 +298,13 @@ def _lepton_worker(n: int, rounds: int, secagg: bool, out: dict[str, Any]) -> No
     out["bytes_up"] = [r["bytes_up"] for r in rows]
     out["clients"] = [r["clients"] for r in rows]
     out["secagg_rounds"] = [r.get("secagg") for r in rows]
-    per_round: list[list[dict[str, Any]]] = [[] for _ in rows]
-    for c in calls:
-        for i, (end, row) in enumerate(zip(round_ends, rows, strict=False)):
-            if end - row["seconds"] < c["t_end"] <= end:
-                per_round[i].append({k: v for k, v in c.items() if k != "t_end"})
-    out["exchanges"] = per_round
-    out["setup_exchange"] = [{k: v for k, v in c.items() if k != "t_end"} for c in calls
-                             if c["type"] == "query.setup"]
+    out["exchanges"] = [[{"s": e["seconds"], "type": e["type"], "sent": e["sent"],
+                          "ok": e["answered"], "bytes_up": e["bytes_up"]}
+                         for e in r.get("exchanges", [])] for r in rows]
+    setup = summary.get("setup_exchange")
+    out["setup_exchange"] = [] if not setup else [
+        {"s": setup["seconds"], "type": setup["type"], "sent": setup["sent"],
+         "ok": setup["answered"], "bytes_up": setup["bytes_up"]}]
     out["final_accuracy"] = summary["final"]["accuracy"]
     out["secagg_summary"] = {k: v for k, v in summary.get("secagg", {}).items() if k != "rounds"}
 

@@ -31,7 +31,12 @@ from lepton_fed.server import checkpoint  # H5: checkpoint/resume
 from lepton_fed.server.aggregate import decode_replies, mean_update_reply, sum_updates
 from lepton_fed.server.bootstrap import Bootstrap, bootstrap
 from lepton_fed.server.evaluate import evaluate_model
-from lepton_fed.server.exchange import decline_code, error_code, exchange
+from lepton_fed.server.exchange import (
+    decline_code,
+    error_code,
+    exchange,
+    exchange_record,
+)
 from lepton_fed.server.fedeval import federated_evaluate
 from lepton_fed.server.outputs import RunWriter, plot_metrics
 from lepton_fed.server.registry import NodeRegistry
@@ -80,6 +85,7 @@ class RoundOutcome:
     node_of: dict[str, int] = field(default_factory=dict)
     late: list[tuple[int, Message]] = field(default_factory=list)  # H5: discarded, past
     # an earlier round's deadline: (node, reply)
+    exchanges: list[dict[str, Any]] = field(default_factory=list)  # exchange_record()s
 
     def node(self, reply: Message) -> int:
         """The node a reply came from: the node its request was sent to, else its source node."""
@@ -179,6 +185,7 @@ class _Run:
                           float(fed.round_timeout), int(self.boot.spec["num_features"]),
                           secure=self.secure if self.ckpt is None else None)
         self.bytes_up, self.bytes_down = res.bytes_up, res.bytes_down
+        self.setup_exchange = res.exchange
         if not res.accepted:
             raise no_node_accepted(self.reg)
         self.scaler, self.scaler_source = self._scaler(res.stats)
@@ -290,7 +297,7 @@ class _Run:
                 errors=[(r.node_of.get(e.metadata.reply_to_message_id, e.metadata.src_node_id),
                          error_code(e)) for e in r.errors],
                 aggregate=r.aggregate, bytes_up=r.bytes_up, bytes_down=r.bytes_down,
-                secagg=r.info, late=r.late, node_of=r.node_of)
+                secagg=r.info, late=r.late, node_of=r.node_of, exchanges=r.exchanges)
         ex = exchange(self.grid, msgs, self.deadline, self.reg.learn_name,
                       overdue=self.overdue)  # H5: late replies are pulled and set apart
         # ---- H5: every reply is checked before use (validate_updates); usable ones
@@ -309,7 +316,10 @@ class _Run:
                            errors=[(ex.node(e), error_code(e)) for e in ex.errors]
                            + [(n, "NO_REPLY") for n in ex.missing]
                            + [(ex.node(j.reply), j.code) for j in rejected],  # H5
-                           bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, node_of=ex.node_of)
+                           bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, node_of=ex.node_of,
+                           exchanges=[exchange_record(
+                               "train", len(msgs), len(ex.ok) + len(ex.declined), ex.seconds,
+                               ex.bytes_up, ex.bytes_down)])
         if ex.ok and cfg.privacy.mode == "central":
             total = sum_updates(ex.ok, self.gstate, cfg.compression["update"],
                                 clip=update_clip(cfg))
@@ -407,7 +417,8 @@ class _Run:
             "round": rnd, **ev, "clients": len(out.ok), "failed": len(out.errors),
             "declined": len(out.declined), "late": len(out.late), "epsilon": eps_now,
             "bytes_up": out.bytes_up, "bytes_down": out.bytes_down, "seconds": time.monotonic() - t0,
-            "sampled": len(nodes), "connected": connected, **detail}
+            "sampled": len(nodes), "connected": connected, **detail,
+            "exchanges": out.exchanges}
         if out.secagg is not None:
             row["secagg"] = out.secagg
         self.rows.append(row)
@@ -456,6 +467,7 @@ class _Run:
             "evaluation": {"server_data": self.Xte is not None, "federated": self.fed_eval},
             "scaler": self.scaler_source,
             "bytes": {"up": self.bytes_up, "down": self.bytes_down},
+            "setup_exchange": self.setup_exchange,
             "failures": self.failures,
             "stopped": self.stop_reason,
             "wall_seconds": time.monotonic() - self.t_start,

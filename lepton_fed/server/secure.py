@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -74,6 +75,7 @@ from lepton_fed.server.aggregate import mean_update_reply
 from lepton_fed.server.exchange import (
     decline_code,
     error_code,
+    exchange_record,
     remember_overdue,
     take_late,
 )
@@ -100,6 +102,7 @@ class SecureRoundResult:
     info: dict[str, Any] = field(default_factory=dict)
     late: list[tuple[int, Message]] = field(default_factory=list)  # (node, discarded reply)
     node_of: dict[str, int] = field(default_factory=dict)  # request message id -> node
+    exchanges: list[dict[str, Any]] = field(default_factory=list)  # exchange_record()s
 
 
 class SecureAggregator:
@@ -143,7 +146,9 @@ class SecureAggregator:
                 rec["slot"] = slot
             content["secagg"] = rec
             msgs.append(Message(content, dst_node_id=nid, message_type=message_type))
-        res.bytes_down += sum(content_bytes(m.content) for m in msgs)
+        down = sum(content_bytes(m.content) for m in msgs)
+        res.bytes_down += down
+        up0, t0 = res.bytes_up, time.monotonic()
         replies = list(grid.send_and_receive(
             msgs, timeout=self.timeout if timeout is None else timeout))
         sent = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}  # H5
@@ -168,6 +173,9 @@ class SecureAggregator:
             if "secagg" in r.content:
                 out[sent[r.metadata.reply_to_message_id]] = bytes(
                     cast(bytes, r.content["secagg"]["reply"]))
+        res.exchanges.append(exchange_record(
+            message_type, len(msgs), len(out), time.monotonic() - t0,
+            res.bytes_up - up0, down))
         return out, ok
 
     def setup_requests(self, nodes: list[int]) -> dict[int, bytes]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -27,7 +27,13 @@ from flwr.serverapp import Grid
 
 from lepton_fed.data.preprocess import FeatureStats
 from lepton_fed.errors import RunFailed
-from lepton_fed.server.exchange import Exchange, decline_code, error_code, exchange
+from lepton_fed.server.exchange import (
+    Exchange,
+    decline_code,
+    error_code,
+    exchange,
+    exchange_record,
+)
 from lepton_fed.server.registry import NodeRegistry
 
 if TYPE_CHECKING:
@@ -44,6 +50,7 @@ class SetupResult:
     accepted: int = 0
     bytes_down: int = 0
     bytes_up: int = 0
+    exchange: dict[str, Any] | None = None  # exchange_record() of the setup exchange
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout: float, *, minimum: int,
@@ -97,6 +104,8 @@ def _record(ex: Exchange, reg: NodeRegistry, res: SetupResult, num_features: int
     """Books the setup replies into ``reg``/``res``; the round keys of the nodes that
     were set up go into ``keys``."""
     res.bytes_down, res.bytes_up = ex.bytes_down, ex.bytes_up
+    res.exchange = exchange_record("query.setup", len(ex.node_of), len(ex.ok), ex.seconds,
+                                   ex.bytes_up, ex.bytes_down)
     for r in ex.declined:
         reg.refuse(ex.node(r), decline_code(r))
     for r in ex.errors:  # a node whose file does not fit the run is not asked again
