@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS_DIR, print_table, write_result  # noqa: E402
+from _common import RESULTS_DIR, print_table, run_figures, write_result  # noqa: E402
 
 BASE = ["data=digits", "model=logreg", "federation.num_clients=100",
         "federation.clients_per_round=20", "client.epochs=5", "client.lr=0.1",
@@ -77,18 +77,9 @@ def run_one(overrides: list[str], policy: str | None = None) -> dict[str, Any]:
         s = run_federation(InProcessGrid(app, n, node_configs=confs), cfg, RunWriter(Path(d)))
         wall = time.perf_counter() - t0
         rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
-    later = rows[1:] or rows
-    ddp = (rows[-1].get("secagg") or {}).get("distributed_dp") or {}
     return {
         "accuracy": s["final"]["accuracy"],
-        "rounds": s["rounds_completed"],
-        "round_seconds": statistics.mean(r["seconds"] for r in later),
-        "upload_per_client": statistics.mean(r["bytes_up"] / max(r["clients"], 1)
-                                             for r in later),
-        "noise_multiplier": ddp.get("noise_multiplier", s["privacy"].get("noise_multiplier")),
-        "epsilon": ddp.get("epsilon", s["privacy"].get("epsilon")),
-        "wrap_log2": ddp.get("wrap_log2"),
-        "wall_s": wall,
+        **run_figures(s, rows, wall),
     }
 
 

@@ -46,7 +46,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import ROOT, hospital_correct, print_table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    hospital_correct,
+    print_table,
+    run_figures,
+    write_result,
+)
 
 PRESET = "experiment=heart_disease_4_hospitals"
 EPSILONS = (1.0, 3.0, 8.0)
@@ -80,19 +86,10 @@ def run_one(overrides: list[str]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
         per, correct = hospital_correct(Path(d), cfg)
-    later = rows[1:] or rows
-    ddp = (rows[-1].get("secagg") or {}).get("distributed_dp") or {}
     return {
         "client_avg": float(np.mean(list(per.values()))),
         "pooled": float(correct.mean()),
-        "rounds": s["rounds_completed"],
-        "round_seconds": statistics.mean(r["seconds"] for r in later),
-        "upload_per_client": statistics.mean(r["bytes_up"] / max(r["clients"], 1)
-                                             for r in later),
-        "noise_multiplier": ddp.get("noise_multiplier", s["privacy"].get("noise_multiplier")),
-        "epsilon": ddp.get("epsilon", s["privacy"].get("epsilon")),
-        "wrap_log2": ddp.get("wrap_log2"),
-        "wall_s": wall,
+        **run_figures(s, rows, wall),
     }
 
 
