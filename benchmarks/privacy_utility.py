@@ -87,6 +87,9 @@ def compose(overrides: list[str], conf: str | None) -> Any:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from lepton_fed.config.schema import register
+
+    register()  # the typed schema (base_config) another conf/ tree lists first
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(Path(conf).resolve()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
