@@ -78,7 +78,14 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from lepton_fed.config.compose import plain_slots
+    from lepton_fed.config.compose import plain_slots, precheck
 
-    sys.argv = [sys.argv[0], *plain_slots(sys.argv[1:])]
+    args = plain_slots(sys.argv[1:])
+    try:  # every config problem at once, in the CLI's format, before Hydra starts
+        precheck([a for a in args if not a.startswith("-")], multirun="-m" in args
+                 or "--multirun" in args)
+    except LeptonError as exc:
+        print(format_error(exc), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    sys.argv = [sys.argv[0], *args]
     main()

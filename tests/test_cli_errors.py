@@ -86,6 +86,28 @@ def test_config_problems_are_listed_under_one_line(command, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_the_hydra_entry_point_run_directly_reports_the_same_way(tmp_path):
+    """``python -m lepton_fed.simulations.run`` (what ``simulate`` wraps) checks the
+    overrides before Hydra starts: the same one-format list, no Hydra banner, no run."""
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lepton_fed.simulations.run",
+            "model=transformer",
+            "federation.rounds=0",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = _check_format(p, 2)
+    assert lines[0] == PREFIX + "2 configuration problem(s):"
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_validate_ok_prints_to_stdout_only(tmp_path):
     p = _cli("validate", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == "" and "config OK (1 job(s))" in p.stdout
