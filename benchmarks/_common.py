@@ -348,8 +348,9 @@ def time_interleaved(runners: dict[str, Any], reps: int) -> dict[str, list[float
     return out
 
 
-def run_figures(summary: dict[str, Any], rows: list[dict[str, Any]],
-                wall: float) -> dict[str, Any]:
+def run_figures(
+    summary: dict[str, Any], rows: list[dict[str, Any]], wall: float
+) -> dict[str, Any]:
     """A DP run's figures from its summary and metrics rows: rounds, mean round seconds
     and upload per client (rounds 2..R: round 1 includes the setup), the noise
     multiplier and epsilon (the distributed-DP plan's when there is one), wrap-around."""
@@ -359,9 +360,12 @@ def run_figures(summary: dict[str, Any], rows: list[dict[str, Any]],
     return {
         "rounds": summary["rounds_completed"],
         "round_seconds": statistics.mean(r["seconds"] for r in later),
-        "upload_per_client": statistics.mean(r["bytes_up"] / max(r["clients"], 1)
-                                             for r in later),
-        "noise_multiplier": ddp.get("noise_multiplier", privacy.get("noise_multiplier")),
+        "upload_per_client": statistics.mean(
+            r["bytes_up"] / max(r["clients"], 1) for r in later
+        ),
+        "noise_multiplier": ddp.get(
+            "noise_multiplier", privacy.get("noise_multiplier")
+        ),
         "epsilon": ddp.get("epsilon", privacy.get("epsilon")),
         "wrap_log2": ddp.get("wrap_log2"),
         "wall_s": wall,
