@@ -11,6 +11,7 @@ added with ``+``/``++`` to a typed group, and interpolations that do not resolve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -27,7 +28,13 @@ from omegaconf.errors import (
 
 from lepton_fed.config.schema import Config
 
-__all__ = ["composition_problem", "describe", "schema_problems", "settings_under"]
+__all__ = [
+    "composition_problem",
+    "describe",
+    "numeric_settings",
+    "schema_problems",
+    "settings_under",
+]
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -82,6 +89,27 @@ def describe(t: Any) -> str:
     else:
         text = _WORDS.get(inner, "a value")
     return f"{text} or null" if optional else text
+
+
+@functools.cache
+def numeric_settings(skip: tuple[str, ...] = ()) -> tuple[tuple[str, str, bool], ...]:
+    """Every number the schema declares, as ``(dotted key, "int" | "num", nullable)``,
+    groups in ``skip`` left out: the type table :mod:`~lepton_fed.config.validate`
+    checks configs by, derived here so that it cannot drift from the schema."""
+    out: list[tuple[str, str, bool]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in _hints(cls).items():
+            inner, nullable = _strip_optional(hint)
+            key = prefix + name
+            if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+                if key not in skip:
+                    walk(inner, key + ".")
+            elif inner in (int, float):
+                out.append((key, "int" if inner is int else "num", nullable))
+
+    walk(Config, "")
+    return tuple(out)
 
 
 def settings_under(path: str) -> list[str] | None:

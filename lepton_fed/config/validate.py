@@ -59,32 +59,24 @@ def _num(cfg: Any, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
-#: (key, kind, nullable): the type every numeric setting must have before any check
-#: compares it ("int": a whole number; "num": any real number; bools are neither)
-_TYPED: tuple[tuple[str, str, bool], ...] = (
-    ("federation.rounds", "int", False), ("federation.num_clients", "int", False),
-    ("federation.clients_per_round", "int", False), ("federation.evaluate_every", "int", True),
-    ("federation.min_clients", "int", True), ("federation.node_wait", "num", True),
-    ("federation.num_cpus_per_client", "num", False), ("federation.num_gpus_per_client", "num", False),
-    ("federation.round_timeout", "num", False), ("federation.round_deadline", "num", True),
-    ("client.epochs", "int", True), ("client.batch_size", "int", True),
-    ("client.lr", "num", True), ("client.momentum", "num", True),
-    ("data.test_fraction", "num", False), ("partition.alpha", "num", False),
-    ("compression.topk_fraction", "num", False),
-    ("privacy.epsilon", "num", True), ("privacy.delta", "num", True),
-    ("privacy.clip", "num", True), ("privacy.noise_multiplier", "num", True),
-    ("privacy.max_grad_norm", "num", True),
-    ("secagg.clip", "num", True), ("secagg.neighbours", "int", True),
-    ("secagg.threshold", "int", True), ("secagg.timeout", "num", False),
-    ("secagg.max_weight", "num", False), ("seed", "int", False),
-)
+#: groups whose numbers have checks of their own (attack_problems, the node policy's)
+_OWN_CHECKS = ("attack", "node_policy")
+
+
+def _typed() -> tuple[tuple[str, str, bool], ...]:
+    """Every numeric setting of the schema, the type it must have before any check
+    compares it: (key, "int": a whole number | "num": any real number, nullable);
+    bools are neither."""
+    from lepton_fed.config.schema_check import numeric_settings
+
+    return numeric_settings(_OWN_CHECKS)
 
 
 def _type_problems(cfg: DictConfig) -> list[str]:
     """Every numeric setting whose value is not a number (checked before any comparison,
     so ``client.lr=abc`` is named, not a TypeError)."""
     out = []
-    for key, kind, nullable in _TYPED:
+    for key, kind, nullable in _typed():
         v = OmegaConf.select(cfg, key, default=None)
         if v is None:
             if not nullable and OmegaConf.select(cfg, key, default="<absent>") is None:
