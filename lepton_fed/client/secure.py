@@ -53,7 +53,6 @@ from lepton_fed.secagg.provisioning import (
 )
 from lepton_fed.secagg.roster import RosterError, load_roster
 from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
-from lepton_fed.secagg.wire import SERVER_ID, MaskedInputRequest
 
 __all__ = ["SLOTS", "distributed_reply", "load_client", "masked_eval_reply", "masked_reply",
            "save_client", "secure_eval_reply", "setup_advertisement", "slot_of"]
@@ -279,15 +278,10 @@ def distributed_reply(node: NodeState, request: bytes, delta: np.ndarray,
                           colluding_fraction=pol.colluding_fraction)
     if bad:
         raise ProtocolAbort("distributed_policy: " + "; ".join(bad))
-    # the noise share is sized for min_contributors: a cohort smaller than that would
-    # release a sum with less than the designed noise, whatever the server promises
-    cohort = len(MaskedInputRequest.from_bytes(request, sender=SERVER_ID).cohort)
-    if cohort < plan.min_contributors:
-        raise ProtocolAbort(
-            f"distributed_cohort: a cohort of {cohort} is smaller than the "
-            f"{plan.min_contributors} contributors this run's noise is sized for")
     values = encode_update(x, plan, int(rotation_seed), _rng())
     client = load_client(node)
-    reply = client.masked_integers(request, values=values)
+    # the noise share is sized for min_contributors: a smaller cohort would release a
+    # sum with less than the designed noise, whatever the server promises
+    reply = client.masked_integers(request, values=values, min_cohort=plan.min_contributors)
     save_client(node, client)
     return reply

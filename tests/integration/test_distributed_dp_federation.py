@@ -122,38 +122,40 @@ def test_a_node_refuses_a_plan_above_its_own_epsilon_cap(compose_cfg, tmp_path, 
 
 
 def test_a_node_refuses_a_cohort_smaller_than_the_noise_is_sized_for(compose_cfg, tmp_path,
-                                                                     caplog):
+                                                                     caplog, monkeypatch):
     """A curious server sets nodes up for 5 contributors, then puts only 3 in a round's
     cohort (here: 2 nodes look disconnected when it samples). Each node's noise share
     is sized for 5, so the 3 would release a sum with 3/5 of the designed variance: every
-    node refuses the request itself (``distributed_cohort``) before it encodes or masks
-    anything, whatever the server does next, and its ledger keeps nothing spent."""
+    node's protocol client refuses the request itself (the node's noise plan raises its
+    smallest accepted cohort) before it masks anything, whatever the server does next,
+    and its ledger keeps nothing spent."""
 
     class Hiding(InProcessGrid):
-        hide = False
+        """Two nodes look disconnected once the setup exchange is over."""
 
         def get_node_ids(self):
             ids = list(self.contexts)
-            return ids[:3] if self.hide else ids
+            setup_done = any(m.metadata.message_type == "query.setup" for m in self.seen)
+            return ids[:3] if setup_done else ids
 
+    from lepton_fed.client.dp import SIM_LEDGERS_ENV
+    from lepton_fed.privacy.file_ledger import FileLedger
+
+    monkeypatch.setenv(SIM_LEDGERS_ENV, str(tmp_path / "ledgers"))
     cfg = compose_cfg(*BASE, "federation.rounds=1", "federation.node_wait=0",
                       f"privacy.min_contributors={N}")
     grid = Hiding(app, N)
-    real_ids = grid.get_node_ids
-
-    def get_node_ids():  # hidden from the first sampling on (after the setup exchange)
-        if any(m.metadata.message_type == "query.setup" for m in grid.seen):
-            grid.hide = True
-        return real_ids()
-
-    grid.get_node_ids = get_node_ids
     run_federation(grid, cfg, RunWriter(tmp_path))
     trains = [m for m in grid.seen if m.metadata.message_type == "train"]
     assert len(trains) == 3, len(trains)  # the server did send the small cohort
     assert all(m.has_error() for m in trains)
     # the reply carries only the code; the node's own log names the reason
     assert all("SECAGG_ABORT" in m.error.reason for m in trains)
-    assert "distributed_cohort: a cohort of 3 is smaller than the 5" in caplog.text
+    assert "cohort of 3 nodes is outside [5," in caplog.text
     assert not [m for m in trains if not m.has_error() and "secagg" in m.content]
     rows = _rows(tmp_path)
     assert rows[0]["secagg"].get("abandoned"), rows[0]
+    for pid in range(3):  # the reservation was dropped: nothing left the node
+        store = FileLedger(tmp_path / "ledgers" / f"partition-{pid}")
+        keys = store.keys()  # it reserved, then dropped the reservation
+        assert keys and all(not store.load(k).events for k in keys), pid

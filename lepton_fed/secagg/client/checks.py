@@ -48,13 +48,13 @@ def check_recipient(st: ClientState, recipient: int) -> None:
 
 
 def open_round(
-    st: ClientState, req: MaskedInputRequest
+    st: ClientState, req: MaskedInputRequest, min_cohort: int = 0
 ) -> tuple[ClientPhase, bytes, tuple[int, ...], FieldEncoding]:
     """Checks a masked-input request, up to its neighbour keys.
 
     Recipient, phase, a round after the last one used with an unused key, then
-    :func:`check_round_request`, and that the request lists this node's own identity
-    and round key.
+    :func:`check_round_request` (``min_cohort``: a floor for this request on top of
+    the node's own), and that the request lists this node's own identity and round key.
 
     Returns:
         The phase after the reply, the round key, this node's neighbours and the
@@ -68,7 +68,7 @@ def open_round(
     private = st.round_keys.get(r)
     if private is None:
         raise ProtocolAbort(f"no unused key for round {r}; advertise first")
-    neighbours, encoding = check_round_request(req, st)
+    neighbours, encoding = check_round_request(req, st, min_cohort)
     mine = req.members[req.cohort.index(st.node_id)]
     if mine.identity_key != st.identity_public or mine.round_key != K.x25519_public(
         private
@@ -104,7 +104,7 @@ def check_strength(st: ClientState, cohort_size: int, k: int, t: int) -> float:
 
 
 def check_round_request(
-    req: MaskedInputRequest, st: ClientState
+    req: MaskedInputRequest, st: ClientState, min_cohort: int = 0
 ) -> tuple[tuple[int, ...], FieldEncoding]:
     """Validates cohort, graph parameters, security level, identities, graph seed and
     encoding of a masked-input request.
@@ -118,10 +118,9 @@ def check_round_request(
     _strictly_increasing(cohort, "cohort")
     if st.node_id not in cohort:
         raise ProtocolAbort("this node is not in the round's cohort")
-    if not st.min_cohort <= m <= MAX_COHORT:
-        raise ProtocolAbort(
-            f"cohort of {m} nodes is outside [{st.min_cohort}, {MAX_COHORT}]"
-        )
+    smallest = max(st.min_cohort, min_cohort)
+    if not smallest <= m <= MAX_COHORT:
+        raise ProtocolAbort(f"cohort of {m} nodes is outside [{smallest}, {MAX_COHORT}]")
     if cohort and cohort[-1] >= SERVER_ID:
         raise ProtocolAbort("cohort contains the reserved server id")
     if len(req.members) != m:

@@ -255,21 +255,26 @@ class SecAggClient:
             self._st, self._rng, request, delta=delta, weight=weight
         )
 
-    def masked_integers(self, request: bytes, *, values: np.ndarray) -> bytes:
+    def masked_integers(
+        self, request: bytes, *, values: np.ndarray, min_cohort: int = 0
+    ) -> bytes:
         """Masks the integer vector ``values`` as it is, in Z_M (no fixed-point
         encoding, no clip): the server's :attr:`SecAggResult.field_sum` is then the sum
         of the contributors' ``values`` mod M, followed by their count. For inputs that
         are already integers with a known range (distributed DP,
         :mod:`lepton_fed.privacy.distributed`); the caller owns wrap-around.
+        ``min_cohort`` raises the node's smallest accepted cohort for this request
+        (distributed DP: the contributors each noise share is sized for).
 
         Raises:
-            ProtocolAbort: as :meth:`masked_input`.
+            ProtocolAbort: as :meth:`masked_input` (a cohort below ``min_cohort`` too).
             ValueError: ``values`` without an integer dtype.
         """
         if self._st.phase == ClientPhase.NEW:
             raise ProtocolAbort("masked-input request before any advertisement")
         return steps.masked_input(
-            self._st, self._rng, request, delta=None, weight=1.0, field=values
+            self._st, self._rng, request, delta=None, weight=1.0, field=values,
+            min_cohort=min_cohort,
         )
 
     # ---------------------------------------------------------------------- unmask

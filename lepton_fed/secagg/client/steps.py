@@ -118,6 +118,7 @@ def masked_input(
     delta: np.ndarray | None,
     weight: float,
     field: np.ndarray | None = None,
+    min_cohort: int = 0,
 ) -> bytes:
     """:meth:`SecAggClient.masked_input` for a ``MaskedInputRequest``.
 
@@ -127,7 +128,7 @@ def masked_input(
     Nothing is consumed when the request is refused.
     """
     req = MaskedInputRequest.from_bytes(request, run_id=st.run_id, sender=SERVER_ID)
-    next_phase, private, neighbours, encoding = open_round(st, req)
+    next_phase, private, neighbours, encoding = open_round(st, req, min_cohort)
     x = field if field is not None else delta
     if x is None or np.ndim(x) != 1 or len(x) != req.dim:
         raise ProtocolAbort("input_shape: the input is not a vector of the requested dim")
