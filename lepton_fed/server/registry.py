@@ -35,7 +35,7 @@ class NodeRegistry:
     # node -> the SuperLink's ``last_activated_at`` when the node was set up: a node that
     # restarted (or came back after the SuperLink marked it offline) has a newer one
     activated: dict[int, str] = field(default_factory=dict)
-    _seen: dict[int, str] = field(default_factory=dict)  # the last activation snapshot
+    _seen: dict[int, str] = field(default_factory=dict)  # activations at to_set_up()
 
     def name(self, nid: int) -> str:
         """The node's reported name, or ``node-<id>`` before it reported one."""
@@ -80,31 +80,25 @@ class NodeRegistry:
         """A reply of the node arrived after its round's deadline (it was discarded)."""
         self.late[self.name(nid)] += 1
 
-    def mark_gone(self, grid: Grid) -> list[int]:
-        """Set-up nodes that are no longer connected, or that were activated again since
-        their setup (a node that restarted between two rounds keeps its node id but has
-        lost its run config and round keys), need the setup again. Returns them.
+    def to_set_up(self, grid: Grid) -> list[int]:
+        """Connected nodes that need the setup: new ones, and set-up nodes that were
+        activated again since their setup (a node that restarted keeps its node id but
+        has lost its run config and round keys) or were gone and came back.
 
-        Restarts are seen through the SuperLink's ``last_activated_at`` (one
+        Set-up nodes that are no longer connected, or were activated again, lose their
+        setup here. Restarts are seen through the SuperLink's ``last_activated_at`` (one
         ``grid.get_nodes()`` call, no message to any node); a grid that does not report
         it (empty string) is judged by connection alone."""
-        seen = self._snapshot(grid)
-        gone = sorted(n for n in self.ready
-                      if n not in seen or seen[n] != self.activated.get(n, seen[n]))
-        for nid in gone:
+        self._seen = {int(n.node_id): str(n.last_activated_at or "")
+                      for n in grid.get_nodes()}
+        seen = self._seen
+        for nid in [n for n in self.ready
+                    if n not in seen or seen[n] != self.activated.get(n, seen[n])]:
             self.ready.discard(nid)
             self.needs_setup.add(nid)
-        return gone
-
-    def unknown(self, grid: Grid) -> list[int]:
-        """Connected nodes that need the setup (new, or restarted without their config)."""
-        connected = set(self._snapshot(grid))
-        return sorted((connected - self.ready - set(self.refused)) | (self.needs_setup & connected))
-
-    def _snapshot(self, grid: Grid) -> dict[int, str]:
-        """Connected node id -> its last activation time as the SuperLink reports it."""
-        self._seen = {int(n.node_id): str(n.last_activated_at or "") for n in grid.get_nodes()}
-        return self._seen
+        connected = set(seen)
+        return sorted((connected - self.ready - set(self.refused))
+                      | (self.needs_setup & connected))
 
     def sample(self, grid: Grid, k: int, seed: int, *, minimum: int, wait_s: float,
                poll_s: float = 0.5) -> list[int]:

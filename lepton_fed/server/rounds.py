@@ -181,7 +181,7 @@ class _Run:
 
             self.secure = SecureAggregator(cfg, run_id_for(cfg, self.grid))
         # a resumed run draws a new protocol run id in restore(): its nodes advertise then
-        res = setup_nodes(self.grid, self.reg, self.reg.unknown(self.grid), self.boot.node_yaml,
+        res = setup_nodes(self.grid, self.reg, self.reg.to_set_up(self.grid), self.boot.node_yaml,
                           float(fed.round_timeout), int(self.boot.spec["num_features"]),
                           secure=self.secure if self.ckpt is None else None)
         self.bytes_up, self.bytes_down = res.bytes_up, res.bytes_down
@@ -256,8 +256,7 @@ class _Run:
     # ------------------------------------------------------------------ one round
     def join_late_nodes(self) -> None:
         """Setup for nodes that connected (or restarted) since; their stats are unused."""
-        self.reg.mark_gone(self.grid)
-        late = self.reg.unknown(self.grid)
+        late = self.reg.to_set_up(self.grid)
         if late and self.secure is not None:
             self.secure.forget(late)  # a restarted node advertises fresh round keys
         if late:
