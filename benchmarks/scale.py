@@ -576,24 +576,22 @@ def _profiled_run(clients: int, per_round: int, rounds: int, data_dir: Path, var
             grids.append(grid)
             orig = grid._deliver
 
+            def pickled(what: str, obj: Any) -> None:
+                """What moving ``obj`` to a Ray actor and back costs (CPU ms, bytes)."""
+                t0 = time.thread_time()
+                blob = pickle.dumps(obj)
+                pickle.loads(blob)
+                ser[f"{what}: pickle+unpickle ms"].append(1e3 * (time.thread_time() - t0))
+                ser[f"{what}: bytes"].append(len(blob))
+
             def deliver(msg: Message) -> Message | None:
                 ctx = grid.contexts[msg.metadata.dst_node_id]
                 measure = timers and on["steady"]
                 if measure:
-                    t0 = time.thread_time()
-                    blob = pickle.dumps((msg, ctx))
-                    pickle.loads(blob)
-                    ser["request+context: pickle+unpickle ms"].append(
-                        1e3 * (time.thread_time() - t0))
-                    ser["request+context: bytes"].append(len(blob))
+                    pickled("request+context", (msg, ctx))
                 r = orig(msg)
                 if measure and r is not None:
-                    t0 = time.thread_time()
-                    blob = pickle.dumps((r, ctx))
-                    pickle.loads(blob)
-                    ser["reply+context: pickle+unpickle ms"].append(
-                        1e3 * (time.thread_time() - t0))
-                    ser["reply+context: bytes"].append(len(blob))
+                    pickled("reply+context", (r, ctx))
                     ser["context: bytes"].append(len(pickle.dumps(ctx)))
                 return r
 
