@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,16 +156,14 @@ def test_dpsgd_killed_mid_round_never_forgets_spend(tmp_path, reference):
     assert all(b[n] >= a[n] - 1e-12 for n in a), (a, b)
 
 
-@pytest.mark.integration
-def test_cli_simulation_on_ray_killed_then_resumed_with_resume_run_dir(tmp_path, reference):
-    """``lepton-fed simulate ... `` killed with SIGKILL after round 2 (its whole process
-    group: the Ray processes it started), then ``lepton-fed simulate resume=RUN_DIR``
-    with nothing else: the run's own config, same directory, same model as an
-    uninterrupted run."""
-    d = tmp_path / "run"
+def _kill_after_two_rounds(tmp_path: Path, d: Path, *overrides: str
+                           ) -> tuple[dict[str, str], list[str]]:
+    """``lepton-fed simulate OVERRIDES`` into ``d``, SIGKILLed (its whole process group:
+    the Ray processes it started) once two rounds are on disk. Returns the environment
+    and the command prefix, for the resume."""
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
     cli = [sys.executable, "-m", "lepton_fed.cli.main", "simulate"]
-    proc = subprocess.Popen([*cli, *BASE, f"hydra.run.dir={d}"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([*cli, *overrides, f"hydra.run.dir={d}"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -172,6 +171,17 @@ def test_cli_simulation_on_ray_killed_then_resumed_with_resume_run_dir(tmp_path,
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the group our child leads
         proc.wait(timeout=30)
+    return env, cli
+
+
+@pytest.mark.integration
+def test_cli_simulation_on_ray_killed_then_resumed_with_resume_run_dir(tmp_path, reference):
+    """``lepton-fed simulate ... `` killed with SIGKILL after round 2 (its whole process
+    group: the Ray processes it started), then ``lepton-fed simulate resume=RUN_DIR``
+    with nothing else: the run's own config, same directory, same model as an
+    uninterrupted run."""
+    d = tmp_path / "run"
+    env, cli = _kill_after_two_rounds(tmp_path, d, *BASE)
     assert not (d / "summary.json").exists()
     out = subprocess.run([*cli, f"resume={d}"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=400, start_new_session=True)
@@ -190,16 +200,7 @@ def test_cli_dpsgd_simulation_on_ray_resumes_with_every_nodes_spend(tmp_path, re
     ``resume=RUN_DIR`` is allowed and no node's spend restarts from zero (killed in or
     after round 2: each node ends at least at an uninterrupted run's epsilon)."""
     d = tmp_path / "run"
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
-    cli = [sys.executable, "-m", "lepton_fed.cli.main", "simulate"]
-    proc = subprocess.Popen([*cli, *DPSGD, *BASE, f"hydra.run.dir={d}"], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        _wait_for(lambda: (d / "metrics.jsonl").exists() and len(_rows(d)) >= 2, proc, 400)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group our child leads
-        proc.wait(timeout=30)
+    env, cli = _kill_after_two_rounds(tmp_path, d, *DPSGD, *BASE)
     spent = {p.name: len(list(p.iterdir())) for p in (d / "node_ledgers").iterdir()}
     assert spent and all(spent.values())  # ledgers on disk before the kill
     out = subprocess.run([*cli, f"resume={d}"], cwd=tmp_path, env=env, capture_output=True,
