@@ -125,17 +125,6 @@ def _configured(msg: Message, node: NodeState) -> Message | None:
     return None
 
 
-def _request(rec: Any) -> bytes:
-    """The secure-aggregation request bytes of a record (untrusted: an integer would
-    otherwise become a zero-filled buffer of that size)."""
-    value = rec.get("request") if hasattr(rec, "get") else None
-    if not isinstance(value, bytes):
-        from lepton_fed.errors import ProtocolAbort
-
-        raise ProtocolAbort("secagg_bad_request: the request is not bytes")
-    return value
-
-
 def _take_scaler(msg: Message, node: NodeState) -> None:
     """Store the federation's scaler when the message carries it (first contact).
 
@@ -188,7 +177,11 @@ def _train(msg: Message, context: Context) -> Message:
     if unmasked:  # a secure-aggregation node never sends a plain update
         return codes.decline_reply(msg, unmasked[0].code, unmasked[0].detail, node_name=_name(context))
     _take_scaler(msg, node)
-    request = _request(msg.content["secagg"]) if "secagg" in msg.content else None
+    request = None
+    if "secagg" in msg.content:
+        from lepton_fed.client.secure import request_bytes
+
+        request = request_bytes(msg.content["secagg"])
     out = run_train_round(node, cast(ArrayRecord, msg.content["arrays"]),
                           cast(ConfigRecord, msg.content["config"]),
                           secagg_request=request)
@@ -234,7 +227,7 @@ def secagg_unmask(msg: Message, context: Context) -> Message:
 @_coded
 def secagg_evaluate(msg: Message, context: Context) -> Message:
     """Secure federated evaluation: the masked evaluation vector of the global model."""
-    from lepton_fed.client.secure import secure_eval_reply
+    from lepton_fed.client.secure import request_bytes, secure_eval_reply
 
     node = NodeState(context)
     if (need := _configured(msg, node)) is not None:
@@ -242,7 +235,7 @@ def secagg_evaluate(msg: Message, context: Context) -> Message:
     if (declined := _policy_decline(msg, node, node.cfg)) is not None:
         return declined
     _take_scaler(msg, node)
-    reply = secure_eval_reply(node, _request(msg.content["secagg"]),
+    reply = secure_eval_reply(node, request_bytes(msg.content["secagg"]),
                               cast(ArrayRecord, msg.content["arrays"]))
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)
 
@@ -250,7 +243,12 @@ def secagg_evaluate(msg: Message, context: Context) -> Message:
 def _secagg_step(msg: Message, context: Context, step: str) -> Message:
     """Runs one secure-aggregation step (``advertise``/``unmask``) on the node's saved
     client state of the request's slot."""
-    from lepton_fed.client.secure import load_client, save_client, slot_of
+    from lepton_fed.client.secure import (
+        load_client,
+        request_bytes,
+        save_client,
+        slot_of,
+    )
 
     node = NodeState(context)
     if (need := _configured(msg, node)) is not None:
@@ -258,6 +256,6 @@ def _secagg_step(msg: Message, context: Context, step: str) -> Message:
     rec = msg.content["secagg"]
     slot = slot_of(rec.get("slot"))
     client = load_client(node, slot)
-    reply = getattr(client, step)(_request(rec))
+    reply = getattr(client, step)(request_bytes(rec))
     save_client(node, client, slot)
     return Message(RecordDict({"secagg": ConfigRecord({"reply": reply})}), reply_to=msg)

@@ -55,7 +55,7 @@ from lepton_fed.secagg.roster import RosterError, load_roster
 from lepton_fed.secagg.trust import TrustedRoster, trusted_roster
 
 __all__ = ["SLOTS", "distributed_reply", "load_client", "masked_eval_reply", "masked_reply",
-           "save_client", "secure_eval_reply", "setup_advertisement", "slot_of"]
+           "request_bytes", "save_client", "secure_eval_reply", "setup_advertisement", "slot_of"]
 
 log = logging.getLogger("lepton_fed.node")
 
@@ -191,7 +191,7 @@ def setup_advertisement(node: NodeState, record: object, name: str = "") -> byte
     """
     try:
         client = load_client(node)
-        reply = client.advertise(_setup_request(record))
+        reply = client.advertise(request_bytes(record))
     except ProtocolAbort as exc:
         log.warning("node %s: no round keys in the setup reply: %s", name, exc)
         return None
@@ -199,10 +199,13 @@ def setup_advertisement(node: NodeState, record: object, name: str = "") -> byte
     return reply
 
 
-def _setup_request(record: object) -> bytes:
+def request_bytes(record: object) -> bytes:
+    """The secure-aggregation request bytes of a message's ``secagg`` record (untrusted:
+    anything but bytes, e.g. an integer that would become a zero-filled buffer of that
+    size, is refused)."""
     value = record.get("request") if isinstance(record, ConfigRecord) else None
     if not isinstance(value, bytes):
-        raise ProtocolAbort("secagg_bad_request: the setup's advertisement request is not bytes")
+        raise ProtocolAbort("secagg_bad_request: the request is not bytes")
     return value
 
 

@@ -139,3 +139,21 @@ def test_a_bad_proximal_mu_from_the_server_is_refused_before_training(compose_cf
                   dst_node_id=1, message_type="train")
     (reply,) = grid.send_and_receive([msg])
     assert reply.has_error() and "INVALID_REQUEST" in reply.error.reason
+
+
+@pytest.mark.parametrize("message_type", ["query.secagg_unmask", "query.secagg_advertise",
+                                          "train"])
+@pytest.mark.parametrize("request_value", [10**6, "text", [1, 2]])
+def test_a_secagg_request_that_is_not_bytes_is_refused(strict_grid, message_type,
+                                                       request_value):
+    """The request field is untrusted: an integer would become a zero-filled buffer of
+    that size, anything else garbage; every handler refuses it (SECAGG_ABORT)."""
+    grid, _ = strict_grid
+    content = RecordDict({"secagg": ConfigRecord({"request": request_value})})
+    if message_type == "train":
+        w = {"net.weight": np.zeros((2, 30), np.float32), "net.bias": np.zeros(2, np.float32)}
+        content["arrays"] = to_array_record(w)
+        content["config"] = ConfigRecord({"server-round": 2})
+    (reply,) = grid.send_and_receive([Message(content, dst_node_id=2,
+                                              message_type=message_type)])
+    assert reply.has_error() and "SECAGG_ABORT" in reply.error.reason, reply
