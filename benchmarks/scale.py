@@ -28,8 +28,9 @@ Every (engine, scale, variant) runs in a fresh process (``_common.run_worker``):
 seconds (round 1 excluded from medians: it pays one-off costs: imports, first-time
 work of the nodes sampled), resident memory at the end of every round (in-process: the
 process; Ray: the whole process tree, driver + Ray + actors) and the peak. Ratios are
-lepton-fed variant / plain Flower at the same engine and scale. In-process runs also
-count the messages the server sends per round, by type (``messages_per_round``; column
+lepton-fed variant / plain Flower at the same engine and scale. Runs also count the
+messages the server sends per round, by type (``messages_per_round``: lepton-fed's from
+its metrics rows, both engines; plain Flower's in-process only; column
 ``msgs/round``: median over rounds 2..N, the setup exchange not counted). With secure
 aggregation the round keys travel in the setup exchange, so a round is the masked-input
 (``train``) and ``query.secagg_unmask`` exchanges: 2 messages per sampled node.
@@ -328,9 +329,9 @@ def worker(kind: str, engine: str, clients: int, per_round: int, rounds: int,
 
 
 def _message_counts(seen: list[Any]) -> dict[str, int]:
-    """Messages the server sent since the last round end, by type (in-process: every
-    delivered request got the reply ``seen`` holds). The first round's count includes
-    the setup exchange (``query.setup``: once per node, before round 1)."""
+    """Messages the plain-Flower app's server sent since the last round end, by type
+    (in-process: every delivered request got the reply ``seen`` holds; lepton-fed's
+    rows list their own exchanges)."""
     out: dict[str, int] = defaultdict(int)
     for m in seen:
         out[m.metadata.message_type] += 1
@@ -414,10 +415,7 @@ def _run_lepton(kind: str, engine: str, path: Path, clients: int, per_round: int
             bundle = write_bundle(Path(d) / "bundle", cfg)
             grid = InProcessGrid(app, clients, bundle=bundle)
 
-            counts: list[dict[str, int]] = []
-
             def at_round_end() -> None:
-                counts.append(_message_counts(grid.seen))
                 grid.seen.clear()  # the grid's own audit log of replies: harness only
                 on_round()
 
@@ -430,8 +428,7 @@ def _run_lepton(kind: str, engine: str, path: Path, clients: int, per_round: int
             touched = [b for b in states if b > min(states)]
             state_info = {"node_state_bytes_max": max(states),
                           "node_state_bytes_mean_sampled": float(np.mean(touched or states)),
-                          "node_state_bytes_total": int(sum(states)),
-                          "messages_per_round": counts}
+                          "node_state_bytes_total": int(sum(states))}
         else:
             from lepton_fed.simulation import simulate
 
@@ -448,6 +445,9 @@ def _run_lepton(kind: str, engine: str, path: Path, clients: int, per_round: int
         info["secagg"] = {k: s0["secagg"].get(k) for k in (
             "neighbours", "threshold", "security_bits", "correctness_bits")}
     info["epsilon"] = obs.rows[-1].get("epsilon")
+    # the run's own exchange log (both engines): messages sent per round, by type
+    info["messages_per_round"] = [{e["type"]: e["sent"] for e in r.get("exchanges", [])}
+                                  for r in obs.rows]
     if engine == "inprocess":
         info |= state_info
     return info
