@@ -82,7 +82,7 @@ def run_case(overrides: list[str], rounds: int, ray: bool = False) -> dict[str, 
             "save_s": saves, "round_s": secs}
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)

@@ -253,7 +253,7 @@ def simulation(work: Path, d: dict[str, Any], rounds: int, every: int, *,
     return {"total_s": time.monotonic() - t0} | _figures(run_dir)
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=["generated", "heart"], default="generated")
     ap.add_argument("--heart-dir", type=Path, default=HEART_DIR)

@@ -109,10 +109,10 @@ class _Timed:
     def __init__(self) -> None:
         self.t: list[float] = []
 
-    def on_round(self, row: dict[str, Any]) -> None:  # noqa: D102
+    def on_round(self, row: dict[str, Any]) -> None:
         self.t.append(time.perf_counter())
 
-    def on_finish(self, summary: dict[str, Any]) -> None:  # noqa: D102
+    def on_finish(self, summary: dict[str, Any]) -> None:
         self.t.append(time.perf_counter())
 
 

@@ -76,7 +76,7 @@ def run_one(overrides: list[str], rounds: int) -> dict[str, Any]:
             "seconds": time.perf_counter() - t0}
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--attacks", default=",".join(ATTACKS))

@@ -387,11 +387,11 @@ class _Rows:
         self.rows: list[dict[str, Any]] = []
         self.on_round_cb = on_round
 
-    def on_round(self, row: dict[str, Any]) -> None:  # noqa: D102
+    def on_round(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self.on_round_cb()
 
-    def on_finish(self, summary: dict[str, Any]) -> None:  # noqa: D102
+    def on_finish(self, summary: dict[str, Any]) -> None:
         self.summary = summary
 
 

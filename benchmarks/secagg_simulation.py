@@ -140,11 +140,11 @@ def _digits_client_cls() -> type:
         def __init__(self, pid: int, n: int) -> None:
             self.pid, self.n = pid, n
 
-        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:  # noqa: D102
+        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
             return initial_ndarrays(self.n)
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
-                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:  # noqa: D102
+                ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
             import torch
 
             from lepton_fed.client.train import train_local
@@ -512,7 +512,7 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return f"{x:.{nd}f}" if isinstance(x, float) and math.isfinite(x) else ("-" if x is None else str(x))
 
 
-def report(summary: dict[str, Any], proto: dict[str, Any] | None, d: int) -> None:  # noqa: D103
+def report(summary: dict[str, Any], proto: dict[str, Any] | None, d: int) -> None:
     rows = []
     for n, r in summary["per_n"].items():
         def g(kind: str, key: str, r: dict[str, Any] = r) -> Any:
@@ -568,11 +568,11 @@ def report(summary: dict[str, Any], proto: dict[str, Any] | None, d: int) -> Non
                     title=f"In-process protocol only (read from {proto['file']}, {proto['date']})")
 
 
-def model_dim(n: int) -> int:  # noqa: D103
+def model_dim(n: int) -> int:
     return int(sum(a.size for a in initial_ndarrays(n)))
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100, 200],
                     help="clients per round (all clients sampled)")

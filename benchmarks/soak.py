@@ -47,7 +47,7 @@ class Probe:
         self.rows: list[dict[str, Any]] = []
         self.t = time.perf_counter()
 
-    def on_round(self, row: dict[str, Any]) -> None:  # noqa: D102
+    def on_round(self, row: dict[str, Any]) -> None:
         if not self.keep:
             self.grid.seen.clear()
         now = time.perf_counter()
@@ -59,11 +59,11 @@ class Probe:
             "failed": row["failed"], "checkpoint_bytes": ck.stat().st_size})
         self.t = now
 
-    def on_finish(self, summary: dict[str, Any]) -> None:  # noqa: D102
+    def on_finish(self, summary: dict[str, Any]) -> None:
         pass
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--clients", type=int, default=100)

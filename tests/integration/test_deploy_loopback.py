@@ -63,7 +63,7 @@ class Group:
             self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=ENV,
                                          cwd=cwd, start_new_session=True)
 
-    def text(self) -> str:  # noqa: D102
+    def text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, text: str, timeout: float) -> None:
@@ -161,7 +161,7 @@ class Federation:
         self.data: dict[str, Any] = {}
         self.ledgers = tmp / "ledgers"
 
-    def start_superlink(self, log: str = "superlink.out") -> None:  # noqa: D102
+    def start_superlink(self, log: str = "superlink.out") -> None:
         self.superlink = Group([*CLI, "superlink", str(self.dir.root), "--bind", "127.0.0.1",
                                 "--control-port", str(self.control)], self.tmp / log, self.tmp)
         self.superlink.wait_for("is up", 90)
@@ -176,7 +176,7 @@ class Federation:
         self.nodes[name] = g
         return g
 
-    def ledger_dir(self, name: str) -> Path:  # noqa: D102
+    def ledger_dir(self, name: str) -> Path:
         d = self.ledgers / name
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -190,7 +190,7 @@ class Federation:
         for g in self.nodes.values():
             g.wait_for("joined federation", 90)
 
-    def stop_nodes(self) -> None:  # noqa: D102
+    def stop_nodes(self) -> None:
         for g in self.nodes.values():  # all at once, then each by its PID
             if g.proc.poll() is None:
                 os.kill(g.proc.pid, signal.SIGTERM)
@@ -213,12 +213,12 @@ class Federation:
             client.close()
         return next(str(n.status) for n in infos if n.node_id == int(m.group(1)))
 
-    def stop(self) -> None:  # noqa: D102
+    def stop(self) -> None:
         self.stop_nodes()
         if self.superlink is not None:
             self.superlink.stop()
 
-    def run_args(self, run_dir: Path, *overrides: str) -> list[str]:  # noqa: D102
+    def run_args(self, run_dir: Path, *overrides: str) -> list[str]:
         return [*CLI, "run", "--federation", str(self.dir.root), "--run-dir", str(run_dir),
                 "data=csv", f"data.schema={self.data['schema']}", "evaluation.server_data=false",
                 *overrides]
