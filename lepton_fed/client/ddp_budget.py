@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from lepton_fed.client.dp import (
-    _state_ledger,
-    _store,
-    _target,
-    is_real_node,
     ledger_key,
+    ledger_missing,
+    ledger_of,
+    reserve_on_ledger,
+    settle_on_ledger,
+    target_epsilon,
 )
 from lepton_fed.client.node import NodeState
 from lepton_fed.client.node_policy import node_policy
@@ -94,7 +95,7 @@ def release_event(plan: DistributedPlan, *, round_: int | None = None) -> Privac
 def _cap(node: NodeState, cfg: DictConfig) -> float:
     """The tighter of the run's ``privacy.epsilon`` and the node policy's cap."""
     cap = node_policy(node.context).max_epsilon
-    return min(_target(cfg), math.inf if cap is None else float(cap))
+    return min(target_epsilon(cfg), math.inf if cap is None else float(cap))
 
 
 def _eps(ledger: PrivacyLedger, delta: float) -> float:
@@ -106,27 +107,19 @@ def reserve_release(node: NodeState, cfg: DictConfig, data: TabularData,
     """Check the budget for one release under ``plan`` and record it as pending, or
     decline (nothing recorded). Call before training."""
     delta = float(cfg.privacy.delta)
-    store = _store(node)
-    if is_real_node(node) and store is None:
-        return ReleaseCharge(LEDGER_REQUIRED, "node_config has data-path but no ledger-dir: "
-                             "this node's privacy spend would not survive a restart", 0.0)
+    if (missing := ledger_missing(node)) is not None:
+        return ReleaseCharge(LEDGER_REQUIRED, missing, 0.0)
     key = ledger_key(node, data)
     event, target = release_event(plan, round_=round_), _cap(node, cfg)
     try:
-        if store is not None:
-            ledger, held = store.reserve(key, event, target_epsilon=target, delta=delta,
+        ledger, held = reserve_on_ledger(node, key, event, target=target, delta=delta,
                                          accountant=ACCOUNTANT)
-        else:
-            ledger = _state_ledger(node, key)
-            held = ledger.reserve(event, target_epsilon=target, delta=delta,
-                                  accountant=ACCOUNTANT)
-            node.set("dp-ledger", ledger.to_bytes())
     except PrivacyBudgetExhausted:
-        spent = store.load(key) if store is not None else _state_ledger(node, key)
         return ReleaseCharge(BUDGET_EXHAUSTED,
                              f"this release would take the node's ledger above epsilon "
                              f"{target:g} at delta {delta:g} (privacy.epsilon and the "
-                             f"node policy's max_epsilon)", _eps(spent, delta), key)
+                             f"node policy's max_epsilon)", _eps(ledger_of(node, key), delta),
+                             key)
     return ReleaseCharge(None, "", _eps(ledger, delta), key, held.reservation, event)
 
 
@@ -141,12 +134,6 @@ def settle_release(node: NodeState, cfg: DictConfig, charge: ReleaseCharge, *,
     """
     if charge.key is None or charge.reservation is None or charge.event is None:
         raise LedgerError("settle_release without a reservation")
-    actual = charge.event if released else None
-    store = _store(node)
-    if store is not None:
-        ledger = store.settle(charge.key, charge.reservation, actual)
-    else:
-        ledger = _state_ledger(node, charge.key)
-        ledger.settle(charge.reservation, actual)
-        node.set("dp-ledger", ledger.to_bytes())
+    ledger = settle_on_ledger(node, charge.key, charge.reservation,
+                              charge.event if released else None)
     return _eps(ledger, float(cfg.privacy.delta))

@@ -60,8 +60,13 @@ __all__ = [
     "dp_report",
     "is_real_node",
     "ledger_key",
+    "ledger_missing",
+    "ledger_of",
     "record_round",
     "reserve_dp_round",
+    "reserve_on_ledger",
+    "settle_on_ledger",
+    "target_epsilon",
 ]
 
 _RESERVATION = "dp-reservation"  # node state: "<ledger key> <reservation id>"
@@ -152,10 +157,6 @@ def _rows_key(data: TabularData) -> str:
     return dataset_fingerprint(data.X, data.y)
 
 
-def _target(cfg: DictConfig) -> float:
-    return float(cfg.privacy.epsilon) if cfg.privacy.epsilon is not None else math.inf
-
-
 def _state_ledger(node: NodeState, key: str) -> PrivacyLedger:
     raw = node.get("dp-ledger")
     if raw:
@@ -166,6 +167,58 @@ def _state_ledger(node: NodeState, key: str) -> PrivacyLedger:
 def _store(node: NodeState) -> FileLedger | None:
     d = _ledger_dir(node)
     return FileLedger(d, node_id=str(node.context.node_id)) if d else None
+
+
+def ledger_missing(node: NodeState) -> str | None:
+    """Why a real node cannot pay for a release (no ``ledger-dir``: its spend would not
+    survive a restart), or None."""
+    if is_real_node(node) and _store(node) is None:
+        return ("node_config has data-path but no ledger-dir: this node's privacy spend "
+                "would not survive a restart")
+    return None
+
+
+def target_epsilon(cfg: DictConfig) -> float:
+    """The run's ``privacy.epsilon`` (no target: infinity)."""
+    return float(cfg.privacy.epsilon) if cfg.privacy.epsilon is not None else math.inf
+
+
+def reserve_on_ledger(node: NodeState, key: str, event: PrivacyEvent, *, target: float,
+                      delta: float, accountant: str) -> tuple[PrivacyLedger, PrivacyEvent]:
+    """Check the budget and record ``event`` as pending on the node's ledger for
+    ``key``: its file store (``ledger-dir``, locked) or, without one (simulation), the
+    node state. Returns the ledger after the reservation and the pending event.
+
+    Raises:
+        PrivacyBudgetExhausted: it does not fit; nothing recorded.
+    """
+    store = _store(node)
+    if store is not None:
+        return store.reserve(key, event, target_epsilon=target, delta=delta,
+                             accountant=accountant)
+    ledger = _state_ledger(node, key)
+    held = ledger.reserve(event, target_epsilon=target, delta=delta, accountant=accountant)
+    node.set("dp-ledger", ledger.to_bytes())
+    return ledger, held
+
+
+def settle_on_ledger(node: NodeState, key: str, reservation: str,
+                     actual: PrivacyEvent | None) -> PrivacyLedger:
+    """Replace reservation ``reservation`` by ``actual`` (None: nothing was spent) on
+    the node's ledger for ``key``; returns the ledger afterwards."""
+    store = _store(node)
+    if store is not None:
+        return store.settle(key, reservation, actual)
+    ledger = _state_ledger(node, key)
+    ledger.settle(reservation, actual)
+    node.set("dp-ledger", ledger.to_bytes())
+    return ledger
+
+
+def ledger_of(node: NodeState, key: str) -> PrivacyLedger:
+    """The node's ledger for ``key`` as stored now (file store or node state)."""
+    store = _store(node)
+    return store.load(key) if store is not None else _state_ledger(node, key)
 
 
 def _eps(ledger: PrivacyLedger, delta: float, accountant: str, *,
@@ -216,41 +269,23 @@ def reserve_dp_round(
     included) or the round is declined (``BUDGET_EXHAUSTED``; nothing recorded).
     The reservation is remembered in the node state for :func:`record_round`.
     """
-    return _reserve(node, cfg, n=len(data.y), key=None, data=data, round_=round_,
-                    num_features=data.num_features)
-
-
-def _reserve(
-    node: NodeState, cfg: DictConfig, *, n: int, key: str | None, data: TabularData | None,
-    round_: int, num_features: int,
-) -> DPDecision:
+    n, num_features = len(data.y), data.num_features
     pr = cfg.privacy
     delta = float(pr.delta)
     acc = run_accountant(cfg)
-    store = _store(node)
-    if is_real_node(node) and store is None:
-        return DPDecision(None, 0.0, LEDGER_REQUIRED,
-                          "node_config has data-path but no ledger-dir: this node's "
-                          "privacy spend would not survive a restart")
-    if key is None or is_real_node(node):
-        key = ledger_key(node, data)
+    if (missing := ledger_missing(node)) is not None:
+        return DPDecision(None, 0.0, LEDGER_REQUIRED, missing)
+    key = ledger_key(node, data)
     choice = dp_choice(node, cfg, n)
     sch = local_schedule(num_examples=n, batch_size=choice.batch_size, epochs=choice.epochs)
     sigma = _sigma(node, cfg, sch.sample_rate, sch.steps)
     planned = PrivacyEvent(noise_multiplier=sigma, sample_rate=sch.sample_rate,
                            steps=sch.steps, round=round_)
     try:
-        if store is not None:
-            ledger, held = store.reserve(key, planned, target_epsilon=_target(cfg),
+        ledger, held = reserve_on_ledger(node, key, planned, target=target_epsilon(cfg),
                                          delta=delta, accountant=acc)
-        else:
-            ledger = _state_ledger(node, key)
-            held = ledger.reserve(planned, target_epsilon=_target(cfg), delta=delta,
-                                  accountant=acc)
-            node.set("dp-ledger", ledger.to_bytes())
     except PrivacyBudgetExhausted:
-        spent = store.load(key) if store is not None else _state_ledger(node, key)
-        return DPDecision(None, _eps(spent, delta, acc), BUDGET_EXHAUSTED,
+        return DPDecision(None, _eps(ledger_of(node, key), delta, acc), BUDGET_EXHAUSTED,
                           f"this round would take the ledger above privacy.epsilon="
                           f"{pr.epsilon} at privacy.delta={pr.delta}", key)
     assert held.reservation is not None
@@ -293,13 +328,7 @@ def record_round(
     actual = (PrivacyEvent(noise_multiplier=settings.noise_multiplier,
                            sample_rate=res.sample_rate, steps=res.steps, round=round_)
               if res.steps > 0 else None)
-    store = _store(node)
-    if store is not None:
-        ledger = store.settle(key, reservation, actual)
-    else:
-        ledger = _state_ledger(node, key)
-        ledger.settle(reservation, actual)
-        node.set("dp-ledger", ledger.to_bytes())
+    ledger = settle_on_ledger(node, key, reservation, actual)
     node.set(_RESERVATION, "")
     delta, acc = float(cfg.privacy.delta), run_accountant(cfg)
     report = {f"epsilon-{a}": _eps(ledger, delta, a) for a in ACCOUNTANTS}
